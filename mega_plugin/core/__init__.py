@@ -1,0 +1,53 @@
+"""The backend-neutral MEGA core (imports torch only).
+
+Config (:class:`MegaCoreConfig`), modules (EMA, gated attention, NFFN, block, stack,
+backbone), streaming state, and the kernel ops with their reference implementations.
+"""
+
+from __future__ import annotations
+
+from .block import MegaBlock
+from .config import (
+    ACTIVATIONS,
+    ATTENTION_ACTIVATIONS,
+    NORMALIZATION_TYPES,
+    RELATIVE_POSITIONAL_BIASES,
+    MegaCoreConfig,
+    validate_config,
+)
+from .ema import MultiDimensionDampedEma
+from .embeddings import MegaEmbeddings
+from .ffn import NormalizedFeedForward
+from .gated_attention import MovingAverageGatedAttention
+from .init import initialize_module, initialize_tree
+from .norms import RMSNorm, ScaleNorm, SequenceNorm
+from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from .stack import MegaBackbone, MegaLayerStack, StackOutput, padding_to_key_mask
+from .state import LayerState, MegaState
+
+__all__ = [
+    "ACTIVATIONS",
+    "ATTENTION_ACTIVATIONS",
+    "NORMALIZATION_TYPES",
+    "RELATIVE_POSITIONAL_BIASES",
+    "LayerState",
+    "MegaBackbone",
+    "MegaBlock",
+    "MegaCoreConfig",
+    "MegaEmbeddings",
+    "MegaLayerStack",
+    "MegaState",
+    "MovingAverageGatedAttention",
+    "MultiDimensionDampedEma",
+    "NormalizedFeedForward",
+    "RMSNorm",
+    "RotaryRelativePositionalBias",
+    "ScaleNorm",
+    "SequenceNorm",
+    "SimpleRelativePositionalBias",
+    "StackOutput",
+    "initialize_module",
+    "initialize_tree",
+    "padding_to_key_mask",
+    "validate_config",
+]

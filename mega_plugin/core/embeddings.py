@@ -1,0 +1,71 @@
+"""Token (and optional token-type) embeddings: ``embedding_layer`` in checkpoints."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .config import MegaCoreConfig
+
+
+class MegaEmbeddings(nn.Module):
+    """Word embeddings plus, when configured, token-type embeddings. No positions: MEGA's
+    EMA and relative bias carry position."""
+
+    def __init__(self, config: MegaCoreConfig) -> None:
+        super().__init__()
+        self.vocab_size = config.vocab_size
+        self.type_vocab_size = config.type_vocab_size
+        padding_idx = config.pad_token_id
+        if padding_idx is not None and not 0 <= padding_idx < config.vocab_size:
+            raise ValueError(f"pad_token_id={padding_idx} must lie in [0, vocab_size={config.vocab_size})")
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
+        )
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        *,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        """(B, L) ids or (B, L, D) embeddings -> (B, L, D)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            check_ids(input_ids, "input_ids", self.vocab_size, "vocab_size")
+            embeddings = self.word_embeddings(input_ids)
+        else:
+            embeddings = inputs_embeds
+        if token_type_ids is not None:
+            if token_type_ids.shape != embeddings.shape[:-1]:
+                raise ValueError(
+                    f"token_type_ids has shape {tuple(token_type_ids.shape)}, expected {tuple(embeddings.shape[:-1])}"
+                )
+            if self.token_type_embeddings is None:
+                if bool((token_type_ids != 0).any()):
+                    raise ValueError(
+                        "token_type_ids has non-zero entries but the model has no token-type embeddings "
+                        "(add_token_type_embeddings=False); they would be ignored"
+                    )
+                return embeddings
+            check_ids(token_type_ids, "token_type_ids", self.type_vocab_size, "type_vocab_size")
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                # Type 0 everywhere: add its row without building an id tensor.
+                return embeddings + self.token_type_embeddings.weight[0]
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return embeddings
+
+
+def check_ids(ids: Tensor, name: str, limit: int, limit_name: str) -> None:
+    """``ValueError`` naming the argument when ids are not integers in [0, limit)."""
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
+    if ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= limit:
+        raise ValueError(f"{name} must lie in [0, {limit_name}={limit}); found values in [{low}, {high}]")

@@ -1,0 +1,244 @@
+"""Moving-average equipped gated attention: the ``mega_layer`` sub-layer of a MEGA block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .activations import get_activation
+from .config import MegaCoreConfig
+from .dropout import MegaDropout
+from .ema import MultiDimensionDampedEma
+from .kernels import resolve_kernel
+from .norms import SequenceNorm
+from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from .state import LayerState, merge_key_masks
+
+
+@dataclass
+class AttentionResult:
+    """Output of one gated-attention call."""
+
+    hidden: Tensor
+    """(B, L, D) layer output."""
+
+    weights: Tensor | None
+    """(B, C, Lq, Lk) attention weights before dropout, when asked for."""
+
+    state: LayerState | None
+    """The updated streaming state, when asked for."""
+
+
+class MovingAverageGatedAttention(nn.Module):
+    """EMA, then single-head attention over chunks, gated by update and reset gates.
+
+    Submodule and parameter names match HF checkpoints (``norm``, ``ema_gate``, ``v_proj``,
+    ``mx_proj``, ``h_proj``, ``qk_weight``, ``qk_bias``, ``rel_pos_bias``).
+    """
+
+    def __init__(self, config: MegaCoreConfig) -> None:
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.shared_size = config.shared_representation_size
+        self.value_size = config.intermediate_size
+        self.chunk_size = config.attention_chunk
+        self.prenorm = config.normalize_before_mega
+        self.attention_activation = config.attention_activation
+        self.kernel_name = config.attention_kernel
+        self.init_std = config.initializer_range
+        self.activation = get_activation(config.activation)
+        self.scale = self.shared_size**-0.5
+        self.attention_dropout_p = config.attention_probs_dropout_prob
+
+        self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
+        self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
+        self.norm = SequenceNorm(
+            config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.norm_affine
+        )
+        self.ema_gate = MultiDimensionDampedEma(
+            config.hidden_size,
+            config.ema_projection_size,
+            bidirectional=config.bidirectional,
+            truncation=config.truncation,
+            kernel_name=config.ema_kernel,
+            damping_std=config.ema_delta_alpha_range,
+            expansion_std=config.ema_beta_range,
+            projection_std=config.ema_gamma_omega_range,
+        )
+        self.v_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        # One projection yields the update gate (D), the shared q/k + reset gate (Z + V), and hx (D).
+        self.mx_proj = nn.Linear(
+            config.hidden_size, 2 * config.hidden_size + config.shared_representation_size + config.intermediate_size
+        )
+        self.h_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.qk_weight = nn.Parameter(torch.zeros(2, config.shared_representation_size))
+        self.qk_bias = nn.Parameter(torch.zeros(2, config.shared_representation_size))
+        self.rel_pos_bias: nn.Module
+        if config.relative_positional_bias == "simple":
+            self.rel_pos_bias = SimpleRelativePositionalBias(
+                max_positions=config.max_positions, center=config.simple_bias_center, init_std=config.initializer_range
+            )
+        else:
+            self.rel_pos_bias = RotaryRelativePositionalBias(
+                dim=config.shared_representation_size, init_std=config.initializer_range
+            )
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.qk_weight, mean=0.0, std=self.init_std)
+        nn.init.zeros_(self.qk_bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        key_mask: Tensor | None = None,
+        causal: bool = False,
+        state: LayerState | None = None,
+        update_state: bool = False,
+        need_weights: bool = False,
+    ) -> AttentionResult:
+        """``x`` (B, L, D); ``key_mask`` (B, L) bool for the new tokens; ``state`` from earlier calls."""
+        residual = x
+        normed = self.norm(x) if self.prenorm else x
+        value = self.activation(self.v_proj(normed))  # (B, L, V)
+        ema_out, ema_state, ema_window = self.ema_gate(
+            normed,
+            key_mask=key_mask,
+            state=state.ema if state is not None else None,
+            window=state.ema_window if state is not None else None,
+            return_state=update_state,
+        )
+        base = self.mx_proj(self.dropout(ema_out))
+        update_gate, shared_and_reset, hx = torch.split(
+            base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
+        )
+        update_gate = torch.sigmoid(update_gate)
+        shared, reset_gate = torch.split(F.silu(shared_and_reset), [self.shared_size, self.value_size], dim=-1)
+        query = shared * self.qk_weight[0] + self.qk_bias[0]  # (B, L, Z)
+        key = shared * self.qk_weight[1] + self.qk_bias[1]
+        value = self.hidden_dropout(value)
+
+        attended, weights, new_state = self._attend(
+            query, key, value, key_mask, causal=causal, state=state, update_state=update_state, need_weights=need_weights
+        )
+        gated = self.activation(hx + self.h_proj(attended * reset_gate))
+        out = torch.addcmul(residual, update_gate, self.dropout(gated) - residual)
+        if not self.prenorm:
+            out = self.norm(out)
+        if new_state is not None:
+            new_state.ema, new_state.ema_window = ema_state, ema_window
+        return AttentionResult(hidden=out, weights=weights, state=new_state)
+
+    def _attend(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_mask: Tensor | None,
+        *,
+        causal: bool,
+        state: LayerState | None,
+        update_state: bool,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None, LayerState | None]:
+        batch, length, _ = query.shape
+        cached = state.cached_length if state is not None else 0
+        if cached:
+            key = torch.cat([state.keys, key], dim=1)
+            value = torch.cat([state.values, value], dim=1)
+            key_mask = merge_key_masks(
+                state.key_mask, key_mask, cached, length, batch=batch, device=query.device
+            )
+        frame = cached + length  # the key frame starts at a chunk boundary (or at position 0)
+        chunk = self.chunk_size
+        if chunk is None or frame <= chunk:
+            bias = self.rel_pos_bias(length, frame, cached)
+            out, weights = self._kernel(
+                query.unsqueeze(1),
+                key.unsqueeze(1),
+                value.unsqueeze(1),
+                bias,
+                None if key_mask is None else key_mask.unsqueeze(1),
+                causal=causal,
+                query_offset=cached,
+                need_weights=need_weights,
+            )
+            attended = out.squeeze(1)
+        else:
+            chunks = -(-frame // chunk)
+            padded = chunks * chunk
+            # Queries occupy frame positions cached..frame-1; earlier rows are computed and dropped.
+            query_frame = F.pad(query, (0, 0, cached, padded - frame))
+            key_frame = F.pad(key, (0, 0, 0, padded - frame))
+            value_frame = F.pad(value, (0, 0, 0, padded - frame))
+            if padded != frame or key_mask is not None:
+                if key_mask is None:
+                    key_mask = torch.ones(batch, frame, dtype=torch.bool, device=query.device)
+                key_mask = F.pad(key_mask, (0, padded - frame), value=False)
+            bias = self.rel_pos_bias(chunk, chunk, 0)
+            out, weights = self._kernel(
+                query_frame.view(batch, chunks, chunk, -1),
+                key_frame.view(batch, chunks, chunk, -1),
+                value_frame.view(batch, chunks, chunk, -1),
+                bias,
+                None if key_mask is None else key_mask.view(batch, chunks, chunk),
+                causal=causal,
+                query_offset=0,
+                need_weights=need_weights,
+            )
+            attended = out.reshape(batch, padded, -1)[:, cached:frame]
+            key_mask = None if key_mask is None else key_mask[:, :frame]
+
+        new_state = None
+        if update_state:
+            keep = frame if chunk is None else frame % chunk
+            start = frame - keep
+            new_state = LayerState(
+                keys=key[:, start:],
+                values=value[:, start:],
+                key_mask=None if key_mask is None else key_mask[:, start:],
+            )
+        return attended, weights, new_state
+
+    def _kernel(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        bias: Tensor,
+        key_mask: Tensor | None,
+        *,
+        causal: bool,
+        query_offset: int,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        dropout_p = self.attention_dropout_p if self.training else 0.0
+        call = {
+            "activation": self.attention_activation,
+            "causal": causal,
+            "query_length": query.shape[-2],
+            "key_length": key.shape[-2],
+            "num_chunks": query.shape[1],
+            "need_weights": need_weights,
+            "dropout_p": dropout_p,
+            "dtype": query.dtype,
+            "device": query.device,
+        }
+        kernel = resolve_kernel("attention", self.kernel_name, call)
+        return kernel.fn(
+            query,
+            key,
+            value,
+            bias.to(query.dtype),
+            key_mask,
+            activation=self.attention_activation,
+            causal=causal,
+            query_offset=query_offset,
+            scale=self.scale,
+            dropout_p=dropout_p,
+            training=self.training,
+            need_weights=need_weights,
+        )

@@ -1,0 +1,50 @@
+"""The reference MEGA initialisation, applied module by module.
+
+``initialize_module`` initialises one module's *own* parameters (not its children), so it
+fits both ``PreTrainedModel._init_weights`` (called per module) and a recursive
+``reset_parameters`` (fairseq2's meta-device and FSDP initialisation).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .ema import MultiDimensionDampedEma
+from .gated_attention import MovingAverageGatedAttention
+from .norms import RMSNorm, ScaleNorm
+from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+
+_SELF_INITIALISING = (
+    MultiDimensionDampedEma,
+    MovingAverageGatedAttention,
+    SimpleRelativePositionalBias,
+    RotaryRelativePositionalBias,
+    ScaleNorm,
+    RMSNorm,
+)
+
+
+def initialize_module(module: nn.Module, *, std: float) -> None:
+    """Initialise ``module``'s own parameters as the reference does.
+
+    Linear: N(0, std) weights, zero bias. Embeddings: N(0, std), padding row zero. Norms: ones
+    and zeros. MEGA modules: their ``reset_parameters`` (EMA ranges, qk, relative bias).
+    """
+    if isinstance(module, _SELF_INITIALISING):
+        module.reset_parameters()
+    elif isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+    elif isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+        module.reset_parameters()
+
+
+def initialize_tree(root: nn.Module, *, std: float) -> None:
+    """Initialise every module under ``root`` (children first, like ``post_init``)."""
+    for module in root.modules():
+        initialize_module(module, std=std)

@@ -1,0 +1,67 @@
+"""Kernel ops of the MEGA core: signatures, the dispatch registry and the reference kernels."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .attention_reference import reference_attention
+from .ema_reference import reference_ema
+from .registry import (
+    AUTO,
+    OPS,
+    REFERENCE,
+    KernelError,
+    KernelSpec,
+    is_registered,
+    kernels,
+    register_kernel,
+    resolve_kernel,
+    set_discovery,
+    unregister_kernel,
+)
+from .signatures import EmaCoefficients
+
+REFERENCE_EMA: Final = KernelSpec(
+    name=REFERENCE,
+    op="ema",
+    fn=reference_ema,
+    priority=0,
+    description="FFT convolution in fp32 with exact streaming-state algebra (the ground truth)",
+)
+REFERENCE_ATTENTION: Final = KernelSpec(
+    name=REFERENCE,
+    op="attention",
+    fn=reference_attention,
+    priority=0,
+    description="matmul-mask-normalise-matmul for softmax, laplace and relu2 (the ground truth)",
+)
+BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION)
+
+
+def _ensure_reference_kernels() -> None:
+    # Keeps the core usable on its own (no plugin manager): the reference kernels always exist.
+    for spec in BUILTIN_KERNELS:
+        if not is_registered(spec.op, spec.name):
+            register_kernel(spec)
+
+
+set_discovery(_ensure_reference_kernels)
+
+__all__ = [
+    "AUTO",
+    "BUILTIN_KERNELS",
+    "OPS",
+    "REFERENCE",
+    "REFERENCE_ATTENTION",
+    "REFERENCE_EMA",
+    "EmaCoefficients",
+    "KernelError",
+    "KernelSpec",
+    "kernels",
+    "reference_attention",
+    "reference_ema",
+    "register_kernel",
+    "resolve_kernel",
+    "set_discovery",
+    "unregister_kernel",
+]

@@ -1,0 +1,96 @@
+"""Streaming (incremental decoding) state of a causal MEGA stack.
+
+Per layer: the EMA state (B, D, N) -- or, for a truncated EMA, the last ``truncation - 1``
+inputs -- plus the keys, values and key mask of the *current chunk* only (of the whole
+prefix when not chunking). With chunking the state therefore stops growing with context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LayerState:
+    """What one causal MEGA layer remembers between calls."""
+
+    ema: Tensor | None = None
+    """(B, D, N) recurrent EMA state (untruncated EMA)."""
+
+    ema_window: Tensor | None = None
+    """(B, W, D) last EMA inputs, W <= truncation - 1 (truncated EMA)."""
+
+    keys: Tensor | None = None
+    """(B, T, Z) keys of the current chunk (or of the whole prefix without chunking)."""
+
+    values: Tensor | None = None
+    """(B, T, V) values matching ``keys``."""
+
+    key_mask: Tensor | None = None
+    """(B, T) bool, True for real tokens; None when every cached token is real."""
+
+    def tensors(self) -> list[Tensor]:
+        return [value for value in (getattr(self, f.name) for f in fields(self)) if value is not None]
+
+    def index_select(self, order: Tensor) -> "LayerState":
+        """Reorder (or repeat) the batch, e.g. for beam search."""
+        return LayerState(
+            **{
+                f.name: (value.index_select(0, order.to(value.device)) if value is not None else None)
+                for f in fields(self)
+                for value in (getattr(self, f.name),)
+            }
+        )
+
+    @property
+    def cached_length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[1]
+
+
+@dataclass
+class MegaState:
+    """Streaming state of a whole stack: one :class:`LayerState` per layer and the position."""
+
+    layers: list[LayerState] = field(default_factory=list)
+    position: int = 0
+    """Number of tokens consumed so far (absolute position of the next token)."""
+
+    @classmethod
+    def empty(cls, num_layers: int) -> "MegaState":
+        return cls(layers=[LayerState() for _ in range(num_layers)], position=0)
+
+    def reorder(self, order: Tensor) -> None:
+        """Reorder the batch in place (beam search ``beam_idx``)."""
+        self.layers = [layer.index_select(order) for layer in self.layers]
+
+    def size_bytes(self) -> int:
+        """Bytes held by the state's tensors."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.tensors())
+
+    @property
+    def batch_size(self) -> int | None:
+        for layer in self.layers:
+            tensors = layer.tensors()
+            if tensors:
+                return tensors[0].shape[0]
+        return None
+
+    def clone(self) -> "MegaState":
+        return MegaState(
+            layers=[LayerState(**{f.name: getattr(layer, f.name) for f in fields(layer)}) for layer in self.layers],
+            position=self.position,
+        )
+
+
+def merge_key_masks(previous: Tensor | None, current: Tensor | None, previous_length: int, current_length: int, *, batch: int, device: torch.device) -> Tensor | None:
+    """Concatenate two optional (B, T) masks, materialising all-True parts only when needed."""
+    if previous is None and current is None:
+        return None
+    if previous is None:
+        previous = torch.ones(batch, previous_length, dtype=torch.bool, device=device)
+    if current is None:
+        current = torch.ones(batch, current_length, dtype=torch.bool, device=device)
+    return torch.cat([previous, current], dim=1)
