@@ -1,0 +1,1 @@
+"""Ecosystem adapters over :mod:`mega_plugin.core`: ``hf`` (transformers) and ``fairseq2``."""

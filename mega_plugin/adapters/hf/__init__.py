@@ -1,0 +1,37 @@
+"""Hugging Face transformers adapter: ``MegaConfig``, ``MegaModel`` and the six heads.
+
+Importing ``mega_plugin`` registers them with the Auto classes; see
+:func:`register_with_transformers`.
+"""
+
+from __future__ import annotations
+
+from .cache import MegaCache
+from .configuration_mega import MegaConfig
+from .modeling_classification import (
+    MegaClassificationHead,
+    MegaForMultipleChoice,
+    MegaForQuestionAnswering,
+    MegaForSequenceClassification,
+    MegaForTokenClassification,
+)
+from .modeling_lm import MegaForCausalLM, MegaForMaskedLM
+from .modeling_mega import MegaModel, MegaPooler, MegaPreTrainedModel
+from .registration import AUTO_CLASSES, register_with_transformers
+
+__all__ = [
+    "AUTO_CLASSES",
+    "MegaCache",
+    "MegaClassificationHead",
+    "MegaConfig",
+    "MegaForCausalLM",
+    "MegaForMaskedLM",
+    "MegaForMultipleChoice",
+    "MegaForQuestionAnswering",
+    "MegaForSequenceClassification",
+    "MegaForTokenClassification",
+    "MegaModel",
+    "MegaPooler",
+    "MegaPreTrainedModel",
+    "register_with_transformers",
+]

@@ -1,0 +1,274 @@
+"""Classification heads: sequence, multiple choice, token, and extractive QA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.modeling_outputs import (
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .configuration_mega import MegaConfig
+from .modeling_mega import MegaModel, MegaPreTrainedModel
+from .outputs import finish, make_output
+
+_PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+def _classifier_dropout(config: MegaConfig) -> float:
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
+class MegaClassificationHead(nn.Module):
+    """First-token head: dropout, ``dense`` + tanh, dropout, ``out_proj``."""
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        first = self.dropout(hidden[:, 0])
+        return self.out_proj(self.dropout(torch.tanh(self.dense(first))))
+
+
+def sequence_classification_loss(config: MegaConfig, logits: Tensor, labels: Tensor) -> Tensor:
+    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
+    num_labels = config.num_labels
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    labels = labels.to(logits.device)
+    if config.problem_type == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        return F.mse_loss(logits, labels.to(logits.dtype))
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    if config.problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    raise ValueError(f"problem_type={config.problem_type!r} is not supported; allowed values: {', '.join(_PROBLEM_TYPES)}")
+
+
+class MegaForSequenceClassification(MegaPreTrainedModel):
+    """MEGA with a first-token classification or regression head (``classifier``)."""
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.classifier = MegaClassificationHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput | tuple[Tensor, ...]:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(outputs.last_hidden_state)
+        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        output = make_output(
+            SequenceClassifierOutput,
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return finish(output, return_dict)
+
+
+class MegaForMultipleChoice(MegaPreTrainedModel):
+    """MEGA scoring each choice from its pooled first token (``mega.pooler`` + ``classifier``)."""
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__(config)
+        self.mega = MegaModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> MultipleChoiceModelOutput | tuple[Tensor, ...]:
+        """Inputs are (batch, num_choices, length) (embeddings: (batch, num_choices, length, hidden))."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        reference = input_ids if input_ids is not None else inputs_embeds
+        if reference is None:
+            raise ValueError("pass input_ids or inputs_embeds")
+        expected_dims = 3 if input_ids is not None else 4
+        if reference.dim() != expected_dims:
+            name = "input_ids" if input_ids is not None else "inputs_embeds"
+            raise ValueError(f"{name} must have {expected_dims} dims (batch, num_choices, length...), got {tuple(reference.shape)}")
+        num_choices = reference.shape[1]
+
+        def flat(tensor: Tensor | None, keep: int) -> Tensor | None:
+            return None if tensor is None else tensor.reshape(-1, *tensor.shape[-keep:])
+
+        outputs = self.mega(
+            flat(input_ids, 1),
+            token_type_ids=flat(token_type_ids, 1),
+            attention_mask=flat(attention_mask, 1),
+            inputs_embeds=flat(inputs_embeds, 2),
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
+        loss = F.cross_entropy(logits, labels.to(logits.device)) if labels is not None else None
+        output = make_output(
+            MultipleChoiceModelOutput,
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return finish(output, return_dict)
+
+
+class MegaForTokenClassification(MegaPreTrainedModel):
+    """MEGA with a per-token classification head (``classifier``)."""
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> TokenClassifierOutput | tuple[Tensor, ...]:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
+        output = make_output(
+            TokenClassifierOutput,
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return finish(output, return_dict)
+
+
+class MegaForQuestionAnswering(MegaPreTrainedModel):
+    """MEGA with span start/end logits (``qa_outputs``); needs ``num_labels == 2``."""
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(f"MegaForQuestionAnswering needs num_labels=2 (start and end logits), got {config.num_labels}")
+        self.num_labels = config.num_labels
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        start_positions: Tensor | None = None,
+        end_positions: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> QuestionAnsweringModelOutput | tuple[Tensor, ...]:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # Positions outside the sequence are clamped to an ignored index, as in every HF QA head.
+            ignored = start_logits.shape[1]
+            start = start_positions.reshape(-1).clamp(0, ignored).to(start_logits.device)
+            end = end_positions.reshape(-1).clamp(0, ignored).to(end_logits.device)
+            loss = (
+                F.cross_entropy(start_logits, start, ignore_index=ignored)
+                + F.cross_entropy(end_logits, end, ignore_index=ignored)
+            ) / 2
+        output = make_output(
+            QuestionAnsweringModelOutput,
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return finish(output, return_dict)

@@ -1,0 +1,170 @@
+"""Language-model heads: ``MegaForCausalLM`` and ``MegaForMaskedLM``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import GenerationMixin
+from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
+
+from .cache import MegaCache
+from .configuration_mega import MegaConfig
+from .modeling_mega import MegaModel, MegaPreTrainedModel
+from .outputs import finish, make_output
+
+logger = logging.getLogger(__name__)
+
+_WORD_EMBEDDINGS = "mega.embedding_layer.word_embeddings.weight"
+
+
+def _lm_transform(dense: nn.Linear | None, hidden: Tensor) -> Tensor:
+    # The optional ``dense`` + tanh before the vocabulary projection (add_lm_hidden_dense_layer).
+    return torch.tanh(dense(hidden)) if dense is not None else hidden
+
+
+class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
+    """MEGA with a next-token prediction head; generates through ``generate()``."""
+
+    _tied_weights_keys = {"lm_head.weight": _WORD_EMBEDDINGS}
+    _is_stateful = True
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__(config)
+        if not config.is_decoder:
+            logger.warning("MegaForCausalLM is used with is_decoder=False: attention is not causal")
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        past_key_values: MegaCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache: MegaCache | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithCrossAttentions | tuple[Tensor, ...]:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if labels is not None:
+            use_cache = False
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            cache=cache,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.lm_head(_lm_transform(self.dense, outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            # Position t predicts token t + 1.
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device)
+            )
+        output = make_output(
+            CausalLMOutputWithCrossAttentions,
+            cache=_cache_of(outputs),
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return finish(output, return_dict)
+
+
+class MegaForMaskedLM(MegaPreTrainedModel):
+    """MEGA with a masked-token prediction head (``mlm_head``, tied to the word embeddings)."""
+
+    _tied_weights_keys = {"mlm_head.weight": _WORD_EMBEDDINGS}
+
+    def __init__(self, config: MegaConfig) -> None:
+        super().__init__(config)
+        if config.is_decoder:
+            logger.warning("MegaForMaskedLM is used with is_decoder=True: set is_decoder=False for bidirectional attention")
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
+        self.mlm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.mlm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput | tuple[Tensor, ...]:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.mlm_head(_lm_transform(self.dense, outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device))
+        output = make_output(
+            MaskedLMOutput, loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return finish(output, return_dict)
+
+
+def _cache_of(outputs: Any) -> MegaCache | None:
+    for name in ("cache", "past_key_values"):
+        value = getattr(outputs, name, None)
+        if value is not None:
+            return value
+    return None

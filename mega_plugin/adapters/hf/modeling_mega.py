@@ -1,0 +1,174 @@
+"""``MegaPreTrainedModel`` and ``MegaModel``: the HF face of the core MEGA stack.
+
+All MEGA math lives in :mod:`mega_plugin.core`; this module translates HF conventions
+(0/1 attention masks, ``return_dict``, output classes, the cache keyword) and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+
+from ...core.embeddings import MegaEmbeddings
+from ...core.init import initialize_module
+from ...core.stack import MegaLayerStack, padding_to_key_mask
+from .cache import MegaCache
+from .configuration_mega import MegaConfig
+from .outputs import finish, make_output
+
+
+class MegaPooler(nn.Module):
+    """``tanh(dense(h[:, 0]))``: the first token's summary (``pooler.dense`` in checkpoints)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class MegaPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and checkpoint conventions shared by every MEGA class."""
+
+    config_class = MegaConfig
+    config: MegaConfig
+    base_model_prefix = "mega"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MegaBlock"]
+    _supports_sdpa = False
+    _supports_flash_attn = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        initialize_module(module, std=self.config.initializer_range)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func: Any = None) -> None:
+        # The core stack checkpoints its layers itself (non-reentrant, keyword arguments).
+        for module in self.modules():
+            if isinstance(module, MegaLayerStack):
+                module.gradient_checkpointing = enable
+
+
+def resolve_cache(
+    *, cache: MegaCache | None, past_key_values: MegaCache | None, use_cache: bool
+) -> MegaCache | None:
+    """The cache passed under either keyword (5.x ``cache``, 4.57 ``past_key_values``)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("pass the MEGA cache once, as cache= (transformers 5) or past_key_values= (4.57)")
+    found = cache if cache is not None else past_key_values
+    if found is not None and not isinstance(found, MegaCache):
+        raise TypeError(
+            f"MEGA keeps its own streaming cache (MegaCache); got {type(found).__name__}. "
+            "Pass the cache returned by a previous call, or none."
+        )
+    if found is None and use_cache:
+        found = MegaCache()
+    return found
+
+
+class MegaModel(MegaPreTrainedModel):
+    """The bare MEGA encoder/decoder returning hidden states (and the pooled first token).
+
+    Set ``is_decoder=True`` and ``bidirectional=False`` for causal use.
+    """
+
+    def __init__(self, config: MegaConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        core = config.to_core()
+        if config.add_cross_attention:
+            raise ValueError(
+                "add_cross_attention=True (gated cross-attention for encoder-decoder MEGA) is not supported yet; "
+                "set add_cross_attention=False"
+            )
+        self.embedding_layer = MegaEmbeddings(core)
+        self.layers = MegaLayerStack(core)
+        self.pooler = MegaPooler(config.hidden_size) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embedding_layer.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embedding_layer.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        past_key_values: MegaCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cache: MegaCache | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple[Tensor, ...]:
+        _reject_unknown_kwargs(kwargs)
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
+        if encoder_hidden_states is not None or encoder_attention_mask is not None:
+            raise ValueError(
+                "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not have "
+                "(add_cross_attention=False)"
+            )
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("pass either input_ids or inputs_embeds, not both")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("pass input_ids or inputs_embeds")
+        if input_ids is not None and input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
+        if inputs_embeds is not None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size):
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, length, hidden_size={config.hidden_size}), "
+                f"got {tuple(inputs_embeds.shape)}"
+            )
+        use_cache = bool(config.use_cache if use_cache is None else use_cache) and config.is_decoder
+        mega_cache = resolve_cache(cache=cache, past_key_values=past_key_values, use_cache=use_cache)
+        state = mega_cache.state if mega_cache is not None else None
+
+        embeddings = self.embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
+        batch, length = embeddings.shape[:2]
+        key_mask = padding_to_key_mask(
+            attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
+        )
+        result = self.layers(
+            embeddings,
+            key_mask=key_mask,
+            state=state,
+            use_cache=mega_cache is not None,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        if mega_cache is not None:
+            mega_cache.state = result.state
+        pooled = self.pooler(result.hidden) if self.pooler is not None else None
+        output = make_output(
+            BaseModelOutputWithPoolingAndCrossAttentions,
+            cache=mega_cache,
+            last_hidden_state=result.hidden,
+            pooler_output=pooled,
+            hidden_states=result.hidden_states,
+            attentions=result.attentions,
+        )
+        return finish(output, return_dict)
+
+
+def _reject_unknown_kwargs(kwargs: dict[str, Any]) -> None:
+    # HF plumbing may pass a few keywords we have no use for; anything else is a caller mistake.
+    ignored = {"position_ids", "cache_position", "head_mask", "logits_to_keep", "num_items_in_batch"}
+    unknown = set(kwargs) - ignored
+    if unknown:
+        raise TypeError(f"MEGA forward() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    if kwargs.get("head_mask") is not None:
+        raise ValueError("head_mask is not supported: MEGA attention has a single head")

@@ -1,0 +1,36 @@
+"""Version-neutral construction of HF output objects.
+
+transformers 5.x names the cache field ``cache``; 4.57 names it ``past_key_values``. Models
+build outputs through :func:`make_output` and never spell either name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from transformers.utils import ModelOutput
+
+OutputT = TypeVar("OutputT", bound=ModelOutput)
+
+
+def cache_field(output_class: type[ModelOutput]) -> str | None:
+    """The name of ``output_class``'s cache field on this transformers version (None if it has none)."""
+    names = {f.name for f in dataclasses.fields(output_class)}
+    for candidate in ("cache", "past_key_values"):
+        if candidate in names:
+            return candidate
+    return None
+
+
+def make_output(output_class: type[OutputT], *, cache: Any = None, **fields: Any) -> OutputT:
+    """Build ``output_class(**fields)`` with ``cache`` stored under this version's field name."""
+    name = cache_field(output_class)
+    if name is not None:
+        fields[name] = cache
+    return output_class(**fields)
+
+
+def finish(output: ModelOutput, return_dict: bool) -> ModelOutput | tuple[Any, ...]:
+    """The output object, or its tuple without ``None`` entries when ``return_dict=False``."""
+    return output if return_dict else output.to_tuple()

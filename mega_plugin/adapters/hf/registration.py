@@ -1,0 +1,84 @@
+"""Register MEGA with transformers' Auto classes (4.57.x and 5.x).
+
+On 5.x ``"mega"`` is free. On 4.57.x the deprecated built-in MEGA owns it; we register with
+``exist_ok=True`` on *every* Auto mapping that mentions MEGA, because any mapping left alone
+would still resolve a config named ``MegaConfig`` to the deprecated model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import transformers
+
+from .configuration_mega import MegaConfig
+from .modeling_classification import (
+    MegaForMultipleChoice,
+    MegaForQuestionAnswering,
+    MegaForSequenceClassification,
+    MegaForTokenClassification,
+)
+from .modeling_lm import MegaForCausalLM, MegaForMaskedLM
+from .modeling_mega import MegaModel, MegaPreTrainedModel
+
+logger = logging.getLogger(__name__)
+
+# Auto class name -> our class. Names missing on the running version are skipped.
+AUTO_CLASSES: Final[dict[str, type[MegaPreTrainedModel]]] = {
+    "AutoModel": MegaModel,
+    "AutoModelForCausalLM": MegaForCausalLM,
+    "AutoModelForMaskedLM": MegaForMaskedLM,
+    "AutoModelForPreTraining": MegaForMaskedLM,
+    "AutoModelWithLMHead": MegaForMaskedLM,  # 4.57 only
+    "AutoModelForSequenceClassification": MegaForSequenceClassification,
+    "AutoModelForMultipleChoice": MegaForMultipleChoice,
+    "AutoModelForTokenClassification": MegaForTokenClassification,
+    "AutoModelForQuestionAnswering": MegaForQuestionAnswering,
+}
+
+_state = {"registered": False}
+
+
+def builtin_mega_exists() -> bool:
+    """Whether this transformers ships its own (deprecated) MEGA, i.e. 4.x."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return "mega" in CONFIG_MAPPING_NAMES
+
+
+def register_with_transformers() -> list[str]:
+    """Register MegaConfig and every head; idempotent. Returns the Auto classes registered."""
+    registered = []
+    overriding = builtin_mega_exists()
+    transformers.AutoConfig.register("mega", MegaConfig, exist_ok=True)
+    for auto_name, model_class in AUTO_CLASSES.items():
+        auto_class = getattr(transformers, auto_name, None)
+        if auto_class is None:
+            continue
+        auto_class.register(MegaConfig, model_class, exist_ok=True)
+        registered.append(auto_name)
+    _register_tokenizer()
+    if overriding and not _state["registered"]:
+        logger.info(
+            "mega-plugin: transformers %s ships a deprecated MEGA; the Auto classes now return "
+            "mega_plugin's MEGA classes for model_type 'mega'",
+            transformers.__version__,
+        )
+    _state["registered"] = True
+    return registered
+
+
+def _register_tokenizer() -> None:
+    # MEGA checkpoints use RoBERTa's BPE tokenizer. 4.57 maps "mega" to it by name already;
+    # 5.x keeps the name entry but cannot reach it without the config, so register it.
+    if builtin_mega_exists():
+        return
+    try:
+        from transformers import RobertaTokenizer
+    except ImportError:  # pragma: no cover - tokenizers backend missing
+        return
+    try:
+        transformers.AutoTokenizer.register(MegaConfig, tokenizer_class=RobertaTokenizer, exist_ok=True)
+    except TypeError:
+        transformers.AutoTokenizer.register(MegaConfig, RobertaTokenizer, exist_ok=True)
