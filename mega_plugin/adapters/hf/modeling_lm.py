@@ -14,11 +14,13 @@ from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, Mas
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
 from .modeling_mega import MegaModel, MegaPreTrainedModel
-from .outputs import finish, make_output
+from .outputs import cache_field, finish, make_output
 
 logger = logging.getLogger(__name__)
 
 _WORD_EMBEDDINGS = "mega.embedding_layer.word_embeddings.weight"
+# The keyword generate() passes the cache under: "cache" on 5.x, "past_key_values" on 4.57.
+CACHE_KEYWORD = cache_field(CausalLMOutputWithCrossAttentions) or "past_key_values"
 
 
 def _lm_transform(dense: nn.Linear | None, hidden: Tensor) -> Tensor:
@@ -47,6 +49,34 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: Tensor,
+        past_key_values: MegaCache | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        use_cache: bool = True,
+        cache: MegaCache | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Feed only the tokens the cache has not seen; the mask always spans the whole sequence."""
+        check_can_generate(self.config)
+        mega_cache = cache if cache is not None else past_key_values
+        consumed = mega_cache.get_seq_length() if mega_cache is not None else 0
+        inputs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": use_cache}
+        if inputs_embeds is not None and consumed == 0:
+            inputs["inputs_embeds"] = inputs_embeds
+        else:
+            inputs["input_ids"] = input_ids[:, consumed:]
+        inputs[CACHE_KEYWORD] = mega_cache
+        if kwargs.get("token_type_ids") is not None:
+            inputs["token_type_ids"] = kwargs["token_type_ids"][:, consumed:]
+        return inputs
+
+    def _reorder_cache(self, cache: MegaCache, beam_idx: Tensor) -> MegaCache:
+        cache.reorder_cache(beam_idx)
+        return cache
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
@@ -162,9 +192,17 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         return finish(output, return_dict)
 
 
+def check_can_generate(config: MegaConfig) -> None:
+    """Incremental decoding needs a causal EMA and causal attention; say which fields to set."""
+    problems = []
+    if config.bidirectional:
+        problems.append("bidirectional=False (a bidirectional EMA reads future tokens)")
+    if not config.is_decoder:
+        problems.append("is_decoder=True (causal attention)")
+    if problems:
+        raise ValueError("MegaForCausalLM cannot generate with this config: set " + " and ".join(problems))
+
+
 def _cache_of(outputs: Any) -> MegaCache | None:
-    for name in ("cache", "past_key_values"):
-        value = getattr(outputs, name, None)
-        if value is not None:
-            return value
-    return None
+    name = cache_field(type(outputs))
+    return getattr(outputs, name) if name is not None else None
