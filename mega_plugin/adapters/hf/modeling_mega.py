@@ -44,6 +44,14 @@ class MegaPreTrainedModel(PreTrainedModel):
     _supports_sdpa = False
     _supports_flash_attn = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained`` with a clear error for an EMA-direction mismatch."""
+        config = kwargs.get("config")
+        if isinstance(config, MegaConfig) and not kwargs.get("ignore_mismatched_sizes", False):
+            check_ema_direction(pretrained_model_name_or_path, config, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         initialize_module(module, std=self.config.initializer_range)
 
@@ -52,6 +60,28 @@ class MegaPreTrainedModel(PreTrainedModel):
         for module in self.modules():
             if isinstance(module, MegaLayerStack):
                 module.gradient_checkpointing = enable
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+def check_ema_direction(source: Any, config: MegaConfig, kwargs: dict[str, Any]) -> None:
+    """Refuse, with an explanation, to load a bidirectional-EMA checkpoint into a causal config (or back)."""
+    try:
+        saved = MegaConfig.from_pretrained(source, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs})
+    except (OSError, ValueError):
+        return  # no readable config.json: let from_pretrained report it
+    if bool(saved.bidirectional) == bool(config.bidirectional):
+        return
+    rows = 2 * saved.hidden_size if saved.bidirectional else saved.hidden_size
+    raise ValueError(
+        f"{source}: the checkpoint's EMA is {'bidirectional' if saved.bidirectional else 'causal'} "
+        f"(bidirectional={saved.bidirectional}: ema_gate parameters have {rows} rows) but the config asks for "
+        f"bidirectional={config.bidirectional} ({2 * config.hidden_size if config.bidirectional else config.hidden_size} rows). "
+        "A bidirectional (masked-LM) checkpoint has no causal EMA to reuse; either keep bidirectional="
+        f"{saved.bidirectional}, or pass ignore_mismatched_sizes=True to re-initialise the EMA parameters "
+        "(they then need training)."
+    )
 
 
 def resolve_cache(
