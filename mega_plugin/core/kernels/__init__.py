@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from .attention_reference import reference_attention
+from .ema_recurrent import recurrent_ema, recurrent_supports
 from .ema_reference import reference_ema
 from .registry import (
     AUTO,
@@ -35,7 +36,15 @@ REFERENCE_ATTENTION: Final = KernelSpec(
     priority=0,
     description="matmul-mask-normalise-matmul for softmax, laplace and relu2 (the ground truth)",
 )
-BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION)
+RECURRENT_EMA: Final = KernelSpec(
+    name="recurrent",
+    op="ema",
+    fn=recurrent_ema,
+    priority=10,
+    supports=recurrent_supports,
+    description="step-by-step recurrence for short causal calls (decoding steps)",
+)
+BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION, RECURRENT_EMA)
 
 
 def _ensure_reference_kernels() -> None:
@@ -54,11 +63,13 @@ __all__ = [
     "REFERENCE",
     "REFERENCE_ATTENTION",
     "REFERENCE_EMA",
+    "RECURRENT_EMA",
     "EmaCoefficients",
     "KernelError",
     "KernelSpec",
     "kernels",
     "reference_attention",
+    "recurrent_ema",
     "reference_ema",
     "register_kernel",
     "resolve_kernel",

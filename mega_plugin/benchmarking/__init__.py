@@ -1,0 +1,1 @@
+"""Benchmarks behind ``mega-plugin bench`` and ``benchmarks/*.py`` (measurements, never tests)."""

@@ -1,0 +1,44 @@
+"""Recurrent EMA kernel for streaming steps: O(L * D * N) work, no FFT, no kernel build.
+
+For a decoding step (a handful of tokens with a carried state) the FFT path spends its time
+building the kernel and transforming; the recurrence touches each state entry once per token.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Mapping
+
+from torch import Tensor
+
+from .ema_reference import ema_recurrent
+from .signatures import EmaCoefficients
+
+MAX_STEP_LENGTH: Final = 16
+"""Longest input the recurrent kernel accepts; longer prefills go to the convolution."""
+
+
+def recurrent_ema(
+    x: Tensor,
+    coefficients: EmaCoefficients,
+    *,
+    bidirectional: bool,
+    truncation: int | None,
+    initial_state: Tensor | None,
+    return_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The ``recurrent`` EMA kernel (causal, untruncated)."""
+    if bidirectional or truncation is not None:
+        raise ValueError("the recurrent EMA kernel serves causal, untruncated calls only")
+    output, state = ema_recurrent(x, coefficients, initial_state)
+    return output, (state if return_state else None)
+
+
+def recurrent_supports(call: Mapping[str, Any]) -> str | None:
+    """Accept short causal untruncated calls (decoding steps)."""
+    if call.get("bidirectional"):
+        return "bidirectional EMA has no recurrence"
+    if call.get("truncation") is not None:
+        return "a truncated EMA is not a finite-state recurrence"
+    if call.get("length", 0) > MAX_STEP_LENGTH:
+        return f"length {call.get('length')} > {MAX_STEP_LENGTH}: the convolution is faster"
+    return None
