@@ -1,0 +1,419 @@
+"""The MEGA stack: padding, causality, streaming (cached == full forward), left padding,
+gradient checkpointing, and the kernel registry.
+
+Models are tiny (hidden 16, 2 layers, z 8, values 24, EMA 3) with dropout off and a large
+init range (0.3) so that attention weights, gates and biases are far from uniform and a
+wrong mask or a wrong cache changes the outputs well above the tolerances.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import pytest
+import torch
+from torch import Tensor
+
+import mega_plugin.core.stack as stack_module
+from mega_plugin.core import MegaBackbone, MegaCoreConfig, MegaState
+from mega_plugin.core.kernels import KernelError, KernelSpec, kernels, register_kernel, resolve_kernel, unregister_kernel
+from mega_plugin.core.kernels.registry import is_registered
+
+VOCAB, PAD = 50, 1
+CHUNK = 4
+TOLERANCE = 1e-5
+ACTIVATIONS = ("softmax", "laplace", "relu2")
+CASES = [
+    pytest.param(activation, chunk, bias, id=f"{activation}-{'chunk4' if chunk else 'nochunk'}-{bias}")
+    for activation, chunk, bias in itertools.product(ACTIVATIONS, [CHUNK, None], ["rotary", "simple"])
+]
+
+
+def make_config(
+    attention: str = "softmax", chunk: int | None = CHUNK, bias: str = "rotary", *, causal: bool = True, **overrides: Any
+) -> MegaCoreConfig:
+    values: dict[str, Any] = dict(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        intermediate_size=24,
+        shared_representation_size=8,
+        ema_projection_size=3,
+        nffn_hidden_size=20,
+        normalization_type="layernorm",
+        attention_activation=attention,
+        relative_positional_bias=bias,
+        use_chunking=chunk is not None,
+        chunk_size=chunk if chunk is not None else -1,
+        max_positions=64,
+        bidirectional=not causal,
+        is_decoder=causal,
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+        initializer_range=0.3,
+        pad_token_id=PAD,
+    )
+    values.update(overrides)
+    return MegaCoreConfig(**values)
+
+
+def make_model(*args: Any, **kwargs: Any) -> MegaBackbone:
+    model = MegaBackbone(make_config(*args, **kwargs)).eval()
+    with torch.no_grad():  # simple biases start near zero; make them matter
+        for name, parameter in model.named_parameters():
+            if name.endswith("rel_pos_bias.rel_pos_bias"):
+                parameter.normal_(0.0, 1.0)
+    return model
+
+
+def token_ids(batch: int, length: int, *, seed: int = 0) -> Tensor:
+    return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def max_diff(a: Tensor, b: Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def assert_same(actual: Tensor, expected: Tensor, context: object = "") -> None:
+    """Max abs diff <= 1e-5 per unit of the largest activation (fp32 roundoff grows with it)."""
+    assert actual.shape == expected.shape, context
+    scale = max(1.0, expected.abs().max().item())
+    assert max_diff(actual, expected) <= TOLERANCE * scale, (context, max_diff(actual, expected), scale)
+
+
+def stream(model: MegaBackbone, ids: Tensor, pieces: list[int], mask: Tensor | None = None) -> Iterator[tuple[Tensor, MegaState]]:
+    """Feed ``ids`` in ``pieces`` through the cache; yield (hidden of the piece, state after it)."""
+    state, start = None, 0
+    for size in pieces:
+        end = start + size
+        result = model(
+            ids[:, start:end], attention_mask=None if mask is None else mask[:, :end], state=state, use_cache=True
+        )
+        state = result.state
+        yield result.hidden, state
+        start = end
+
+
+# --- (a) lengths that are not a multiple of the chunk -------------------------------------
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+@pytest.mark.parametrize("activation,chunk,bias", CASES)
+def test_any_length_equals_explicit_right_padding(activation: str, chunk: int | None, bias: str, causal: bool) -> None:
+    model = make_model(activation, chunk, bias, causal=causal)
+    for length, extra in [(3, 1), (10, 2), (10, 7), (13, 3)]:
+        ids = token_ids(2, length, seed=length)
+        padded = torch.cat([ids, torch.full((2, extra), PAD)], dim=1)
+        mask = torch.cat([torch.ones(2, length), torch.zeros(2, extra)], dim=1).long()
+        with torch.no_grad():
+            plain = model(ids).hidden
+            explicit = model(padded, attention_mask=mask).hidden
+        assert plain.shape == (2, length, 16)
+        assert_same(explicit[:, :length], plain, (length, extra))
+
+
+# --- (b) causality --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation,chunk,bias", CASES)
+def test_prefix_does_not_see_the_future(activation: str, chunk: int | None, bias: str) -> None:
+    model = make_model(activation, chunk, bias)
+    ids = token_ids(2, 14)
+    with torch.no_grad():
+        full = model(ids).hidden
+        for t in (1, 3, 4, 5, 9, 13):
+            assert_same(model(ids[:, :t]).hidden, full[:, :t], t)
+            changed = ids.clone()
+            changed[:, t:] = token_ids(2, 14 - t, seed=t + 100)
+            assert_same(model(changed).hidden[:, :t], full[:, :t], t)
+
+
+# --- (c) streaming ------------------------------------------------------------------------------
+
+PIECES = {
+    "3-1-1-5-1-2-6": [3, 1, 1, 5, 1, 2, 6],
+    "ones": [1] * 19,
+    "4-4-4-7": [4, 4, 4, 7],
+    "5-14": [5, 14],
+    "whole": [19],
+}
+
+
+@pytest.mark.parametrize("pieces", list(PIECES.values()), ids=list(PIECES))
+@pytest.mark.parametrize("activation,chunk,bias", CASES)
+def test_streaming_equals_full_forward(activation: str, chunk: int | None, bias: str, pieces: list[int]) -> None:
+    model = make_model(activation, chunk, bias)
+    ids = token_ids(2, sum(pieces))
+    with torch.no_grad():
+        full = model(ids).hidden
+        outputs, position = [], 0
+        for hidden, state in stream(model, ids, pieces):
+            outputs.append(hidden)
+            position += hidden.shape[1]
+            assert state.position == position
+            for layer in state.layers:
+                assert layer.ema is not None and layer.ema.shape == (2, 16, 3)
+                expected_cached = position % chunk if chunk else position
+                assert layer.cached_length == expected_cached
+                assert chunk is None or layer.cached_length < chunk
+    assert_same(torch.cat(outputs, dim=1), full)
+
+
+def float64_ema(x, coefficients, *, bidirectional, truncation, initial_state, return_state):  # noqa: ANN001, ANN201
+    """A float64 EMA kernel for exactness tests: h_t = a x_t + q h_{t-1} (+ truncated sum), causal only."""
+    assert not bidirectional
+    a, q, g = (t.double() for t in (coefficients.input_gain, coefficients.decay, coefficients.output_gain))
+    length = x.shape[1]
+    if truncation is not None:
+        lags = torch.arange(length).view(-1, 1) - torch.arange(length).view(1, -1)
+        taps = torch.stack([(a * q**lag * g).sum(-1) for lag in range(length)], dim=-1)  # (D, L)
+        matrix = taps[:, lags.clamp(min=0)] * ((lags >= 0) & (lags < truncation))
+        return torch.einsum("dts,bsd->btd", matrix, x.double()), None
+    h = torch.zeros(x.shape[0], *a.shape, dtype=torch.float64) if initial_state is None else initial_state.double()
+    outputs = []
+    for step in range(length):
+        h = a * x[:, step, :, None].double() + q * h
+        outputs.append((h * g).sum(-1))
+    y = torch.stack(outputs, dim=1) if outputs else x.new_zeros(x.shape, dtype=torch.float64)
+    return y, (h if return_state else None)
+
+
+@pytest.mark.parametrize("truncation", [None, 3], ids=["full", "trunc3"])
+@pytest.mark.parametrize("activation,chunk,bias", CASES)
+def test_streaming_is_exact_in_float64(
+    activation: str, chunk: int | None, bias: str, truncation: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a float64 EMA kernel, cached decoding equals the full forward to roundoff (1e-10)."""
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "test_float64")
+    register_kernel(KernelSpec(name="test_float64", op="ema", fn=float64_ema), replace=True)
+    try:
+        model = make_model(activation, chunk, bias, truncation=truncation).double()
+        ids = token_ids(2, 15)
+        mask = torch.ones(2, 15, dtype=torch.long)
+        mask[1, :CHUNK] = 0
+        with torch.no_grad():
+            full = model(ids, attention_mask=mask).hidden
+            for pieces in ([3, 1, 1, 5, 1, 4], [1] * 15):
+                streamed = torch.cat([hidden for hidden, _ in stream(model, ids, pieces, mask)], dim=1)
+                assert max_diff(streamed[mask.bool()], full[mask.bool()]) <= 1e-10, pieces
+    finally:
+        unregister_kernel("ema", "test_float64")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(truncation=3),
+        dict(truncation=1, chunk_size=5),
+        dict(normalization_type="scalenorm", normalize_before_mega=False, normalize_before_ffn=False),
+        dict(normalization_type="batchnorm"),
+        dict(normalization_type="rmsnorm", activation="gelu", use_normalized_ffn=False),
+        dict(use_chunking=False, chunk_size=-1, truncation=6, relative_positional_bias="simple"),
+    ],
+    ids=["trunc3", "trunc1-chunk5", "scalenorm-postnorm", "batchnorm", "rmsnorm-gelu-noffn", "nochunk-trunc6-simple"],
+)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_streaming_variants(activation: str, overrides: dict[str, Any]) -> None:
+    model = make_model(activation, **overrides)
+    ids = token_ids(2, 17)
+    with torch.no_grad():
+        full = model(ids).hidden
+        for pieces in ([3, 1, 1, 5, 1, 6], [1] * 17):
+            streamed = torch.cat([hidden for hidden, _ in stream(model, ids, pieces)], dim=1)
+            assert_same(streamed, full, pieces)
+
+
+@pytest.mark.parametrize("chunk", [CHUNK, None], ids=["chunk4", "nochunk"])
+def test_state_reorder_permutes_the_batch(chunk: int | None) -> None:
+    model = make_model("laplace", chunk)
+    ids = token_ids(3, 13)
+    order = torch.tensor([2, 0, 2])  # a permutation with a repeat, as beam search does
+    with torch.no_grad():
+        expected = model(ids[order]).hidden
+        first = model(ids[:, :6], use_cache=True)
+        state = first.state
+        before = [layer.keys.clone() for layer in state.layers]
+        state.reorder(order)
+        for old, layer in zip(before, state.layers):
+            assert torch.equal(layer.keys, old[order])
+        rest = model(ids[order, 6:], state=state, use_cache=True).hidden
+    assert_same(first.hidden[order], expected[:, :6])
+    assert_same(rest, expected[:, 6:])
+
+
+@pytest.mark.parametrize("chunk", [CHUNK, None], ids=["chunk4", "nochunk"])
+def test_state_size(chunk: int | None) -> None:
+    model = make_model("softmax", chunk)
+    ids = token_ids(1, 6 * CHUNK)
+    with torch.no_grad():
+        sizes = [state.size_bytes() for _, state in stream(model, ids, [1] * ids.shape[1])]
+    if chunk:
+        # Periodic with the chunk: the state never grows with context.
+        assert all(sizes[t] == sizes[t + chunk] for t in range(len(sizes) - chunk))
+        assert max(sizes) == max(sizes[:chunk])
+    else:
+        assert all(later > earlier for earlier, later in zip(sizes, sizes[1:]))
+
+
+def test_streaming_refuses_bidirectional() -> None:
+    model = make_model(causal=False)
+    with pytest.raises(ValueError, match="is_decoder=True and bidirectional=False"):
+        model(token_ids(1, 3), use_cache=True)
+
+
+# --- (d) left padding -----------------------------------------------------------------------------
+#
+# Chunks are cut at absolute positions of the padded input, as in the reference (and as the
+# original MEGA does). Left padding by k tokens therefore keeps every real token in the same
+# chunk, at the same offset, only when k is a multiple of chunk_size; otherwise the chunk
+# boundaries move relative to the text and the attention pattern legitimately changes. With
+# chunking, batches must be left-padded to multiples of chunk_size (pad_to_multiple_of) to get
+# the unpadded result; without chunking any amount of left padding is exact.
+
+
+def left_padded_batch(chunk: int | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Two sequences (lengths 11 and 11 - pad) left-padded to one batch; pad = chunk or 3."""
+    pad = chunk if chunk else 3
+    rows = [token_ids(1, 11, seed=1)[0], token_ids(1, 11 - pad, seed=2)[0]]
+    ids = torch.stack([rows[0], torch.cat([torch.full((pad,), PAD), rows[1]])])
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[1, :pad] = 0
+    return ids, mask, rows
+
+
+@pytest.mark.parametrize("activation,chunk,bias", CASES)
+def test_left_padding_equals_unpadded_run(activation: str, chunk: int | None, bias: str) -> None:
+    model = make_model(activation, chunk, bias)
+    ids, mask, rows = left_padded_batch(chunk)
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask).hidden
+        for index, row in enumerate(rows):
+            alone = model(row.unsqueeze(0)).hidden[0]
+            assert_same(padded[index, -row.numel() :], alone, index)
+        # Generation-style: the padded batch streamed token by token after a prompt.
+        streamed = torch.cat([hidden for hidden, _ in stream(model, ids, [5, 1, 1, 1, 3], mask)], dim=1)
+    real = mask.bool()
+    assert_same(streamed[real], padded[real])
+
+
+# --- (e) gradient checkpointing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [CHUNK, None], ids=["chunk4", "nochunk"])
+def test_gradient_checkpointing_same_gradients(chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_model("softmax", chunk).train()
+    ids = token_ids(2, 10)
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 8:] = 0
+    weights = torch.randn(2, 10, 16)
+
+    def gradients() -> dict[str, Tensor]:
+        model.zero_grad()
+        (model(ids, attention_mask=mask).hidden * weights).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    calls = []
+    real_checkpoint = stack_module.checkpoint
+
+    def counting_checkpoint(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(stack_module, "checkpoint", counting_checkpoint)
+    model.layers.gradient_checkpointing = True
+    checkpointed = gradients()
+    assert len(calls) == 2  # one per layer
+    assert plain.keys() == checkpointed.keys() and len(plain) > 10
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+# --- (f) the kernel registry ----------------------------------------------------------------------------
+
+
+def test_unknown_kernel_lists_allowed_names() -> None:
+    with pytest.raises(KernelError) as error:
+        resolve_kernel("ema", "warp_speed", {})
+    message = str(error.value)
+    assert "warp_speed" in message and "auto" in message and "reference" in message
+    with pytest.raises(KernelError, match="ema, attention"):
+        resolve_kernel("convolution", "auto", {})
+
+
+def test_model_with_unknown_kernel_fails_clearly() -> None:
+    model = make_model(attention_kernel="warp_speed")
+    with pytest.raises(KernelError, match="attention_kernel='warp_speed'"):
+        model(token_ids(1, 3))
+
+
+def test_environment_overrides_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "reference")
+    assert resolve_kernel("ema", "warp_speed", {}).name == "reference"
+    model = make_model(ema_kernel="warp_speed")
+    model(token_ids(1, 3))  # the environment wins over the config
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "missing")
+    with pytest.raises(KernelError, match="missing"):
+        resolve_kernel("ema", "reference", {})
+
+
+@pytest.fixture
+def cleanup_kernels() -> Iterator[list[tuple[str, str]]]:
+    registered: list[tuple[str, str]] = []
+    yield registered
+    for op, name in registered:
+        unregister_kernel(op, name)
+        assert not is_registered(op, name)
+
+
+def test_wrong_signature_is_rejected(cleanup_kernels: list[tuple[str, str]]) -> None:
+    def too_few(x):  # noqa: ANN001, ANN202 - deliberately wrong
+        return x, None
+
+    def missing_keywords(x, coefficients, *, bidirectional):  # noqa: ANN001, ANN202
+        return x, None
+
+    for function in (too_few, missing_keywords):
+        cleanup_kernels.append(("ema", function.__name__))
+        with pytest.raises(KernelError, match=function.__name__):
+            register_kernel(KernelSpec(name=function.__name__, op="ema", fn=function))
+        assert not is_registered("ema", function.__name__)
+    with pytest.raises(KernelError, match="ema, attention"):
+        register_kernel(KernelSpec(name="x", op="scan", fn=too_few))
+
+
+def test_registered_kernel_is_dispatched_and_can_decline(cleanup_kernels: list[tuple[str, str]]) -> None:
+    from mega_plugin.core.kernels import reference_attention
+
+    calls: list[int] = []
+
+    def spy(query, key, value, bias, key_mask, **options):  # noqa: ANN001, ANN003, ANN202
+        calls.append(query.shape[-2])
+        return reference_attention(query, key, value, bias, key_mask, **options)
+
+    cleanup_kernels.append(("attention", "spy"))
+    register_kernel(
+        KernelSpec(
+            name="spy",
+            op="attention",
+            fn=spy,
+            priority=10,
+            supports=lambda call: None if call["query_length"] > 1 else "single queries are not worth it",
+        )
+    )
+    assert kernels("attention")[0].name == "spy"
+    with pytest.raises(KernelError, match="already registered"):
+        register_kernel(KernelSpec(name="spy", op="attention", fn=reference_attention))
+    model = make_model("softmax", None)
+    ids = token_ids(1, 5)
+    with torch.no_grad():
+        model(ids)
+        assert calls == [5, 5]  # auto picked the spy for both layers
+        calls.clear()
+        model(ids[:, :1])
+        assert calls == []  # declined: auto fell back to the reference kernel
+    with pytest.raises(KernelError, match="single queries"):
+        resolve_kernel("attention", "spy", {"query_length": 1})

@@ -1,0 +1,41 @@
+"""Setup for the Hugging Face adapter tests.
+
+- Registers ``tests/hf/helpers.py`` as the module ``mega_hf_helpers`` so that test modules
+  import it by a name no other test folder uses (folders here have no ``__init__.py``).
+- Runs every test here with one intra-op thread: the models are tiny, and on a small, busy
+  machine torch's thread pool costs 10x the work itself. The previous setting is restored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+
+def _register_helpers() -> None:
+    if "mega_hf_helpers" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location("mega_hf_helpers", Path(__file__).with_name("helpers.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mega_hf_helpers"] = module
+    spec.loader.exec_module(module)
+
+
+_register_helpers()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
