@@ -1,7 +1,8 @@
 """Setup for the Hugging Face adapter tests.
 
-- Registers ``tests/hf/helpers.py`` as the module ``mega_hf_helpers`` so that test modules
-  import it by a name no other test folder uses (folders here have no ``__init__.py``).
+- Registers ``tests/hf/helpers.py`` as the module ``mega_hf_helpers`` and
+  ``tests/hf/reference_checkpoints.py`` as ``mega_hf_reference_checkpoints``, so that test modules
+  import them by names no other test folder uses (folders here have no ``__init__.py``).
 - Runs every test here with one intra-op thread: the models are tiny, and on a small, busy
   machine torch's thread pool costs 10x the work itself. The previous setting is restored.
 """
@@ -16,17 +17,18 @@ from typing import Iterator
 import pytest
 
 
-def _register_helpers() -> None:
-    if "mega_hf_helpers" in sys.modules:
+def _register(module_name: str, file_name: str) -> None:
+    if module_name in sys.modules:
         return
-    spec = importlib.util.spec_from_file_location("mega_hf_helpers", Path(__file__).with_name("helpers.py"))
+    spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(file_name))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["mega_hf_helpers"] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
 
 
-_register_helpers()
+_register("mega_hf_helpers", "helpers.py")
+_register("mega_hf_reference_checkpoints", "reference_checkpoints.py")
 
 
 @pytest.fixture(autouse=True)
