@@ -1,0 +1,56 @@
+"""The built-in plugin: registers mega-plugin's own kernels, presets, converter and adapters.
+
+It goes through the same hooks as third-party plugins (and is named by the ``builtin`` entry
+point of the ``mega_plugin`` group); the manager loads it first, directly, so it also works
+from a source checkout that is not pip-installed.
+"""
+
+from __future__ import annotations
+
+from ..core.kernels import BUILTIN_KERNELS
+from ..core.presets import PRESETS
+from .fairseq_mega import NAME as FAIRSEQ_MEGA
+from .fairseq_mega import convert_fairseq_mega
+from .hookspecs import hookimpl
+from .registries import AdapterRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
+
+
+@hookimpl
+def mega_plugin_register_kernels(registry: KernelRegistry) -> None:
+    """The reference EMA and attention kernels (priority 0, accept every call)."""
+    for spec in BUILTIN_KERNELS:
+        registry.register_spec(spec)
+
+
+@hookimpl
+def mega_plugin_register_presets(registry: PresetRegistry) -> None:
+    """The paper presets (Appendix D), their Mega-chunk variants, mega_base_wikitext and tiny."""
+    for name, factory in PRESETS.items():
+        registry.register(name, factory)
+
+
+@hookimpl
+def mega_plugin_register_converters(registry: ConverterRegistry) -> None:
+    """The original facebookresearch/mega checkpoint layout."""
+    registry.register(
+        FAIRSEQ_MEGA,
+        convert_fairseq_mega,
+        description="original facebookresearch/mega (fairseq) checkpoints: LM (decoder.) and LRA (encoder.)",
+    )
+
+
+@hookimpl
+def mega_plugin_register_adapters(registry: AdapterRegistry) -> None:
+    """The Hugging Face transformers and fairseq2 adapters (described, never imported here)."""
+    registry.register(
+        "hf",
+        module="mega_plugin.adapters.hf",
+        requires=("transformers",),
+        description="transformers MegaConfig / MegaModel / heads, registered with the Auto classes",
+    )
+    registry.register(
+        "fairseq2",
+        module="mega_plugin.adapters.fairseq2",
+        requires=("fairseq2",),
+        description="fairseq2 model family 'mega' (entry point fairseq2.extension)",
+    )

@@ -1,0 +1,1 @@
+"""Broken plugins, one per module; the test suite checks each is reported and skipped."""

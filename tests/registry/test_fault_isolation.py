@@ -1,0 +1,106 @@
+"""Broken plugins are reported (log + list_plugins) and skipped; strict and block switches work."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from types import ModuleType
+
+import pytest
+
+from mega_plugin.core.kernels import is_registered
+from mega_plugin.registry import PluginError
+from mega_plugin.registry.records import BLOCKED, FAILED, LOADED
+
+BROKEN = "mega-plugin-broken"
+EXPECTED_ERRORS = {
+    "import_error": "ModuleNotFoundError: No module named 'mega_plugin_broken_missing_dependency'",
+    "raises": "RuntimeError: this plugin fails halfway through registering",
+    "duplicate": "PluginError: preset 'tiny' is already registered by mega-plugin",
+    "bad_signature": "KernelError: kernel ema/bad_signature: takes positional parameters ['x']",
+    "unknown_hook": "PluginError: implements unknown hook 'mega_plugin_register_kernel'",
+}
+
+
+def _records(registry: ModuleType) -> dict[str, object]:
+    return {p.name: p for p in registry.list_plugins() if p.distribution == BROKEN}
+
+
+def test_each_broken_plugin_is_reported_with_distribution_entry_point_and_error(
+    with_test_plugins: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mega_plugin.registry"):
+        records = _records(with_test_plugins)
+    assert set(records) == set(EXPECTED_ERRORS)
+    for name, expected in EXPECTED_ERRORS.items():
+        record = records[name]
+        assert record.status == FAILED
+        assert record.entry_point == f"mega_plugin_broken.{name}"
+        assert record.version == "0.0.1"
+        assert record.error.startswith(expected), record.error
+        assert record.registered == ()
+        assert any(
+            f"plugin {name!r} from {BROKEN} 0.0.1 (mega_plugin_broken.{name}) failed and was skipped" in message
+            for message in caplog.messages
+        )
+
+
+def test_everything_else_keeps_working(with_test_plugins: ModuleType) -> None:
+    statuses = {(p.distribution, p.name): p.status for p in with_test_plugins.list_plugins()}
+    assert statuses[("mega-plugin", "builtin")] == LOADED
+    assert statuses[("mega-plugin-example", "example")] == LOADED
+    assert with_test_plugins.get_preset("tiny").hidden_size == 32  # the built-in one, not the duplicate
+    assert with_test_plugins.preset_record("tiny").source == "mega-plugin"
+    assert with_test_plugins.get_preset("example_small").ema_kernel == "example_scan"
+    assert is_registered("ema", "example_scan")
+
+
+def test_a_plugin_that_fails_halfway_leaves_nothing_behind(with_test_plugins: ModuleType) -> None:
+    with_test_plugins.load_plugins()
+    assert not is_registered("ema", "broken_partial")  # registered in its kernels hook, then its presets hook raised
+    assert "broken_partial" not in [p.name for p in with_test_plugins.list_presets()]
+    assert not is_registered("ema", "bad_signature")
+
+
+def test_strict_mode_raises_naming_the_plugin(with_test_plugins: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEGA_PLUGIN_STRICT", "1")
+    with pytest.raises(PluginError, match=r"plugin '(bad_signature|duplicate|import_error|raises|unknown_hook)' from mega-plugin-broken"):
+        with_test_plugins.list_presets()
+    assert not with_test_plugins.is_loaded()
+    assert not is_registered("ema", "example_scan")  # rolled back: nothing half-loaded
+    with pytest.raises(PluginError):  # and it keeps failing until fixed
+        with_test_plugins.load_plugins()
+
+
+def test_strict_mode_with_the_broken_package_blocked_loads(
+    with_test_plugins: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEGA_PLUGIN_STRICT", "1")
+    monkeypatch.setenv("MEGA_PLUGIN_BLOCK", BROKEN)
+    assert with_test_plugins.get_preset("example_small")
+
+
+def test_block_by_entry_point_name_skips_without_importing(
+    with_test_plugins: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "mega_plugin_broken.raises", raising=False)
+    monkeypatch.setenv("MEGA_PLUGIN_BLOCK", "raises, import_error")
+    records = _records(with_test_plugins)
+    assert records["raises"].status == BLOCKED and records["import_error"].status == BLOCKED
+    assert records["raises"].error == "named in MEGA_PLUGIN_BLOCK"
+    assert records["duplicate"].status == FAILED
+    assert "mega_plugin_broken.raises" not in sys.modules
+
+
+def test_block_by_distribution_name_in_any_spelling(with_test_plugins: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEGA_PLUGIN_BLOCK", "Mega_Plugin.Broken")
+    assert {r.status for r in _records(with_test_plugins).values()} == {BLOCKED}
+
+
+def test_the_builtin_plugin_cannot_be_blocked(
+    fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MEGA_PLUGIN_BLOCK", "builtin")
+    with caplog.at_level(logging.WARNING, logger="mega_plugin.registry"):
+        assert fresh_registry.list_plugins()[0].status == LOADED
+    assert "the built-in plugin cannot be blocked" in caplog.text
