@@ -1,0 +1,58 @@
+"""The fairseq2 extension entry point: registers the ``mega`` model family.
+
+Declared in pyproject as ``[project.entry-points."fairseq2.extension"] mega``. fairseq2 runs
+it inside ``init_fairseq2()``; the entry point is installed whatever extras were chosen, so
+this module imports fairseq2 (and the family's modules) only inside the functions: importing
+it costs nothing beyond the ``mega_plugin`` package itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from fairseq2.runtime.dependency import DependencyContainer
+
+CARDS_PACKAGE: Final = "mega_plugin.adapters.fairseq2.cards"
+"""Package whose YAML files are the family's built-in asset cards."""
+
+
+def setup_mega_extension(container: DependencyContainer) -> None:
+    """Register the ``mega`` family, its archs, its HF converter and the package asset cards."""
+    from fairseq2.composition import register_model_family, register_package_assets
+    from fairseq2.models.hg import HuggingFaceConverter
+
+    from .training_hooks import apply_ac_to_mega_lm, apply_fsdp_to_mega_lm, compile_mega_lm
+    from .config import MEGA_FAMILY, MegaLMConfig
+    from .factory import create_mega_model
+    from .hg import MegaHuggingFaceConverter
+    from .interop import convert_mega_state_dict
+    from .model import MegaCausalLM
+
+    register_model_family(
+        container,
+        MEGA_FAMILY,
+        MegaCausalLM,
+        MegaLMConfig,
+        factory=create_mega_model,
+        supports_meta=True,
+        state_dict_converter=convert_mega_state_dict,
+        compiler=compile_mega_lm,
+        fsdp_applier=apply_fsdp_to_mega_lm,
+        layerwise_ac_applier=apply_ac_to_mega_lm,
+    )
+    container.register_type(HuggingFaceConverter, MegaHuggingFaceConverter, key=MEGA_FAMILY)
+    register_mega_archs(container)
+    register_package_assets(container, CARDS_PACKAGE)
+
+
+def register_mega_archs(container: DependencyContainer) -> None:
+    """One arch per registered preset, in its causal form (see :mod:`.archs`)."""
+    from fairseq2.runtime.config_registry import ConfigRegistrar
+
+    from .archs import preset_archs
+    from .config import MegaLMConfig
+
+    arch = ConfigRegistrar(container, MegaLMConfig)
+    for name, provider in preset_archs().items():
+        arch(name)(provider)

@@ -1,0 +1,91 @@
+"""Build a :class:`MegaCausalLM` from a :class:`MegaLMConfig` (all sizes decided here)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fairseq2.nn import Linear, StandardEmbedding
+from torch import nn
+
+from ...core.stack import MegaLayerStack
+from .config import MegaLMConfig
+from .model import MegaCausalLM, MegaDecoder, MegaFrontend, MegaLMHead
+
+
+def _init_embedding(std: float, embed: StandardEmbedding) -> None:
+    nn.init.normal_(embed.weight, mean=0.0, std=std)
+    if embed.pad_idx is not None:
+        nn.init.zeros_(embed.weight[embed.pad_idx])
+
+
+def _init_linear(std: float, linear: Linear) -> None:
+    nn.init.normal_(linear.weight, mean=0.0, std=std)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+def _init_tied_output(linear: Linear) -> None:
+    # The weight belongs to the embedding (initialised there); only the bias is ours.
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)
+
+
+class MegaFactory:
+    """Creates the modules of a causal MEGA LM, one method per part."""
+
+    def __init__(self, config: MegaLMConfig) -> None:
+        self._config = config
+        self._core = config.to_core()
+
+    def create_model(self) -> MegaCausalLM:
+        config = self._config
+        frontend = self.create_frontend()
+        final_proj = Linear(
+            config.hidden_size,
+            config.vocab_size,
+            bias=True,
+            init_fn=_init_tied_output if config.tie_embeddings else partial(_init_linear, config.initializer_range),
+        )
+        if config.tie_embeddings:
+            final_proj.weight = frontend.embed.weight
+        return MegaCausalLM(
+            frontend,
+            self.create_decoder(),
+            self.create_head(),
+            final_proj,
+            pad_idx=config.pad_idx,
+            max_seq_len=config.max_seq_len,
+        )
+
+    def create_frontend(self) -> MegaFrontend:
+        config = self._config
+        init = partial(_init_embedding, config.initializer_range)
+        embed = StandardEmbedding(config.vocab_size, config.hidden_size, pad_idx=config.pad_idx, init_fn=init)
+        token_type = (
+            StandardEmbedding(config.type_vocab_size, config.hidden_size, init_fn=init)
+            if config.add_token_type_embeddings
+            else None
+        )
+        return MegaFrontend(embed, token_type)
+
+    def create_decoder(self) -> MegaDecoder:
+        return MegaDecoder(MegaLayerStack(self._core), init_std=self._config.initializer_range)
+
+    def create_head(self) -> MegaLMHead:
+        config = self._config
+        dense = (
+            Linear(
+                config.hidden_size,
+                config.hidden_size,
+                bias=True,
+                init_fn=partial(_init_linear, config.initializer_range),
+            )
+            if config.add_lm_hidden_dense_layer
+            else None
+        )
+        return MegaLMHead(dense)
+
+
+def create_mega_model(config: MegaLMConfig) -> MegaCausalLM:
+    """The fairseq2 model factory of the ``mega`` family."""
+    return MegaFactory(config).create_model()

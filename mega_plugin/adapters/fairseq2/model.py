@@ -1,0 +1,183 @@
+"""``MegaCausalLM``: the fairseq2 face of the core MEGA decoder.
+
+All MEGA math is in :mod:`mega_plugin.core`; this module translates fairseq2's calling
+conventions (``BatchLayout`` for padded and packed batches, ``IncrementalStateBag`` for
+decoding, the ``CausalLM`` loss contract) and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, final
+
+import torch
+from fairseq2.models.clm import CausalLM
+from fairseq2.nn import BatchLayout, IncrementalState, IncrementalStateBag, Projection, StandardEmbedding
+from fairseq2.nn.functional import cross_entropy
+from torch import Tensor, nn
+
+from ...core.init import initialize_tree
+from ...core.stack import MegaLayerStack
+from ...core.state import MegaState
+
+
+@final
+class MegaIncrementalState(IncrementalState):
+    """The core :class:`MegaState` (EMA state + cached chunk keys/values per layer) in a state bag."""
+
+    def __init__(self, state: MegaState) -> None:
+        self.state = state
+
+    def reorder(self, new_order: Tensor) -> None:
+        self.state.reorder(new_order)
+
+    def size_bytes(self) -> int:
+        return self.state.size_bytes()
+
+    def capacity_bytes(self) -> int:
+        # The state grows by concatenation: nothing is reserved beyond what is held.
+        return self.state.size_bytes()
+
+
+class MegaFrontend(nn.Module):
+    """Token embedding (``embed``, a fairseq2 ``StandardEmbedding``), plus the optional type-0 row."""
+
+    def __init__(self, embed: StandardEmbedding, token_type_embed: StandardEmbedding | None) -> None:
+        super().__init__()
+        self.embed = embed
+        self.token_type_embed = token_type_embed
+
+    def forward(self, seqs: Tensor) -> Tensor:
+        """(*) token ids -> (*, D)."""
+        hidden = self.embed(seqs)
+        if self.token_type_embed is not None:
+            # HF MEGA adds token type 0 everywhere when no type ids are given.
+            hidden = hidden + self.token_type_embed.weight[0]
+        return hidden
+
+
+class MegaDecoder(nn.Module):
+    """The core :class:`MegaLayerStack` (``layers``) with the reference initialisation."""
+
+    def __init__(self, layers: MegaLayerStack, *, init_std: float) -> None:
+        super().__init__()
+        self.layers = layers
+        self.init_std = init_std
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        initialize_tree(self.layers, std=self.init_std)
+        for name, buffer in self.layers.named_buffers():
+            if name.endswith("_float_tensor"):  # unused placeholder kept for checkpoint compatibility
+                buffer.zero_()
+
+    def forward(
+        self, hidden: Tensor, *, key_mask: Tensor | None = None, state: MegaState | None = None
+    ) -> tuple[Tensor, MegaState | None]:
+        """(B, L, D) -> (B, L, D) and the new streaming state when ``state`` is given."""
+        result = self.layers(hidden, key_mask=key_mask, state=state, use_cache=state is not None)
+        return result.hidden, result.state
+
+
+class MegaLMHead(nn.Module):
+    """``final_proj(tanh(dense(h)))``, ``dense`` optional (HF ``add_lm_hidden_dense_layer``)."""
+
+    def __init__(self, dense: nn.Module | None) -> None:
+        super().__init__()
+        self.dense = dense
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden)) if self.dense is not None else hidden
+
+
+class MegaCausalLM(CausalLM):
+    """A causal MEGA language model that fairseq2 trains, loads and generates with."""
+
+    def __init__(
+        self,
+        decoder_frontend: MegaFrontend,
+        decoder: MegaDecoder,
+        head: MegaLMHead,
+        final_proj: Projection,
+        *,
+        pad_idx: int | None,
+        max_seq_len: int,
+    ) -> None:
+        super().__init__(max_seq_len)
+        self.model_dim = final_proj.input_dim
+        self.decoder_frontend = decoder_frontend
+        self.decoder = decoder
+        self.head = head
+        self.final_proj = final_proj
+        self.pad_idx = pad_idx
+
+    def forward(  # type: ignore[override]
+        self,
+        seqs: Tensor,
+        seqs_layout: BatchLayout,
+        targets: Tensor | None = None,
+        *,
+        state_bag: IncrementalStateBag | None = None,
+        label_smoothing: float = 0.0,
+        target_mask: Tensor | None = None,
+        reduction: Literal["sum", "mean"] = "sum",
+        return_logits: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (``targets`` None), the loss, or ``(loss, logits)`` with ``return_logits``.
+
+        ``seqs`` is (N, S) with a padded layout or (S,) with a packed one; logits have the
+        shape of ``seqs`` plus the vocabulary dimension.
+        """
+        if seqs_layout.packed:
+            if state_bag is not None:
+                raise ValueError("incremental decoding takes padded (N, S) batches, not packed ones")
+            hidden = self._forward_packed(seqs, seqs_layout)
+        else:
+            hidden = self._forward_padded(seqs, seqs_layout, state_bag)
+        logits = self.final_proj(self.head(hidden))
+        if targets is None:
+            return logits
+        loss = cross_entropy(
+            logits,
+            targets,
+            self.pad_idx,
+            label_smoothing=label_smoothing,
+            target_mask=target_mask,
+            reduction=reduction,
+        )
+        return (loss, logits) if return_logits else loss
+
+    def _forward_padded(self, seqs: Tensor, layout: BatchLayout, state_bag: IncrementalStateBag | None) -> Tensor:
+        if seqs.dim() != 2:
+            raise ValueError(f"seqs must be (N, S) with a padded layout, got shape {tuple(seqs.shape)}")
+        key_mask = layout.position_indices >= 0 if layout.padded else None  # (N, S)
+        hidden = self.decoder_frontend(seqs)  # (N, S, D)
+        if state_bag is None:
+            return self.decoder(hidden, key_mask=key_mask)[0]
+        held = state_bag.maybe_get_state(self, MegaIncrementalState)
+        state = held.state if held is not None else MegaState.empty(len(self.decoder.layers))
+        if state.position != state_bag.step_nr:
+            raise ValueError(
+                f"the state bag is at step {state_bag.step_nr} but the MEGA state has consumed "
+                f"{state.position} tokens; feed every step once, in order"
+            )
+        hidden, new_state = self.decoder(hidden, key_mask=key_mask, state=state)
+        assert new_state is not None
+        state_bag.set_state(self, MegaIncrementalState(new_state))
+        return hidden
+
+    def _forward_packed(self, seqs: Tensor, layout: BatchLayout) -> Tensor:
+        # Unpack the documents into rows so neither the EMA nor the attention crosses a
+        # document boundary, run them as a padded batch, and pack the outputs back.
+        if seqs.dim() != 1:
+            raise ValueError(f"seqs must be (S,) with a packed layout, got shape {tuple(seqs.shape)}")
+        begins = layout.seq_begin_indices_pt[:-1].to(seqs.device, torch.long)  # (B,)
+        lens = layout.seq_lens_pt.to(seqs.device, torch.long)  # (B,)
+        width = layout.max_seq_len
+        offsets = torch.arange(width, device=seqs.device)  # (W,)
+        valid = offsets < lens[:, None]  # (B, W)
+        index = (begins[:, None] + offsets).clamp(max=seqs.shape[0] - 1)  # (B, W)
+        hidden = self.decoder_frontend(seqs[index])  # (B, W, D)
+        key_mask = None if bool(valid.all()) else valid
+        hidden = self.decoder(hidden, key_mask=key_mask)[0]
+        packed = hidden.new_zeros(seqs.shape[0], hidden.shape[-1])  # (S, D)
+        return packed.index_put((index[valid],), hidden[valid])

@@ -1,0 +1,61 @@
+"""``mega-plugin fairseq2-card``: write a fairseq2 asset card for an HF MEGA causal-LM directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+NAME: Final = "fairseq2-card"
+HELP: Final = "write a fairseq2 asset card (YAML) for a Hugging Face MEGA causal-LM directory"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("hf_dir", metavar="HF_DIR", help="directory with config.json and the safetensors weights")
+    parser.add_argument("--name", required=True, help="asset card name (what fairseq2.models.load_model takes)")
+    parser.add_argument("--output", metavar="FILE", help="write the card here (default: standard output)")
+    parser.add_argument(
+        "--max-seq-len", type=int, default=None, help="longest sequence generators may produce (default: the config's)"
+    )
+
+
+def build_card(hf_dir: Path, name: str, *, max_seq_len: int | None = None) -> dict[str, Any]:
+    """The asset card dict: family ``mega``, ``model_config`` from config.json, checkpoint = ``hf_dir``."""
+    from ..adapters.fairseq2.config import MEGA_FAMILY, MegaLMConfig, config_values
+
+    config_file = hf_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: HF_DIR must be a Hugging Face MEGA model directory")
+    hf_config = json.loads(config_file.read_text())
+    if hf_config.get("model_type") not in (None, "mega"):
+        raise ValueError(f"{config_file} has model_type={hf_config.get('model_type')!r}, expected 'mega'")
+    config = MegaLMConfig.from_hf_config(hf_config)
+    if max_seq_len is not None:
+        config.max_seq_len = max_seq_len
+    return {
+        "name": name,
+        "model_family": MEGA_FAMILY,
+        "model_config": config_values(config),
+        "checkpoint": str(hf_dir.resolve()),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    try:
+        card = build_card(Path(args.hf_dir), args.name, max_seq_len=args.max_seq_len)
+    except (OSError, ValueError) as error:
+        print(f"mega-plugin {NAME}: {error}", file=sys.stderr)
+        return 1
+    text = yaml.safe_dump(card, sort_keys=False)
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+    return 0

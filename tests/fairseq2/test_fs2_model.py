@@ -1,0 +1,119 @@
+"""``MegaCausalLM`` forward: padded and packed layouts, the CausalLM loss contract, meta init."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from fs2_helpers import build_model, require_fairseq2
+
+require_fairseq2()
+pytestmark = pytest.mark.fairseq2
+
+TOLERANCE = 1e-5
+
+
+def _doc(length: int, seed: int) -> torch.Tensor:
+    return torch.randint(2, 100, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+def _alone(model: Any, doc: torch.Tensor) -> torch.Tensor:
+    from fairseq2.nn import BatchLayout
+
+    ids = doc[None]
+    return model(ids, BatchLayout.of(ids))[0]
+
+
+@torch.no_grad()
+def test_padded_batch_equals_each_sequence_alone(tiny_config: Any) -> None:
+    from fairseq2.nn import BatchLayout
+
+    model = build_model(tiny_config)
+    docs = [_doc(n, seed) for seed, n in enumerate((13, 5, 20))]
+    batch = torch.full((3, 20), 1)
+    for row, doc in enumerate(docs):
+        batch[row, : len(doc)] = doc
+    logits = model(batch, BatchLayout.of(batch, [len(d) for d in docs]))
+    for row, doc in enumerate(docs):
+        assert (logits[row, : len(doc)] - _alone(model, doc)).abs().max() <= TOLERANCE
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("trailing_pad", [0, 3], ids=["exact", "trailing-pad"])
+def test_packed_batch_equals_each_document_alone(tiny_config: Any, trailing_pad: int) -> None:
+    from fairseq2.nn import BatchLayout
+
+    model = build_model(tiny_config)
+    docs = [_doc(n, 10 + seed) for seed, n in enumerate((11, 3, 17, 9))]
+    seqs = torch.cat(docs + [torch.ones(trailing_pad, dtype=torch.long)])
+    logits = model(seqs, BatchLayout.of(seqs, [len(d) for d in docs], packed=True))
+    assert logits.shape == (seqs.shape[0], tiny_config.vocab_size)
+    start = 0
+    for doc in docs:
+        assert (logits[start : start + len(doc)] - _alone(model, doc)).abs().max() <= TOLERANCE
+        start += len(doc)
+
+
+def test_loss_contract(tiny_config: Any) -> None:
+    from fairseq2.nn import BatchLayout
+    from fairseq2.nn.functional import cross_entropy
+
+    model = build_model(tiny_config)
+    seqs = torch.randint(2, 100, (2, 12))
+    targets = torch.randint(2, 100, (2, 12))
+    targets[1, 9:] = tiny_config.pad_idx
+    layout = BatchLayout.of(seqs)
+    logits = model(seqs, layout)
+    loss_sum = model(seqs, layout, targets)
+    loss_mean, logits_again = model(seqs, layout, targets, reduction="mean", return_logits=True)
+    assert torch.equal(logits_again, logits)
+    assert torch.allclose(loss_sum, cross_entropy(logits, targets, tiny_config.pad_idx, reduction="sum"))
+    assert torch.allclose(loss_mean, cross_entropy(logits, targets, tiny_config.pad_idx, reduction="mean"))
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, :4] = True
+    masked = model(seqs, layout, targets, target_mask=mask)
+    assert torch.allclose(masked, cross_entropy(logits[0, :4], targets[0, :4], tiny_config.pad_idx, reduction="sum"))
+    smoothed = model(seqs, layout, targets, label_smoothing=0.1)
+    assert smoothed.shape == () and not torch.allclose(smoothed, loss_sum)
+
+
+def test_frontend_is_a_fairseq2_embedding_with_pad_idx(tiny_config: Any) -> None:
+    from fairseq2.nn import Embedding
+
+    model = build_model(tiny_config)
+    embed = model.decoder_frontend.embed
+    assert isinstance(embed, Embedding)
+    assert embed.num_embeddings == tiny_config.vocab_size and embed.pad_idx == tiny_config.pad_idx
+    assert model.final_proj.weight is embed.weight  # tied
+
+
+def test_meta_construction_then_reset_gives_reference_init(tiny_config: Any) -> None:
+    from fairseq2.nn.utils.module import reset_parameters, to_empty
+
+    from mega_plugin.adapters.fairseq2.factory import create_mega_model
+
+    with torch.device("meta"):
+        model = create_mega_model(tiny_config)
+    to_empty(model, torch.device("cpu"))
+    reset_parameters(model)
+    assert model.final_proj.weight is model.decoder_frontend.embed.weight
+    embed = model.decoder_frontend.embed.weight
+    assert torch.count_nonzero(embed[tiny_config.pad_idx]) == 0
+    for name, parameter in model.named_parameters():
+        assert torch.isfinite(parameter).all(), name
+        if name.endswith(("v_proj.weight", "mx_proj.weight", "fc1.weight", "dense.weight")):
+            assert abs(parameter.std().item() - tiny_config.initializer_range) < 0.01, name
+        if name.endswith(("v_proj.bias", "final_proj.bias", "fc2.bias")):
+            assert torch.count_nonzero(parameter) == 0, name
+    for name, buffer in model.named_buffers():
+        assert torch.isfinite(buffer).all(), name
+
+
+def test_packed_input_refuses_state_bag(tiny_config: Any) -> None:
+    from fairseq2.nn import BatchLayout, IncrementalStateBag
+
+    model = build_model(tiny_config)
+    seqs = torch.randint(2, 100, (10,))
+    with pytest.raises(ValueError, match="packed"):
+        model(seqs, BatchLayout.of(seqs, [4, 6], packed=True), state_bag=IncrementalStateBag(32))
