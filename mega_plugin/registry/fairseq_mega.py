@@ -193,7 +193,9 @@ def convert_fairseq_mega(
     if head is None and causal and arg(args, "share_decoder_input_output_embed", default=False):
         head = embedding
     architectures = [ARCHITECTURE_BASE]
-    tie = False
+    # An encoder checkpoint has no LM head: a masked-LM head built on it shares the embedding
+    # table, as in every HF MEGA masked LM. A decoder without a head has nothing to tie.
+    tie = not causal
     if causal and head is not None:
         architectures = [ARCHITECTURE_CAUSAL_LM]
         tie = scale == 1.0 and head.shape == embedding.shape and torch.equal(head, embedding)

@@ -199,14 +199,53 @@ def test_a_plugin_converter_runs_from_the_command_line(tmp_path: Path, installed
     assert list(load_file(str(tmp_path / "out" / "model.safetensors"))) == ["mega.embedding_layer.word_embeddings.weight"]
 
 
+def _missing(info: dict[str, Any]) -> set[str]:
+    assert not info["unexpected_keys"], info  # lists on transformers 4.57, sets on 5.x
+    return set(info["missing_keys"])
+
+
 @pytest.mark.hf
-def test_the_converted_directory_loads_in_transformers_with_no_missing_or_unexpected_keys(
+def test_a_converted_language_model_loads_with_auto_model_for_causal_lm(tmp_path: Path, fresh_registry: ModuleType) -> None:
+    import mega_plugin  # noqa: F401  (registers MEGA with the Auto classes)
+    from transformers import AutoModelForCausalLM
+
+    original = _lm_checkpoint(tmp_path / "lm.pt")
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lm.pt"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    model, info = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert type(model).__name__ == "MegaForCausalLM" and _missing(info) == set()
+    embedding = original["decoder.embed_tokens.weight"]
+    torch.testing.assert_close(model.get_input_embeddings().weight, embedding * math.sqrt(8))  # sqrt(d) folded in
+    torch.testing.assert_close(model.get_output_embeddings().weight, embedding)
+    torch.testing.assert_close(
+        model.mega.layers[1].mega_layer.ema_gate.residual_weight, original["decoder.layers.1.mega_layer.move.omega"]
+    )
+    logits = model.eval()(torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10]])).logits
+    assert logits.shape == (1, 8, 11) and torch.isfinite(logits).all()
+
+
+@pytest.mark.hf
+def test_a_converted_encoder_loads_with_auto_model_and_auto_model_for_masked_lm(
     tmp_path: Path, fresh_registry: ModuleType
 ) -> None:
-    hf = pytest.importorskip("mega_plugin.adapters.hf")
-    _lm_checkpoint(tmp_path / "lm.pt")
-    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lm.pt"), "--to", "hf", str(tmp_path / "hf")]) == 0
-    model, info = hf.MegaForCausalLM.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
-    logits = model(torch.tensor([[3, 4, 5, 6, 7]])).logits
+    import mega_plugin  # noqa: F401  (registers MEGA with the Auto classes)
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    original = _lra_checkpoint(tmp_path / "lra.pt")
+    allow = ["--allow-drop", "encoder.encoder.final_norm*", "--allow-drop", "classifier.*", "--allow-drop", "sentence_*"]
+    out = str(tmp_path / "hf")
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lra.pt"), "--to", "hf", out, *allow]) == 0
+    base, info = AutoModel.from_pretrained(out, output_loading_info=True)
+    assert type(base).__name__ == "MegaModel"
+    assert _missing(info) <= {"pooler.dense.weight", "pooler.dense.bias"}  # the original has no pooler
+    masked, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
+    assert type(masked).__name__ == "MegaForMaskedLM"
+    # The original encoder has no LM head: the head is new, its matrix tied to the converted embeddings.
+    assert _missing(info) <= {"mlm_head.weight", "mlm_head.bias"}
+    embedding = original["encoder.encoder.embed_tokens.embed.weight"]
+    assert masked.get_output_embeddings().weight.data_ptr() == masked.get_input_embeddings().weight.data_ptr()
+    torch.testing.assert_close(masked.get_input_embeddings().weight, embedding)
+    torch.testing.assert_close(
+        masked.mega.layers[0].mega_layer.qk_weight, original["encoder.encoder.layers.0.mega_layer.gamma"]
+    )
+    logits = masked.eval()(torch.tensor([[3, 4, 5, 6, 7]])).logits
     assert logits.shape == (1, 5, 11) and torch.isfinite(logits).all()

@@ -135,3 +135,25 @@ class MegaConfig(PretrainedConfig):
         values = {name: getattr(core, name) for name in _CORE_FIELDS}
         values.update(kwargs)
         return cls(**values)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "MegaConfig":
+        """An HF config for the registered preset ``name`` (built-in or from a plugin).
+
+        ``overrides`` that are core fields (e.g. ``hidden_size``, ``ema_kernel``) are applied to
+        the preset and validated; the others (e.g. ``tie_word_embeddings``) are HF-only fields.
+        Unknown presets raise :class:`mega_plugin.registry.NotRegisteredError` naming the allowed ones.
+        """
+        from ...registry import get_preset
+
+        core_names = {f.name for f in dataclasses.fields(MegaCoreConfig)}
+        core_overrides = {key: value for key, value in overrides.items() if key in core_names}
+        hf_fields = {key: value for key, value in overrides.items() if key not in core_names}
+        core = get_preset(name, **core_overrides)
+        if core.norm_eps != MegaCoreConfig.norm_eps:  # the HF layout has no field for it
+            raise ValueError(
+                f"preset {name!r}: norm_eps={core.norm_eps!r} cannot be expressed in MegaConfig "
+                f"(fixed at {MegaCoreConfig.norm_eps!r})"
+            )
+        hf_fields = {**core.extra, **hf_fields}  # preset extras such as bos_token_id are HF-only fields
+        return cls.from_core(core, **hf_fields)
