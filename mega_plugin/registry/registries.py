@@ -8,6 +8,7 @@ the manager commits the staging only when all four hooks of the plugin succeeded
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Callable, Final, Mapping, Sequence
 from ..core.config import MegaCoreConfig
 from ..core.kernels import OPS, KernelError, KernelSpec
 from ..core.kernels.registry import AUTO, check_signature
+from ..core.kernels.signatures import ATTENTION_KEYWORDS, ATTENTION_POSITIONAL, EMA_KEYWORDS, EMA_POSITIONAL
 from .records import (
     AdapterRecord,
     ConvertFn,
@@ -25,6 +27,30 @@ from .records import (
 )
 
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+OP_CALLS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "ema": (EMA_POSITIONAL, EMA_KEYWORDS),
+    "attention": (ATTENTION_POSITIONAL, ATTENTION_KEYWORDS),
+}
+"""How the core calls a kernel of each op: (positional argument names, keyword argument names)."""
+
+
+def check_kernel_call(spec: KernelSpec) -> None:
+    """Raise ``KernelError`` unless ``spec.fn`` accepts exactly the call its op makes.
+
+    Stricter than the core's check: an extra required parameter or a keyword that can only be
+    passed positionally would make every forward pass fail, so the plugin fails at load instead.
+    """
+    positional, keywords = OP_CALLS[spec.op]
+    try:
+        signature = inspect.signature(spec.fn)
+    except (TypeError, ValueError) as error:
+        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot inspect its signature ({error})") from error
+    try:
+        signature.bind(*positional, **dict.fromkeys(keywords))
+    except TypeError as error:
+        call = f"fn({', '.join(positional)}, *, {', '.join(keywords)})"
+        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot be called as {call}: {error}") from None
 
 
 def check_name(kind: str, name: object) -> str:
@@ -118,6 +144,7 @@ class KernelRegistry(_Registry):
         if spec.name == AUTO:
             raise KernelError(f"kernel name {AUTO!r} is reserved")
         check_signature(spec)
+        check_kernel_call(spec)
         staged = dataclasses.replace(spec, source=self.distribution)
         self._staging._check_unique(
             "kernel", f"{spec.op}/{spec.name}", [f"{k.op}/{k.name}" for k in self._staging.kernels]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 from types import ModuleType
+from typing import Any
 
 import pytest
+from registry_helpers import fake_entry_points
 
-from mega_plugin.core.kernels import is_registered
-from mega_plugin.registry import PluginError
+from mega_plugin.core.kernels import is_registered, reference_ema
+from mega_plugin.registry import PluginError, hookimpl
 from mega_plugin.registry.records import BLOCKED, FAILED, LOADED
 
 BROKEN = "mega-plugin-broken"
@@ -104,3 +106,54 @@ def test_the_builtin_plugin_cannot_be_blocked(
     with caplog.at_level(logging.WARNING, logger="mega_plugin.registry"):
         assert fresh_registry.list_plugins()[0].status == LOADED
     assert "the built-in plugin cannot be blocked" in caplog.text
+
+
+def _extra_required(x: object, coefficients: object, extra: object, **options: object) -> None:
+    """Needs a third positional argument the ema op never passes."""
+
+
+def _positional_only(x, coefficients, bidirectional, truncation, initial_state, return_state, /):  # noqa: ANN001, ANN202
+    """Takes the op's keywords positionally only."""
+
+
+class ExtraParameterPlugin:
+    @hookimpl
+    def mega_plugin_register_kernels(self, registry: Any) -> None:
+        registry.register("ema", "extra_required", _extra_required)
+
+
+class PositionalOnlyPlugin:
+    @hookimpl
+    def mega_plugin_register_kernels(self, registry: Any) -> None:
+        registry.register("ema", "positional_only", _positional_only)
+
+
+class TakesTheReferenceName:
+    @hookimpl
+    def mega_plugin_register_kernels(self, registry: Any) -> None:
+        registry.register("ema", "reference", reference_ema_copy)
+
+
+def reference_ema_copy(x: Any, coefficients: Any, **options: Any) -> Any:
+    """Valid signature, but a name the built-in plugin owns."""
+    return reference_ema(x, coefficients, **options)
+
+
+@pytest.mark.parametrize(
+    "name, plugin, expected",
+    [
+        ("extra_required", ExtraParameterPlugin(), "cannot be called as fn(x, coefficients, *, bidirectional"),
+        ("positional_only", PositionalOnlyPlugin(), "'bidirectional' parameter is positional only"),
+        ("takes_reference", TakesTheReferenceName(), "KernelError: kernel ema/reference is already registered by mega-plugin"),
+    ],
+    ids=["extra-required-parameter", "keywords-positional-only", "duplicate-kernel-name"],
+)
+def test_kernels_the_core_could_not_call_or_names_already_taken_fail_the_plugin(
+    fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch, name: str, plugin: object, expected: str
+) -> None:
+    fake_entry_points(monkeypatch, (name, plugin))
+    record = {p.name: p for p in fresh_registry.list_plugins()}[name]
+    assert record.status == FAILED and expected in record.error, record.error
+    assert (record.distribution, record.entry_point) == (f"fake-{name}", f"fake:{name}")
+    specs = {spec.name: spec for spec in fresh_registry.list_kernels("ema")}
+    assert name not in specs and specs["reference"].fn is reference_ema

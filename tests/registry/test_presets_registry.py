@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 
 import pytest
@@ -89,3 +90,27 @@ def test_get_preset_returns_a_fresh_validated_config(fresh_registry: ModuleType)
 def test_unknown_preset_lists_the_allowed_names(fresh_registry: ModuleType) -> None:
     with pytest.raises(fresh_registry.NotRegisteredError, match=r"preset 'lra' is not registered; allowed values: .*lra_image"):
         fresh_registry.get_preset("lra")
+
+
+@pytest.mark.hf
+def test_hf_config_from_a_builtin_preset_carries_every_core_field_overrides_and_extras(fresh_registry: ModuleType) -> None:
+    hf = pytest.importorskip("mega_plugin.adapters.hf")
+    core = fresh_registry.get_preset("mega_base_wikitext", hidden_size=64)
+    config = hf.MegaConfig.from_preset("mega_base_wikitext", hidden_size=64, tie_word_embeddings=False)
+    assert config.to_core() == dataclasses.replace(core, extra={})
+    assert (config.bos_token_id, config.eos_token_id) == (0, 2)  # the preset's extras
+    assert config.tie_word_embeddings is False  # an HF-only override
+    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+        hf.MegaConfig.from_preset("tiny", hidden_size=0)
+    with pytest.raises(fresh_registry.NotRegisteredError, match=r"preset 'nope' is not registered; allowed values: .*tiny"):
+        hf.MegaConfig.from_preset("nope")
+    with pytest.raises(ValueError, match="norm_eps=1e-06 cannot be expressed in MegaConfig"):
+        hf.MegaConfig.from_preset("tiny", norm_eps=1e-6)
+
+
+@pytest.mark.hf
+def test_a_plugin_preset_reaches_the_hf_side(example_plugin: ModuleType) -> None:
+    hf = pytest.importorskip("mega_plugin.adapters.hf")
+    config = hf.MegaConfig.from_preset("example_small")
+    assert config.to_core() == example_plugin.example_small()
+    assert (config.ema_kernel, config.attention_kernel, config.chunk_size) == ("example_scan", "example_sdpa", 4)

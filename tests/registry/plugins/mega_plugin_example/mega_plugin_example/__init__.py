@@ -11,7 +11,15 @@ from typing import Any, Mapping
 from torch import Tensor
 
 from mega_plugin.core import MegaCoreConfig
-from mega_plugin.registry import ConversionError, hf_config_dict, hookimpl
+from mega_plugin.registry import (
+    AdapterRegistry,
+    ConversionError,
+    ConverterRegistry,
+    KernelRegistry,
+    PresetRegistry,
+    hf_config_dict,
+    hookimpl,
+)
 
 from .kernels import block_scan_ema, block_scan_supports, sdpa_attention, sdpa_supports
 
@@ -24,7 +32,8 @@ def _count(hook: str) -> None:
 
 
 @hookimpl
-def mega_plugin_register_kernels(registry: Any) -> None:
+def mega_plugin_register_kernels(registry: KernelRegistry) -> None:
+    """The block-scan EMA and the SDPA attention, above every built-in kernel (priority 20)."""
     _count("kernels")
     registry.register("ema", "example_scan", block_scan_ema, priority=20, supports=block_scan_supports)
     registry.register("attention", "example_sdpa", sdpa_attention, priority=20, supports=sdpa_supports)
@@ -51,7 +60,8 @@ def example_small() -> MegaCoreConfig:
 
 
 @hookimpl
-def mega_plugin_register_presets(registry: Any) -> None:
+def mega_plugin_register_presets(registry: PresetRegistry) -> None:
+    """``example_small``: a small decoder that names this plugin's kernels."""
     _count("presets")
     registry.register("example_small", example_small)
 
@@ -68,13 +78,15 @@ def convert_bare_hf(
 
 
 @hookimpl
-def mega_plugin_register_converters(registry: Any) -> None:
+def mega_plugin_register_converters(registry: ConverterRegistry) -> None:
+    """``example-bare-hf``: bare MegaModel state dicts plus their config fields."""
     _count("converters")
     registry.register("example-bare-hf", convert_bare_hf)
 
 
 @hookimpl
-def mega_plugin_register_adapters(registry: Any) -> None:
+def mega_plugin_register_adapters(registry: AdapterRegistry) -> None:
+    """Two descriptive adapters: one available (found, never imported), one missing."""
     _count("adapters")
     registry.register(
         "example-sentinel",
