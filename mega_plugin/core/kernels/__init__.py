@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from .attention_reference import reference_attention
+from .ema_chunked_scan import chunked_scan_ema, chunked_scan_supports
 from .ema_recurrent import recurrent_ema, recurrent_supports
 from .ema_reference import reference_ema
 from .registry import (
@@ -44,7 +45,15 @@ RECURRENT_EMA: Final = KernelSpec(
     supports=recurrent_supports,
     description="step-by-step recurrence for short causal calls (decoding steps)",
 )
-BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION, RECURRENT_EMA)
+CHUNKED_SCAN_EMA: Final = KernelSpec(
+    name="chunked_scan",
+    op="ema",
+    fn=chunked_scan_ema,
+    priority=5,
+    supports=chunked_scan_supports,
+    description="chunk-wise scan: Toeplitz matmuls inside chunks of 64 steps, state carried between (no FFT)",
+)
+BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION, RECURRENT_EMA, CHUNKED_SCAN_EMA)
 
 
 def _ensure_reference_kernels() -> None:
@@ -64,7 +73,9 @@ __all__ = [
     "REFERENCE_ATTENTION",
     "REFERENCE_EMA",
     "RECURRENT_EMA",
+    "CHUNKED_SCAN_EMA",
     "EmaCoefficients",
+    "chunked_scan_ema",
     "KernelError",
     "KernelSpec",
     "kernels",

@@ -1,0 +1,174 @@
+"""Chunked-scan EMA kernel: no FFT and no (K, N, L) tensor.
+
+The EMA is a linear recurrence with an N-dim state per channel
+(``h_t = input_gain * x_t + decay * h_{t-1}``, ``y_t = sum_n output_gain * h_t``). Cut the
+sequence into chunks of T steps:
+
+* inside a chunk the output is a (T x T) lower-triangular Toeplitz matrix of the kernel
+  ``k[l] = sum_n input_gain q**l output_gain`` applied per channel: one batched matmul,
+  B * L * K * T multiply-adds;
+* each chunk summarises its inputs into the state it leaves behind (``u_c``, a (N x T) matmul),
+  states are carried across chunks by ``h_c = u_c + q**T h_{c-1}`` (a loop over L / T chunks
+  on (K, N, B) tensors), and each chunk reads the state it inherited through a (T x N) matmul.
+
+Bidirectional: the backward direction is the causal EMA of the flipped sequence with the
+last D rows of coefficients, so both directions run in one pass over 2D channels (lag 0 is
+counted in both, as in the reference). Arithmetic is fp32 whatever the input dtype.
+
+A truncated kernel shorter than the sequence is not a finite-state recurrence:
+:func:`chunked_scan_supports` declines it and ``auto`` falls back to the FFT reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Mapping
+
+import torch
+from torch import Tensor
+
+from .signatures import EmaCoefficients
+
+CHUNK_STEPS: Final = 64
+"""Chunk length T: intra-chunk work grows with T, the sequential carry loop with L / T."""
+
+TINY: Final = 1e-30
+"""Weights below this are flushed to zero: denormal floats make CPU matmuls 10-50x slower."""
+
+
+def _powers(decay: Tensor, exponents: Tensor) -> Tensor:
+    """``decay ** exponents`` as exp(e log q), (D, N) x (E,) -> (D, N, E), as the reference does."""
+    return torch.exp(exponents.view(1, 1, -1) * torch.log(decay).unsqueeze(-1))
+
+
+def _flush_tiny(weights: Tensor) -> Tensor:
+    """Zero the entries below :data:`TINY` in magnitude (they are < 1e-30 of an O(1) output)."""
+    return weights * (weights.abs() >= TINY)
+
+
+def _carry(summaries: Tensor, carry: Tensor, state: Tensor, *, reverse: bool) -> tuple[Tensor, Tensor]:
+    """Carry states across chunks: ``h_c = summaries_c + carry * h_{c-1}`` (right to left if ``reverse``).
+
+    ``summaries`` (D, B, C, N); ``state`` (D, B, N) enters the first chunk visited. Returns the
+    state each chunk inherits (D, B, C, N) and the state after the last chunk visited.
+    """
+    chunks = summaries.shape[2]
+    order = range(chunks - 1, -1, -1) if reverse else range(chunks)
+    inherited = []
+    for chunk in order:
+        inherited.append(state)
+        state = torch.addcmul(summaries[:, :, chunk], carry, state)
+    if reverse:
+        inherited.reverse()
+    return torch.stack(inherited, dim=2), state
+
+
+def _chunked_scan(
+    x: Tensor,
+    coefficients: tuple[Tensor, Tensor, Tensor],
+    backward: tuple[Tensor, Tensor, Tensor] | None,
+    initial_state: Tensor | None,
+    steps: int,
+) -> tuple[Tensor, Tensor]:
+    """EMA of ``x`` (B, L, D) fp32 with forward (D, N) coefficients (gain in, decay, gain out).
+
+    With ``backward`` coefficients, adds the anti-causal direction (lag 0 in both). Returns
+    the output (B, L, D) and the forward state after the last token (B, D, N).
+    """
+    batch, length, dim = x.shape
+    input_gain, decay, output_gain = coefficients
+    components = decay.shape[-1]
+    chunks = -(-length // steps)
+    padded = chunks * steps
+    lags = torch.arange(steps, device=x.device, dtype=torch.float32)
+    offsets = lags.view(-1, 1) - lags.view(1, -1)  # (T, T) = t - s
+    # Intra-chunk Toeplitz matrices (D, T, T): matrix[d, t, s] = k_fwd[d, t - s] (t >= s) + k_bwd[d, s - t] (s >= t).
+    kernel = torch.einsum("dn,dnl->dl", input_gain * output_gain, _powers(decay, lags))  # (D, T)
+    matrix = kernel[:, offsets.clamp(min=0).long()] * (offsets >= 0)
+    # Chunk summaries: the forward state at the chunk end, input_gain * q ** (T - 1 - s) ...
+    gather = [input_gain.unsqueeze(-1) * _powers(decay, lags.flip(0))]  # (D, N, T)
+    # ... read at step t of the next chunk through output_gain * q ** (t + 1).
+    readout = [output_gain.unsqueeze(-1) * _powers(decay, lags + 1.0)]  # (D, N, T)
+    if backward is not None:
+        back_in, back_decay, back_out = backward
+        back_kernel = torch.einsum("dn,dnl->dl", back_in * back_out, _powers(back_decay, lags))
+        matrix = matrix + back_kernel[:, (-offsets).clamp(min=0).long()] * (offsets <= 0)
+        # The backward state at a chunk start, input_gain * q ** s, read at step t of the
+        # previous chunk through output_gain * q ** (T - t).
+        gather.append(back_in.unsqueeze(-1) * _powers(back_decay, lags))
+        readout.append(back_out.unsqueeze(-1) * _powers(back_decay, steps - lags))
+
+    signal = torch.nn.functional.pad(x, (0, 0, 0, padded - length)) if padded != length else x
+    # (B, C*T, D) -> (D, B*C, T): channels are the matmul batch, time is contiguous.
+    matrix = _flush_tiny(matrix)
+    gather = [_flush_tiny(g) for g in gather]
+    readout = [_flush_tiny(r) for r in readout]
+    columns = signal.view(batch, chunks, steps, dim).permute(3, 0, 1, 2).reshape(dim, batch * chunks, steps)
+    output = torch.bmm(columns, matrix.transpose(1, 2))  # (D, B*C, T)
+    gathers = torch.cat(gather, dim=1)  # (D, N or 2N, T)
+    summaries = torch.bmm(columns, gathers.transpose(1, 2)).view(dim, batch, chunks, -1)
+    state = initial_state.float().permute(1, 0, 2) if initial_state is not None else x.new_zeros(dim, batch, components)
+    inherited, _ = _carry(summaries[..., :components], _flush_tiny(decay.pow(steps)).unsqueeze(1), state, reverse=False)
+    last_inherited = inherited[:, :, -1]  # the final state comes from here and the last chunk's real steps
+    if backward is not None:
+        back_decay = backward[1]
+        back_inherited, _ = _carry(
+            summaries[..., components:], _flush_tiny(back_decay.pow(steps)).unsqueeze(1), torch.zeros_like(state), reverse=True
+        )
+        inherited = torch.cat([inherited, back_inherited], dim=-1)
+    readouts = torch.cat(readout, dim=1)  # (D, N or 2N, T)
+    output = torch.baddbmm(output, inherited.view(dim, batch * chunks, -1), readouts)
+    output = output.view(dim, batch, chunks, steps).permute(1, 2, 3, 0).reshape(batch, padded, dim)
+
+    # Forward state after the last real token: the last chunk holds `tail` real steps.
+    tail = length - (chunks - 1) * steps
+    last_columns = columns.view(dim, batch, chunks, steps)[:, :, -1, :tail]  # (D, B, tail)
+    tail_gather = gather[0][..., steps - tail :]  # input_gain * q ** (tail - 1 - s), (D, N, tail)
+    final = torch.bmm(last_columns, tail_gather.transpose(1, 2)) + decay.pow(tail).unsqueeze(1) * last_inherited
+    return output[:, :length], final.permute(1, 0, 2)
+
+
+def chunked_scan_ema(
+    x: Tensor,
+    coefficients: EmaCoefficients,
+    *,
+    bidirectional: bool,
+    truncation: int | None,
+    initial_state: Tensor | None,
+    return_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The ``chunked_scan`` EMA kernel (signature in :mod:`.signatures`)."""
+    batch, length, dim = x.shape
+    if truncation is not None and truncation < length:
+        raise ValueError(
+            f"the chunked_scan EMA kernel cannot truncate (truncation={truncation} < length={length}); "
+            "use ema_kernel='reference'"
+        )
+    if bidirectional and (initial_state is not None or return_state):
+        raise ValueError("a bidirectional EMA has no streaming state (bidirectional=True)")
+    gains = (coefficients.input_gain.float(), coefficients.decay.float(), coefficients.output_gain.float())
+    signal = x.float()
+    if length == 0:
+        state = None
+        if return_state:
+            state = (
+                initial_state.float()
+                if initial_state is not None
+                else signal.new_zeros(batch, dim, gains[1].shape[-1])
+            )
+        return signal, state
+    forward = tuple(g[:dim] for g in gains)
+    backward = tuple(g[dim:] for g in gains) if bidirectional else None
+    output, final = _chunked_scan(signal, forward, backward, initial_state, CHUNK_STEPS)  # type: ignore[arg-type]
+    return output, (final if return_state else None)
+
+
+def chunked_scan_supports(call: Mapping[str, Any]) -> str | None:
+    """Accept every call whose kernel is not truncated below the length.
+
+    Short causal decoding steps still go to the ``recurrent`` kernel, which has a higher priority.
+    """
+    length = call.get("length", 0)
+    truncation = call.get("truncation")
+    if truncation is not None and truncation < length:
+        return f"truncation={truncation} < length={length}: a truncated EMA is not a finite-state scan"
+    return None

@@ -1,0 +1,183 @@
+"""The ``chunked_scan`` EMA kernel against the FFT ``reference`` kernel: outputs, states, gradients.
+
+The reference kernel is itself checked against float64 double sums in ``test_ema.py``; here
+the fast kernel must reproduce it (and the gradients autograd derives from it) for causal and
+bidirectional EMAs, lengths around and across the chunk size, carried states, and the
+truncation cases it accepts. Calls it cannot serve must be declined with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pytest
+import torch
+from torch import Tensor
+
+from mega_plugin.core import MultiDimensionDampedEma
+from mega_plugin.core.kernels import EmaCoefficients, KernelError, chunked_scan_ema, reference_ema, resolve_kernel
+from mega_plugin.core.kernels.ema_chunked_scan import CHUNK_STEPS, chunked_scan_supports
+
+BATCH, DIM, COMPONENTS = 2, 5, 4
+LENGTHS: Final = (1, 2, 17, CHUNK_STEPS - 1, CHUNK_STEPS, CHUNK_STEPS + 1, 3 * CHUNK_STEPS + 7, 1000)
+TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
+
+
+def random_coefficients(channels: int, *, generator: torch.Generator, low_decay: float = 0.05) -> EmaCoefficients:
+    """Gains ~ N(0, 1); decays in (low_decay, 0.999): short and very long memories alike."""
+    return EmaCoefficients(
+        input_gain=torch.randn(channels, COMPONENTS, generator=generator),
+        decay=low_decay + (0.999 - low_decay) * torch.rand(channels, COMPONENTS, generator=generator),
+        output_gain=torch.randn(channels, COMPONENTS, generator=generator),
+    )
+
+
+def leaf_copies(coefficients: EmaCoefficients) -> EmaCoefficients:
+    """The same coefficients as fresh leaves that record gradients."""
+    return EmaCoefficients(
+        *(t.detach().clone().requires_grad_(True) for t in (coefficients.input_gain, coefficients.decay, coefficients.output_gain))
+    )
+
+
+def run_both(
+    x: Tensor,
+    coefficients: EmaCoefficients,
+    *,
+    bidirectional: bool,
+    truncation: int | None = None,
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+) -> None:
+    """Compare outputs, final states and all gradients of the two kernels."""
+    results = []
+    for kernel in (reference_ema, chunked_scan_ema):
+        inputs = x.detach().clone().requires_grad_(True)
+        leaves = leaf_copies(coefficients)
+        state = None if initial_state is None else initial_state.detach().clone().requires_grad_(True)
+        output, final = kernel(
+            inputs,
+            leaves,
+            bidirectional=bidirectional,
+            truncation=truncation,
+            initial_state=state,
+            return_state=return_state,
+        )
+        assert output.dtype == torch.float32 and output.shape == x.shape
+        # A fixed random projection of everything returned makes every gradient path count.
+        weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(7))
+        loss = (output * weights).sum()
+        if final is not None:
+            loss = loss + (final * torch.randn(final.shape, generator=torch.Generator().manual_seed(8))).sum()
+        loss.backward()
+        grads = [inputs.grad, leaves.input_gain.grad, leaves.decay.grad, leaves.output_gain.grad]
+        if state is not None:
+            grads.append(state.grad)
+        results.append((output.detach(), None if final is None else final.detach(), grads))
+    (ref_out, ref_state, ref_grads), (fast_out, fast_state, fast_grads) = results
+    torch.testing.assert_close(fast_out, ref_out, **TOLERANCE)
+    if return_state:
+        assert fast_state is not None and ref_state is not None
+        torch.testing.assert_close(fast_state, ref_state, **TOLERANCE)
+    for name, fast_grad, ref_grad in zip(("x", "input_gain", "decay", "output_gain", "state"), fast_grads, ref_grads):
+        # Gradients sum over many positions: compare relative to their scale.
+        scale = ref_grad.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(fast_grad / scale, ref_grad / scale, atol=5e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("length", LENGTHS, ids=lambda n: f"L{n}")
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_matches_reference_outputs_and_gradients(length: int, bidirectional: bool) -> None:
+    generator = torch.Generator().manual_seed(length)
+    coefficients = random_coefficients(2 * DIM if bidirectional else DIM, generator=generator)
+    x = torch.randn(BATCH, length, DIM, generator=generator)
+    run_both(x, coefficients, bidirectional=bidirectional)
+
+
+@pytest.mark.parametrize("length", (1, CHUNK_STEPS - 3, CHUNK_STEPS, 2 * CHUNK_STEPS + 5), ids=lambda n: f"L{n}")
+def test_carried_state_matches_reference(length: int) -> None:
+    generator = torch.Generator().manual_seed(100 + length)
+    coefficients = random_coefficients(DIM, generator=generator)
+    x = torch.randn(BATCH, length, DIM, generator=generator)
+    state = torch.randn(BATCH, DIM, COMPONENTS, generator=generator)
+    run_both(x, coefficients, bidirectional=False, initial_state=state, return_state=True)
+    run_both(x, coefficients, bidirectional=False, return_state=True)
+
+
+def test_split_sequence_with_state_equals_one_pass() -> None:
+    """Feeding 150 + 111 steps with the carried state equals one pass over 261 steps."""
+    generator = torch.Generator().manual_seed(3)
+    coefficients = random_coefficients(DIM, generator=generator)
+    x = torch.randn(BATCH, 261, DIM, generator=generator)
+    options = dict(bidirectional=False, truncation=None)
+    whole, whole_state = chunked_scan_ema(x, coefficients, initial_state=None, return_state=True, **options)
+    first, state = chunked_scan_ema(x[:, :150], coefficients, initial_state=None, return_state=True, **options)
+    second, final = chunked_scan_ema(x[:, 150:], coefficients, initial_state=state, return_state=True, **options)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, **TOLERANCE)
+    torch.testing.assert_close(final, whole_state, **TOLERANCE)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_truncation_not_shorter_than_the_length_is_served(bidirectional: bool) -> None:
+    generator = torch.Generator().manual_seed(11)
+    coefficients = random_coefficients(2 * DIM if bidirectional else DIM, generator=generator)
+    x = torch.randn(BATCH, 90, DIM, generator=generator)
+    run_both(x, coefficients, bidirectional=bidirectional, truncation=90)
+    run_both(x, coefficients, bidirectional=bidirectional, truncation=500)
+
+
+def test_truncation_shorter_than_the_length_is_declined_and_auto_falls_back() -> None:
+    call = {"bidirectional": True, "truncation": 16, "length": 90, "has_state": False}
+    reason = chunked_scan_supports(call)
+    assert reason is not None and "truncation=16" in reason
+    assert resolve_kernel("ema", "auto", call).name == "reference"
+    with pytest.raises(KernelError, match="chunked_scan.*truncation=16"):
+        resolve_kernel("ema", "chunked_scan", call)
+    x = torch.zeros(1, 90, DIM)
+    with pytest.raises(ValueError, match="truncation=16 < length=90"):
+        chunked_scan_ema(x, random_coefficients(DIM, generator=torch.Generator()), bidirectional=False,
+                         truncation=16, initial_state=None, return_state=False)
+
+
+def test_bidirectional_state_is_refused() -> None:
+    x = torch.zeros(1, 8, DIM)
+    coefficients = random_coefficients(2 * DIM, generator=torch.Generator())
+    with pytest.raises(ValueError, match="bidirectional=True"):
+        chunked_scan_ema(x, coefficients, bidirectional=True, truncation=None, initial_state=None, return_state=True)
+
+
+def test_auto_selection() -> None:
+    base = {"bidirectional": False, "truncation": None, "has_state": False}
+    assert resolve_kernel("ema", "auto", {**base, "length": 4096}).name == "chunked_scan"
+    assert resolve_kernel("ema", "auto", {**base, "bidirectional": True, "length": 8}).name == "chunked_scan"
+    assert resolve_kernel("ema", "auto", {**base, "length": 1}).name == "recurrent"
+
+
+def test_tiny_decays_give_no_nan_and_match() -> None:
+    """Decays near 0 underflow q**l; the flushed weights must still reproduce the reference."""
+    generator = torch.Generator().manual_seed(5)
+    coefficients = random_coefficients(2 * DIM, generator=generator, low_decay=1e-4)
+    x = torch.randn(BATCH, 300, DIM, generator=generator)
+    run_both(x, coefficients, bidirectional=True)
+
+
+def test_low_precision_input_accumulates_in_fp32() -> None:
+    generator = torch.Generator().manual_seed(6)
+    coefficients = random_coefficients(DIM, generator=generator)
+    x = torch.randn(BATCH, 130, DIM, generator=generator).to(torch.bfloat16)
+    fast, _ = chunked_scan_ema(x, coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=False)
+    reference, _ = reference_ema(x, coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=False)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, **TOLERANCE)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_module_output_is_the_same_through_either_kernel(bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    fast = MultiDimensionDampedEma(DIM, COMPONENTS, bidirectional=bidirectional, truncation=None, kernel_name="chunked_scan")
+    fast.reset_parameters()
+    reference = MultiDimensionDampedEma(DIM, COMPONENTS, bidirectional=bidirectional, truncation=None, kernel_name="reference")
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(BATCH, 150, DIM)
+    key_mask = torch.ones(BATCH, 150, dtype=torch.bool)
+    key_mask[0, :20] = False
+    torch.testing.assert_close(fast(x, key_mask=key_mask)[0], reference(x, key_mask=key_mask)[0], **TOLERANCE)
