@@ -67,18 +67,18 @@ class Fs2Assets:
     reference_available: bool
 
 
-def perturb_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def perturb_(model: torch.nn.Module, seed: int, *, scale: float = 0.05) -> torch.nn.Module:
     """Add noise to every parameter so no test passes on symmetric initial values."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
     return model.eval()
 
 
-def build_model(config: Any, seed: int = 0) -> Any:
-    """A ``MegaCausalLM`` with perturbed weights, in eval mode."""
+def build_model(config: Any, seed: int = 0, *, scale: float = 0.05) -> Any:
+    """A ``MegaCausalLM`` with perturbed weights (noise std ``scale``), in eval mode."""
     from mega_plugin.adapters.fairseq2.factory import create_mega_model
 
     torch.manual_seed(seed)
-    return perturb_(create_mega_model(config), seed)
+    return perturb_(create_mega_model(config), seed, scale=scale)

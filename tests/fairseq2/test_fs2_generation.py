@@ -27,7 +27,7 @@ def test_stepwise_logits_equal_full_forward(tiny_config: Any, prefill: int) -> N
 
     from mega_plugin.adapters.fairseq2.model import MegaIncrementalState
 
-    model = build_model(tiny_config)
+    model = build_model(tiny_config, scale=0.3)
     seqs = torch.randint(4, 100, (3, 21))
     full = model(seqs, BatchLayout.of(seqs))
     bag = IncrementalStateBag(64)
@@ -63,7 +63,8 @@ def _greedy_by_full_forward(model: Any, prompt: torch.Tensor, steps: int, eos: i
     seq = prompt.clone()
     out = []
     for _ in range(steps):
-        logits = model(seq[None], BatchLayout.of(seq[None]))[0, -1]
+        logits = model(seq[None], BatchLayout.of(seq[None]))[0, -1].clone()
+        logits[model.pad_idx] = -torch.inf  # the generators never emit PAD
         token = int(logits.argmax())
         out.append(token)
         if token == eos:
@@ -72,10 +73,12 @@ def _greedy_by_full_forward(model: Any, prompt: torch.Tensor, steps: int, eos: i
     return out
 
 
-def _check_greedy(model: Any, prompt: torch.Tensor, generated: list[int], eos: int, *, max_gen_len: int) -> None:
-    # The generators end every hypothesis with EOS: forced at max_gen_len, else chosen.
+def _check_greedy(model: Any, prompt: torch.Tensor, generated: list[int], eos: int, *, limit: int) -> None:
+    assert len(set(generated)) > 3, f"degenerate model output proves little: {generated}"
+    # The generators end every hypothesis with EOS: forced at the length limit, else chosen.
+    # The limit is max_gen_len past the longest prompt of the batch.
     expected = _greedy_by_full_forward(model, prompt, len(generated), eos)
-    if len(generated) == max_gen_len and generated[-1] == eos and expected[-1] != eos:
+    if len(generated) == limit and generated[-1] == eos and expected[-1] != eos:
         generated, expected = generated[:-1], expected[:-1]
     assert generated == expected
 
@@ -85,17 +88,22 @@ def test_greedy_sampling_generator_equals_argmax_of_full_forward(tiny_config: An
     from fairseq2.generation.sampling import SamplingSequenceGenerator, TopKSampler
     from fairseq2.nn import BatchLayout
 
-    model = build_model(tiny_config, seed=4)
+    model = build_model(tiny_config, seed=4, scale=0.3)  # varied, non-repeating argmax
     vocab = _vocab_info(tiny_config)
-    prompts = torch.randint(4, 100, (2, 6))
+    prompts = torch.randint(4, 100, (3, 6))
+    prompt_lens = [6, 3, 5]  # ragged prompts: the generator pads them and forces prompt tokens
+    prompts[1, 3:] = tiny_config.pad_idx
+    prompts[2, 5:] = tiny_config.pad_idx
     generator = SamplingSequenceGenerator(
         model, vocab, TopKSampler(k=1), max_gen_len=19, echo_prompt=True, prefill_chunk_size=4
     )
-    output = generator(prompts, BatchLayout.of(prompts))
+    output = generator(prompts, BatchLayout.of(prompts, prompt_lens))
     for row, hypotheses in enumerate(output.hypotheses):
-        generated = hypotheses[0].seq[prompts.shape[1] :].tolist()
+        prompt = prompts[row, : prompt_lens[row]]
+        assert torch.equal(hypotheses[0].seq[: len(prompt)], prompt)
+        generated = hypotheses[0].seq[len(prompt) :].tolist()
         assert generated, "nothing generated"
-        _check_greedy(model, prompts[row], generated, vocab.eos_idx, max_gen_len=19)
+        _check_greedy(model, prompt, generated, vocab.eos_idx, limit=19 + max(prompt_lens) - len(prompt))
 
 
 @torch.no_grad()
@@ -103,7 +111,7 @@ def test_beam_search_runs_and_beam_one_is_greedy(tiny_config: Any) -> None:
     from fairseq2.generation.beam_search import BeamSearchSequenceGenerator
     from fairseq2.nn import BatchLayout
 
-    model = build_model(tiny_config, seed=5)
+    model = build_model(tiny_config, seed=5, scale=0.3)
     vocab = _vocab_info(tiny_config)
     prompts = torch.randint(4, 100, (2, 5))
     beam = BeamSearchSequenceGenerator(model, vocab, beam_size=3, max_gen_len=12)
@@ -116,4 +124,4 @@ def test_beam_search_runs_and_beam_one_is_greedy(tiny_config: Any) -> None:
     output = greedy(prompts, BatchLayout.of(prompts))
     for row, hypotheses in enumerate(output.hypotheses):
         generated = hypotheses[0].seq[prompts.shape[1] :].tolist()
-        _check_greedy(model, prompts[row], generated, vocab.eos_idx, max_gen_len=12)
+        _check_greedy(model, prompts[row], generated, vocab.eos_idx, limit=12)

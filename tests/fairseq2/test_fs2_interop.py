@@ -94,6 +94,15 @@ def test_fairseq2_card_rejects_encoders(tmp_path: Path) -> None:
     assert main(["fairseq2-card", str(tmp_path), "--name", "x"]) == 1
 
 
+def _loaded_hf_config(path: Path) -> dict[str, object]:
+    from mega_plugin.adapters.hf import MegaConfig
+
+    config = MegaConfig.from_pretrained(path).to_dict()
+    for key in ("transformers_version", "_name_or_path", "torch_dtype", "dtype"):
+        config.pop(key, None)
+    return config
+
+
 @pytest.mark.parametrize("name", ["mega_test_ours", "mega_test_untied", "mega_test_reference"])
 def test_export_round_trip_is_bit_identical(fs2_assets: Fs2Assets, tmp_path: Path, name: str) -> None:
     if name not in fs2_assets.hf_dirs:
@@ -108,6 +117,11 @@ def test_export_round_trip_is_bit_identical(fs2_assets: Fs2Assets, tmp_path: Pat
     assert sorted(exported) == sorted(original)
     for key, tensor in original.items():
         assert torch.equal(exported[key], tensor), key
+    # config.json files differ in which defaults they spell out; the loaded configs must not.
+    original_config = _loaded_hf_config(fs2_assets.hf_dirs[name])
+    exported_config = _loaded_hf_config(tmp_path / "out")
+    differing = {k for k in original_config.keys() | exported_config.keys() if original_config.get(k) != exported_config.get(k)}
+    assert not differing, {k: (original_config.get(k), exported_config.get(k)) for k in differing}
 
     from mega_plugin.adapters.hf import MegaForCausalLM
 
@@ -115,4 +129,56 @@ def test_export_round_trip_is_bit_identical(fs2_assets: Fs2Assets, tmp_path: Pat
     with torch.no_grad():
         expected = MegaForCausalLM.from_pretrained(fs2_assets.hf_dirs[name]).eval()(ids, use_cache=False).logits
         actual = MegaForCausalLM.from_pretrained(tmp_path / "out").eval()(ids, use_cache=False).logits
+    assert torch.equal(actual, expected)
+
+
+def test_fairseq2_card_model_config_is_the_config_json(fs2_assets: Fs2Assets) -> None:
+    import json
+
+    from mega_plugin.commands.fairseq2_card import build_card
+
+    for name, hf_dir in fs2_assets.hf_dirs.items():
+        hf_config = json.loads((hf_dir / "config.json").read_text())
+        model_config = build_card(hf_dir, name)["model_config"]
+        renamed = {"pad_token_id": "pad_idx", "tie_word_embeddings": "tie_embeddings"}
+        compared = 0
+        for key, value in hf_config.items():
+            field = renamed.get(key, key)
+            if field in model_config:
+                assert model_config[field] == value, (name, key)
+                compared += 1
+        assert compared >= 30, compared
+
+
+
+
+def test_fairseq2_hg_export_cli_uses_our_converter(fs2_assets: Fs2Assets, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from mega_plugin.adapters.hf import MegaForCausalLM
+
+    name = "mega_test_untied"
+    out = tmp_path / "exported"
+    env = {**os.environ, "FAIRSEQ2_USER_ASSET_DIR": str(fs2_assets.root / "assets"), "FAIRSEQ2_EXTENSION_TRACE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fairseq2.models.utils.hg_export", "--no-rich", name, str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    original = load_file(fs2_assets.hf_dirs[name] / "model.safetensors")
+    exported = load_file(out / "model.safetensors")
+    assert sorted(exported) == sorted(original)
+    for key, tensor in original.items():
+        assert torch.equal(exported[key], tensor), key
+    ids = _ids(seed=4)
+    with torch.no_grad():
+        expected = MegaForCausalLM.from_pretrained(fs2_assets.hf_dirs[name]).eval()(ids, use_cache=False).logits
+        actual = MegaForCausalLM.from_pretrained(out).eval()(ids, use_cache=False).logits
     assert torch.equal(actual, expected)

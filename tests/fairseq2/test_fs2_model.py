@@ -117,3 +117,30 @@ def test_packed_input_refuses_state_bag(tiny_config: Any) -> None:
     seqs = torch.randint(2, 100, (10,))
     with pytest.raises(ValueError, match="packed"):
         model(seqs, BatchLayout.of(seqs, [4, 6], packed=True), state_bag=IncrementalStateBag(32))
+
+
+@pytest.mark.parametrize("variant", ["tiny", "untied-layernorm-simple"])
+def test_every_module_owning_tensors_can_reset_them(tiny_config: Any, variant: str) -> None:
+    # fairseq2's meta-device and FSDP initialisation call reset_parameters() on each module
+    # (and reset_non_persistent_buffers()); a module that owns tensors without it stays garbage.
+    import dataclasses
+
+    from fairseq2.nn.utils.module import ModuleWithNonPersistentBuffer, ModuleWithParameter
+
+    from mega_plugin.adapters.fairseq2.factory import create_mega_model
+
+    config = tiny_config
+    if variant != "tiny":
+        config = dataclasses.replace(
+            tiny_config, tie_embeddings=False, normalization_type="layernorm", relative_positional_bias="simple",
+            add_token_type_embeddings=True,
+        )
+    model = create_mega_model(config)
+    for name, module in model.named_modules():
+        own_parameters = list(module.parameters(recurse=False))
+        own_buffers = dict(module.named_buffers(recurse=False))
+        if own_parameters or own_buffers:
+            assert isinstance(module, ModuleWithParameter), f"{name} ({type(module).__name__}) has no reset_parameters"
+        non_persistent = set(own_buffers) & module._non_persistent_buffers_set
+        if non_persistent:
+            assert isinstance(module, ModuleWithNonPersistentBuffer), f"{name} lacks reset_non_persistent_buffers"
