@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Final
@@ -28,7 +29,7 @@ def export_hf(model: str, output: Path, *, checkpoint: Path | None = None) -> li
     from ..adapters.fairseq2.config import MEGA_FAMILY, MegaLMConfig
     from ..adapters.fairseq2.interop import to_hf_state_dict
     from ..adapters.fairseq2.model import MegaCausalLM
-    from ..registry.hf_layout import ARCHITECTURE_CAUSAL_LM, hf_config_dict, save_hf_directory
+    from ..registry.hf_layout import save_hf_directory
 
     hub = ModelHubAccessor(MEGA_FAMILY, MegaCausalLM, MegaLMConfig)()
     config = hub.get_model_config(model)
@@ -36,17 +37,15 @@ def export_hf(model: str, output: Path, *, checkpoint: Path | None = None) -> li
         lm = hub.load_custom_model(checkpoint, config)
     else:
         lm = hub.load_model(model)
-    hf_config = hf_config_dict(
-        config.to_core(),
-        architectures=[ARCHITECTURE_CAUSAL_LM],
-        add_lm_hidden_dense_layer=config.add_lm_hidden_dense_layer,
-        tie_word_embeddings=config.tie_embeddings,
-    )
+    hf_config = config.to_hf_config()
     state_dict = to_hf_state_dict(lm.state_dict(), config)
     return save_hf_directory(output, hf_config, state_dict)
 
 
 def run(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("fairseq2") is None:
+        print(f"mega-plugin {NAME}: needs fairseq2 (pip install 'mega-plugin[fairseq2]')", file=sys.stderr)
+        return 1
     try:
         files = export_hf(args.model, Path(args.output), checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     except (OSError, ValueError, LookupError) as error:

@@ -43,7 +43,11 @@ def build_card(hf_dir: Path, name: str, *, max_seq_len: int | None = None) -> di
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
+    try:
+        import yaml
+    except ImportError:
+        print(f"mega-plugin {NAME}: needs PyYAML (pip install pyyaml) to write the card", file=sys.stderr)
+        return 1
 
     try:
         card = build_card(Path(args.hf_dir), args.name, max_seq_len=args.max_seq_len)

@@ -182,3 +182,29 @@ def test_fairseq2_hg_export_cli_uses_our_converter(fs2_assets: Fs2Assets, tmp_pa
         expected = MegaForCausalLM.from_pretrained(fs2_assets.hf_dirs[name]).eval()(ids, use_cache=False).logits
         actual = MegaForCausalLM.from_pretrained(out).eval()(ids, use_cache=False).logits
     assert torch.equal(actual, expected)
+
+
+def test_fairseq2_layout_checkpoint_loads_and_exports(fs2_assets: Fs2Assets, tiny_config: object, tmp_path: Path) -> None:
+    from fairseq2.models.hub import ModelHubAccessor
+    from fairseq2.nn import BatchLayout
+
+    from fs2_helpers import build_model
+    from mega_plugin.adapters.fairseq2.config import MegaLMConfig
+    from mega_plugin.adapters.fairseq2.model import MegaCausalLM
+    from mega_plugin.adapters.hf import MegaForCausalLM
+    from mega_plugin.cli import main
+
+    trained = build_model(tiny_config, seed=9)
+    torch.save(trained.state_dict(), tmp_path / "model.pt")
+    hub = ModelHubAccessor("mega", MegaCausalLM, MegaLMConfig)()
+    loaded = hub.load_custom_model(tmp_path / "model.pt", tiny_config).eval()
+    ids = _ids(seed=5)
+    with torch.no_grad():
+        expected = trained(ids, BatchLayout.of(ids))
+        assert torch.equal(loaded(ids, BatchLayout.of(ids)), expected)
+    # export-hf --checkpoint: config from the card, weights from the fairseq2 checkpoint.
+    out = tmp_path / "hf"
+    assert main(["export-hf", "mega_test_ours", str(out), "--checkpoint", str(tmp_path / "model.pt")]) == 0
+    with torch.no_grad():
+        actual = MegaForCausalLM.from_pretrained(out).eval()(ids, use_cache=False).logits
+    assert (actual - expected).abs().max().item() <= TOLERANCE

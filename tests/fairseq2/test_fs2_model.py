@@ -144,3 +144,36 @@ def test_every_module_owning_tensors_can_reset_them(tiny_config: Any, variant: s
         non_persistent = set(own_buffers) & module._non_persistent_buffers_set
         if non_persistent:
             assert isinstance(module, ModuleWithNonPersistentBuffer), f"{name} lacks reset_non_persistent_buffers"
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(reduction="none"), "reduction must be one of sum, mean"),
+        (dict(targets_len=11), "targets must have the shape of seqs"),
+        (dict(mask_len=11), "target_mask must have the shape of seqs"),
+    ],
+    ids=["reduction", "targets-shape", "target-mask-shape"],
+)
+def test_bad_loss_arguments_are_named(tiny_config: Any, bad: dict[str, Any], message: str) -> None:
+    from fairseq2.nn import BatchLayout
+
+    model = build_model(tiny_config)
+    seqs = torch.randint(2, 100, (2, 12))
+    targets = torch.randint(2, 100, (2, bad.get("targets_len", 12)))
+    mask = torch.ones(2, bad.get("mask_len", 12), dtype=torch.bool)
+    with pytest.raises(ValueError, match=message):
+        model(seqs, BatchLayout.of(seqs), targets, target_mask=mask, reduction=bad.get("reduction", "sum"))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("pad_idx", 100), ("pad_idx", -1), ("max_seq_len", 0), ("tie_embeddings", "yes"), ("normalization_type", "groupnorm")],
+)
+def test_bad_config_fields_are_named(tiny_config: Any, field: str, value: Any) -> None:
+    import dataclasses
+
+    from mega_plugin.adapters.fairseq2.factory import create_mega_model
+
+    with pytest.raises(ValueError, match=field):
+        create_mega_model(dataclasses.replace(tiny_config, **{field: value}))

@@ -172,10 +172,23 @@ class MegaLMConfig:
 
     def to_core(self) -> MegaCoreConfig:
         """The backend-neutral config of the decoder (validates every field)."""
+        self.validate_lm_fields()
         values = {name: getattr(self, name) for name in SHARED_FIELDS}
         return MegaCoreConfig(
             **values, bidirectional=False, is_decoder=True, add_cross_attention=False, pad_token_id=self.pad_idx
         )
+
+    def validate_lm_fields(self) -> None:
+        """Raise ``ValueError`` naming the field for a bad LM-only field (the core checks the rest)."""
+        if isinstance(self.max_seq_len, bool) or not isinstance(self.max_seq_len, int) or self.max_seq_len <= 0:
+            raise ValueError(f"max_seq_len must be a positive integer, got {self.max_seq_len!r}")
+        if self.pad_idx is not None and (
+            isinstance(self.pad_idx, bool) or not isinstance(self.pad_idx, int) or not 0 <= self.pad_idx < self.vocab_size
+        ):
+            raise ValueError(f"pad_idx must be None or an integer in [0, vocab_size={self.vocab_size}), got {self.pad_idx!r}")
+        for name in ("add_lm_hidden_dense_layer", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_core(cls, core: MegaCoreConfig, **overrides: Any) -> "MegaLMConfig":

@@ -7,7 +7,7 @@ decoding, the ``CausalLM`` loss contract) and nothing else.
 
 from __future__ import annotations
 
-from typing import Literal, final
+from typing import Final, Literal, final
 
 import torch
 from fairseq2.models.clm import CausalLM
@@ -18,6 +18,9 @@ from torch import Tensor, nn
 from ...core.init import initialize_tree
 from ...core.stack import MegaLayerStack
 from ...core.state import MegaState
+
+REDUCTIONS: Final = ("sum", "mean")
+"""Loss reductions of the ``CausalLM`` contract."""
 
 
 @final
@@ -127,6 +130,14 @@ class MegaCausalLM(CausalLM):
         ``seqs`` is (N, S) with a padded layout or (S,) with a packed one; logits have the
         shape of ``seqs`` plus the vocabulary dimension.
         """
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        if targets is not None and targets.shape != seqs.shape:
+            raise ValueError(f"targets must have the shape of seqs {tuple(seqs.shape)}, got {tuple(targets.shape)}")
+        if target_mask is not None and target_mask.shape != seqs.shape:
+            raise ValueError(
+                f"target_mask must have the shape of seqs {tuple(seqs.shape)}, got {tuple(target_mask.shape)}"
+            )
         if seqs_layout.packed:
             if state_bag is not None:
                 raise ValueError("incremental decoding takes padded (N, S) batches, not packed ones")
