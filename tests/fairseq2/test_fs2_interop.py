@@ -56,7 +56,10 @@ def test_reference_directory_loads_with_reference_logits(fs2_assets: Fs2Assets) 
 def test_unmapped_keys_are_named(tiny_config: object) -> None:
     from mega_plugin.adapters.fairseq2.interop import convert_mega_state_dict
 
-    state = {"mega.embedding_layer.word_embeddings.weight": torch.zeros(100, 32), "mega.pooler.dense.weight": torch.zeros(1)}
+    state = {
+        "mega.embedding_layer.word_embeddings.weight": torch.zeros(100, 32),
+        "mega.pooler.dense.weight": torch.zeros(1),
+    }
     with pytest.raises(ValueError, match="mega.pooler.dense.weight"):
         convert_mega_state_dict(state, tiny_config)  # type: ignore[arg-type]
 
@@ -77,7 +80,8 @@ def test_fairseq2_card_command(fs2_assets: Fs2Assets, tmp_path: Path) -> None:
     from mega_plugin.cli import main
 
     output = tmp_path / "card.yaml"
-    assert main(["fairseq2-card", str(fs2_assets.hf_dirs["mega_test_untied"]), "--name", "x", "--output", str(output)]) == 0
+    hf_dir = fs2_assets.hf_dirs["mega_test_untied"]
+    assert main(["fairseq2-card", str(hf_dir), "--name", "x", "--output", str(output)]) == 0
     card = yaml.safe_load(output.read_text())
     assert card["name"] == "x" and card["model_family"] == "mega"
     assert card["model_config"]["tie_embeddings"] is False
@@ -120,7 +124,8 @@ def test_export_round_trip_is_bit_identical(fs2_assets: Fs2Assets, tmp_path: Pat
     # config.json files differ in which defaults they spell out; the loaded configs must not.
     original_config = _loaded_hf_config(fs2_assets.hf_dirs[name])
     exported_config = _loaded_hf_config(tmp_path / "out")
-    differing = {k for k in original_config.keys() | exported_config.keys() if original_config.get(k) != exported_config.get(k)}
+    keys = original_config.keys() | exported_config.keys()
+    differing = {k for k in keys if original_config.get(k) != exported_config.get(k)}
     assert not differing, {k: (original_config.get(k), exported_config.get(k)) for k in differing}
 
     from mega_plugin.adapters.hf import MegaForCausalLM
@@ -184,7 +189,9 @@ def test_fairseq2_hg_export_cli_uses_our_converter(fs2_assets: Fs2Assets, tmp_pa
     assert torch.equal(actual, expected)
 
 
-def test_fairseq2_layout_checkpoint_loads_and_exports(fs2_assets: Fs2Assets, tiny_config: object, tmp_path: Path) -> None:
+def test_fairseq2_layout_checkpoint_loads_and_exports(
+    fs2_assets: Fs2Assets, tiny_config: object, tmp_path: Path
+) -> None:
     from fairseq2.models.hub import ModelHubAccessor
     from fairseq2.nn import BatchLayout
 

@@ -168,7 +168,13 @@ def test_bad_loss_arguments_are_named(tiny_config: Any, bad: dict[str, Any], mes
 
 @pytest.mark.parametrize(
     "field, value",
-    [("pad_idx", 100), ("pad_idx", -1), ("max_seq_len", 0), ("tie_embeddings", "yes"), ("normalization_type", "groupnorm")],
+    [
+        ("pad_idx", 100),
+        ("pad_idx", -1),
+        ("max_seq_len", 0),
+        ("tie_embeddings", "yes"),
+        ("normalization_type", "groupnorm"),
+    ],
 )
 def test_bad_config_fields_are_named(tiny_config: Any, field: str, value: Any) -> None:
     import dataclasses

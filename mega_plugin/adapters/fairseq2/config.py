@@ -182,10 +182,9 @@ class MegaLMConfig:
         """Raise ``ValueError`` naming the field for a bad LM-only field (the core checks the rest)."""
         if isinstance(self.max_seq_len, bool) or not isinstance(self.max_seq_len, int) or self.max_seq_len <= 0:
             raise ValueError(f"max_seq_len must be a positive integer, got {self.max_seq_len!r}")
-        if self.pad_idx is not None and (
-            isinstance(self.pad_idx, bool) or not isinstance(self.pad_idx, int) or not 0 <= self.pad_idx < self.vocab_size
-        ):
-            raise ValueError(f"pad_idx must be None or an integer in [0, vocab_size={self.vocab_size}), got {self.pad_idx!r}")
+        pad = self.pad_idx
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size):
+            raise ValueError(f"pad_idx must be None or an integer in [0, vocab_size={self.vocab_size}), got {pad!r}")
         for name in ("add_lm_hidden_dense_layer", "tie_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
