@@ -10,7 +10,8 @@ import pytest
 from registry_helpers import fake_entry_points
 
 from mega_plugin.core.config import MegaCoreConfig
-from mega_plugin.core.kernels import KernelError, reference_ema, resolve_kernel
+from mega_plugin.core.kernels import KernelError, reference_attention, reference_ema, resolve_kernel
+from mega_plugin.core.kernels import registry as core_registry
 from mega_plugin.registry import hookimpl
 
 CAUSAL: Final[dict[str, Any]] = {"bidirectional": False, "truncation": None, "length": 64, "has_state": False}
@@ -53,13 +54,48 @@ def test_environment_overrides_the_config(example_plugin: ModuleType, monkeypatc
     assert resolve_kernel("attention", "example_sdpa", SOFTMAX).name == "reference"
 
 
+def _builtin(op: str, call: dict[str, Any]) -> str:
+    """Source of the kernel ``auto`` picks for ``call`` (the plugin's kernels must not be it)."""
+    spec = resolve_kernel(op, "auto", call)
+    return spec.source
+
+
 def test_auto_prefers_the_plugin_kernel_and_skips_it_when_it_declines(example_plugin: ModuleType) -> None:
     assert resolve_kernel("ema", "auto", CAUSAL).name == "example_scan"
-    assert resolve_kernel("ema", "auto", BIDIRECTIONAL).name == "reference"
-    assert resolve_kernel("ema", "auto", {**CAUSAL, "truncation": 16}).name == "reference"
     assert resolve_kernel("attention", "auto", SOFTMAX).name == "example_sdpa"
-    assert resolve_kernel("attention", "auto", LAPLACE).name == "reference"
-    assert resolve_kernel("attention", "auto", {**SOFTMAX, "need_weights": True}).name == "reference"
+    declined = [
+        ("ema", BIDIRECTIONAL), ("ema", {**CAUSAL, "truncation": 16}),
+        ("attention", LAPLACE), ("attention", {**SOFTMAX, "need_weights": True}),
+    ]
+    for op, call in declined:  # a built-in kernel serves what the plugin declines
+        assert _builtin(op, call) == "mega-plugin", (op, call)
+
+
+class DecliningPlugin:
+    """Registers the highest-priority kernels of both ops, which decline every call."""
+
+    @hookimpl
+    def mega_plugin_register_kernels(self, registry: Any) -> None:
+        registry.register("ema", "never_ema", _always_ema, priority=1000, supports=lambda call: "declines everything")
+        registry.register(
+            "attention", "never_attention", reference_attention, priority=1000, supports=lambda call: "declines everything"
+        )
+
+
+def test_auto_falls_back_to_the_reference_kernel_when_every_other_kernel_declines(
+    fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_entry_points(monkeypatch, ("declining", DecliningPlugin()))
+    for op in ("ema", "attention"):
+        assert fresh_registry.list_kernels(op)[0].name == f"never_{op}"
+        for spec in fresh_registry.list_kernels(op):  # make every other built-in decline too
+            if spec.name != "reference" and spec.source == "mega-plugin":
+                declining = dataclasses.replace(spec, supports=lambda call: "declines in this test")
+                monkeypatch.setitem(core_registry._kernels[op], spec.name, declining)
+    assert resolve_kernel("ema", "auto", CAUSAL).name == "reference"
+    assert resolve_kernel("attention", "auto", SOFTMAX).name == "reference"
+    with pytest.raises(KernelError, match="declines everything"):
+        resolve_kernel("ema", "never_ema", CAUSAL)
 
 
 def test_unknown_name_lists_the_registered_kernels(example_plugin: ModuleType) -> None:
@@ -68,7 +104,7 @@ def test_unknown_name_lists_the_registered_kernels(example_plugin: ModuleType) -
 
 
 def test_without_the_plugin_its_kernels_are_unknown(fresh_registry: ModuleType) -> None:
-    assert resolve_kernel("ema", "auto", BIDIRECTIONAL).name == "reference"
+    assert resolve_kernel("ema", "auto", CAUSAL).source == "mega-plugin"
     with pytest.raises(KernelError, match="not registered"):
         resolve_kernel("ema", "example_scan", CAUSAL)
 
@@ -90,6 +126,6 @@ def test_auto_skips_an_unavailable_kernel_and_naming_it_says_why(
 ) -> None:
     fake_entry_points(monkeypatch, ("unavailable", UnavailablePlugin()))
     assert fresh_registry.list_kernels("ema")[0].name == "needs_gpu"
-    assert resolve_kernel("ema", "auto", BIDIRECTIONAL).name == "reference"
+    assert resolve_kernel("ema", "auto", BIDIRECTIONAL).source == "mega-plugin"  # a built-in, not needs_gpu
     with pytest.raises(KernelError, match="ema kernel 'needs_gpu' cannot serve this call: no GPU here"):
         resolve_kernel("ema", "needs_gpu", BIDIRECTIONAL)
