@@ -223,6 +223,7 @@ class MovingAverageGatedAttention(nn.Module):
             "key_length": key.shape[-2],
             "num_chunks": query.shape[1],
             "need_weights": need_weights,
+            "has_key_mask": key_mask is not None,
             "dropout_p": dropout_p,
             "dtype": query.dtype,
             "device": query.device,

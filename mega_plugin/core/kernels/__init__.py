@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from .attention_reference import reference_attention
+from .attention_sdpa import sdpa_attention, sdpa_supports
 from .ema_chunked_scan import chunked_scan_ema, chunked_scan_supports
 from .ema_recurrent import recurrent_ema, recurrent_supports
 from .ema_reference import reference_ema
@@ -53,7 +54,15 @@ CHUNKED_SCAN_EMA: Final = KernelSpec(
     supports=chunked_scan_supports,
     description="chunk-wise scan: Toeplitz matmuls inside chunks of 64 steps, state carried between (no FFT)",
 )
-BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION, RECURRENT_EMA, CHUNKED_SCAN_EMA)
+SDPA_ATTENTION: Final = KernelSpec(
+    name="sdpa",
+    op="attention",
+    fn=sdpa_attention,
+    priority=5,
+    supports=sdpa_supports,
+    description="softmax through scaled_dot_product_attention: no (B, C, Lq, Lk) scores for long frames",
+)
+BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION, RECURRENT_EMA, CHUNKED_SCAN_EMA, SDPA_ATTENTION)
 
 
 def _ensure_reference_kernels() -> None:
@@ -74,7 +83,9 @@ __all__ = [
     "REFERENCE_EMA",
     "RECURRENT_EMA",
     "CHUNKED_SCAN_EMA",
+    "SDPA_ATTENTION",
     "EmaCoefficients",
+    "sdpa_attention",
     "chunked_scan_ema",
     "KernelError",
     "KernelSpec",

@@ -102,7 +102,8 @@ def _chunked_scan(
     matrix = _flush_tiny(matrix)
     gather = [_flush_tiny(g) for g in gather]
     readout = [_flush_tiny(r) for r in readout]
-    columns = signal.view(batch, chunks, steps, dim).permute(3, 0, 1, 2).reshape(dim, batch * chunks, steps)
+    # One explicit transposing copy: a strided view here would make bmm copy every channel twice.
+    columns = signal.view(batch, chunks, steps, dim).permute(3, 0, 1, 2).contiguous().view(dim, batch * chunks, steps)
     output = torch.bmm(columns, matrix.transpose(1, 2))  # (D, B*C, T)
     gathers = torch.cat(gather, dim=1)  # (D, N or 2N, T)
     summaries = torch.bmm(columns, gathers.transpose(1, 2)).view(dim, batch, chunks, -1)

@@ -1,0 +1,157 @@
+"""The ``sdpa`` attention kernel against the ``reference`` kernel: outputs, gradients, refusals.
+
+The reference kernel is checked against the formulas in ``test_attention_kernel.py``; here the
+SDPA path must reproduce it (outputs and the gradients of query, key, value and bias) for the
+calls it accepts, and decline the others with a reason that names the cause.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pytest
+import torch
+from torch import Tensor
+
+from mega_plugin.core.kernels import KernelError, reference_attention, resolve_kernel, sdpa_attention
+from mega_plugin.core.kernels.attention_sdpa import MIN_CPU_KEYS, sdpa_supports
+
+TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
+CASES: Final = [
+    # (batch, chunks, query_length, key_length, query_offset, causal, with_bias)
+    pytest.param(2, 1, 37, 37, 0, False, True, id="B2-C1-L37-bidir-bias"),
+    pytest.param(2, 3, 16, 16, 0, False, True, id="B2-C3-L16-chunked-bias"),
+    pytest.param(2, 1, 40, 40, 0, True, True, id="B2-C1-L40-causal-bias"),
+    pytest.param(1, 1, 5, 21, 16, True, True, id="B1-C1-Lq5-Lk21-offset16-causal"),
+    pytest.param(2, 2, 12, 12, 0, True, False, id="B2-C2-L12-causal-nobias"),
+    pytest.param(2, 1, 9, 9, 0, False, False, id="B2-C1-L9-nobias"),
+]
+
+
+def options(*, causal: bool, query_offset: int, **overrides: Any) -> dict[str, Any]:
+    base = dict(
+        activation="softmax",
+        causal=causal,
+        query_offset=query_offset,
+        scale=0.3,
+        dropout_p=0.0,
+        training=False,
+        need_weights=False,
+    )
+    return {**base, **overrides}
+
+
+def leaves(*tensors: Tensor | None) -> list[Tensor | None]:
+    return [None if t is None else t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+@pytest.mark.parametrize("batch,chunks,query_length,key_length,query_offset,causal,with_bias", CASES)
+def test_matches_reference_outputs_and_gradients(
+    batch: int, chunks: int, query_length: int, key_length: int, query_offset: int, causal: bool, with_bias: bool
+) -> None:
+    generator = torch.Generator().manual_seed(query_length * 31 + key_length)
+    query = torch.randn(batch, chunks, query_length, 8, generator=generator)
+    key = torch.randn(batch, chunks, key_length, 8, generator=generator)
+    value = torch.randn(batch, chunks, key_length, 6, generator=generator)
+    bias = torch.randn(query_length, key_length, generator=generator) if with_bias else None
+    upstream = torch.randn(batch, chunks, query_length, 6, generator=generator)
+    results = []
+    for kernel in (reference_attention, sdpa_attention):
+        q, k, v, b = leaves(query, key, value, bias)
+        output, weights = kernel(q, k, v, b, None, **options(causal=causal, query_offset=query_offset))
+        assert weights is None
+        (output * upstream).sum().backward()
+        results.append((output.detach(), [t.grad for t in (q, k, v, b) if t is not None]))
+    (ref_out, ref_grads), (fast_out, fast_grads) = results
+    torch.testing.assert_close(fast_out, ref_out, **TOLERANCE)
+    for fast_grad, ref_grad in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(fast_grad, ref_grad, **TOLERANCE)
+
+
+BASE_CALL: Final[dict[str, Any]] = {
+    "activation": "softmax",
+    "causal": False,
+    "query_length": 2048,
+    "key_length": 2048,
+    "num_chunks": 1,
+    "need_weights": False,
+    "has_key_mask": False,
+    "dropout_p": 0.0,
+    "dtype": torch.float32,
+    "device": torch.device("cpu"),
+}
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        pytest.param({"activation": "laplace"}, "only softmax", id="laplace"),
+        pytest.param({"activation": "relu2"}, "only softmax", id="relu2"),
+        pytest.param({"need_weights": True}, "need_weights", id="weights"),
+        pytest.param({"dropout_p": 0.1}, "dropout", id="dropout"),
+        pytest.param({"has_key_mask": True}, "padding mask", id="padding"),
+        pytest.param({"key_length": 256, "query_length": 256}, "key_length 256", id="short-cpu-frame"),
+    ],
+)
+def test_declines_with_a_reason_and_auto_falls_back(change: dict[str, Any], reason: str) -> None:
+    call = {**BASE_CALL, **change}
+    declined = sdpa_supports(call)
+    assert declined is not None and reason in declined
+    assert resolve_kernel("attention", "auto", call).name == "reference"
+    with pytest.raises(KernelError, match="'sdpa' cannot serve"):
+        resolve_kernel("attention", "sdpa", call)
+
+
+def test_a_caller_that_does_not_report_masks_is_declined() -> None:
+    call = {k: v for k, v in BASE_CALL.items() if k != "has_key_mask"}
+    assert sdpa_supports(call) is not None
+
+
+def test_auto_picks_sdpa_for_long_unmasked_frames() -> None:
+    assert resolve_kernel("attention", "auto", {**BASE_CALL, "key_length": MIN_CPU_KEYS}).name == "sdpa"
+
+
+def test_direct_calls_outside_its_domain_raise() -> None:
+    q = torch.zeros(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="softmax"):
+        sdpa_attention(q, q, q, None, None, **options(causal=False, query_offset=0, activation="laplace"))
+    with pytest.raises(ValueError, match="need_weights"):
+        sdpa_attention(q, q, q, None, None, **options(causal=False, query_offset=0, need_weights=True))
+    mask = torch.ones(1, 1, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="key_mask"):
+        sdpa_attention(q, q, q, None, mask, **options(causal=False, query_offset=0))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_whole_model_auto_kernels_match_forced_reference(causal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny unchunked model over 1100 tokens: auto picks sdpa + chunked_scan; same output as reference."""
+    from mega_plugin.core.config import MegaCoreConfig
+    from mega_plugin.core.stack import MegaBackbone
+
+    config = MegaCoreConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=24,
+        nffn_hidden_size=20,
+        shared_representation_size=8,
+        ema_projection_size=4,
+        num_hidden_layers=2,
+        bidirectional=not causal,
+        is_decoder=causal,
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+        max_positions=2048,
+        initializer_range=0.1,
+    )
+    torch.manual_seed(0)
+    model = MegaBackbone(config).eval()
+    tokens = torch.randint(3, 50, (1, 1100))
+    chosen = resolve_kernel("attention", "auto", {**BASE_CALL, "causal": causal, "key_length": 1100})
+    assert chosen.name == "sdpa"
+    fast = model(tokens).hidden
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", "reference")
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "reference")
+    reference = model(tokens).hidden
+    torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-4)
