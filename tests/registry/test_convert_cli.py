@@ -66,12 +66,12 @@ def _convert(*arguments: str, env: dict[str, str] | None = None) -> subprocess.C
     return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
-def test_language_model_checkpoint_converts_from_the_command_line(tmp_path: Path) -> None:
+def test_language_model_checkpoint_converts_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     original = _lm_checkpoint(tmp_path / "checkpoint_best.pt")
     out = tmp_path / "hf"
-    done = _convert("--from", "fairseq-mega", str(tmp_path / "checkpoint_best.pt"), "--to", "hf", str(out))
-    assert done.returncode == 0, done.stderr
-    assert "[##############################] " in done.stderr and "writing" in done.stderr
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "checkpoint_best.pt"), "--to", "hf", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "[##############################] " in err and "writing" in err  # the progress bar, finished
     config = json.loads((out / "config.json").read_text())
     state = load_file(str(out / "model.safetensors"))
     assert MEGA_CONFIG_FIELDS <= set(config) and config["model_type"] == "mega"
