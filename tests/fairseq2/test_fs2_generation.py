@@ -125,3 +125,25 @@ def test_beam_search_runs_and_beam_one_is_greedy(tiny_config: Any) -> None:
     for row, hypotheses in enumerate(output.hypotheses):
         generated = hypotheses[0].seq[prompts.shape[1] :].tolist()
         _check_greedy(model, prompts[row], generated, vocab.eos_idx, limit=12)
+
+
+@torch.no_grad()
+def test_state_bag_reorder_follows_the_new_batch_order(tiny_config: Any) -> None:
+    # Beam search calls bag.reorder(new_order): later steps must continue the reordered rows.
+    from fairseq2.nn import BatchLayout, IncrementalStateBag
+
+    model = build_model(tiny_config, scale=0.3)
+    seqs = torch.randint(4, 100, (3, 14))
+    order = torch.tensor([2, 0, 0])
+    bag = IncrementalStateBag(64)
+    prefix = seqs[:, :10]  # crosses a chunk boundary (chunk_size 8)
+    model(prefix, BatchLayout.of(prefix), state_bag=bag)
+    bag.increment_step_nr(prefix.shape[1])
+    bag.reorder(order)
+    reordered = seqs[order]
+    full = model(reordered, BatchLayout.of(reordered))
+    for t in range(10, seqs.shape[1]):
+        step = reordered[:, t : t + 1]
+        logits = model(step, BatchLayout.of(step), state_bag=bag)
+        bag.increment_step_nr(1)
+        assert (logits[:, 0] - full[:, t]).abs().max() <= TOLERANCE, t
