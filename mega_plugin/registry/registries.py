@@ -17,6 +17,7 @@ from ..core.config import MegaCoreConfig
 from ..core.kernels import OPS, KernelError, KernelSpec
 from ..core.kernels.registry import AUTO, check_signature
 from ..core.kernels.signatures import ATTENTION_KEYWORDS, ATTENTION_POSITIONAL, EMA_KEYWORDS, EMA_POSITIONAL
+from .discovery import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
     ConvertFn,
@@ -33,6 +34,26 @@ OP_CALLS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "attention": (ATTENTION_POSITIONAL, ATTENTION_KEYWORDS),
 }
 """How the core calls a kernel of each op: (positional argument names, keyword argument names)."""
+
+
+def guarded_check(check: Callable[..., str | None], what: str) -> Callable[..., str | None]:
+    """``check`` made safe to run on every call: an exception becomes the reason to decline.
+
+    A plugin's ``is_available()`` or ``supports(call)`` runs inside every ``auto`` dispatch, so
+    one that raises would break every model; instead the kernel is skipped with the error as
+    its reason. Under ``MEGA_PLUGIN_STRICT=1`` the exception propagates (for plugin authors).
+    """
+
+    def guarded(*args: Any) -> str | None:
+        try:
+            return check(*args)
+        except Exception as error:
+            if env_flag(ENV_STRICT):
+                raise
+            return f"{what} raised {type(error).__name__}: {error}"
+
+    guarded.__wrapped__ = check  # type: ignore[attr-defined]
+    return guarded
 
 
 def check_kernel_call(spec: KernelSpec) -> None:
@@ -145,7 +166,13 @@ class KernelRegistry(_Registry):
             raise KernelError(f"kernel name {AUTO!r} is reserved")
         check_signature(spec)
         check_kernel_call(spec)
-        staged = dataclasses.replace(spec, source=self.distribution)
+        label = f"kernel {spec.op}/{spec.name} of {self.distribution}"
+        staged = dataclasses.replace(
+            spec,
+            source=self.distribution,
+            is_available=guarded_check(spec.is_available, f"{label}: is_available()"),
+            supports=guarded_check(spec.supports, f"{label}: supports(call)"),
+        )
         self._staging._check_unique(
             "kernel", f"{spec.op}/{spec.name}", [f"{k.op}/{k.name}" for k in self._staging.kernels]
         )

@@ -157,3 +157,32 @@ def test_kernels_the_core_could_not_call_or_names_already_taken_fail_the_plugin(
     assert (record.distribution, record.entry_point) == (f"fake-{name}", f"fake:{name}")
     specs = {spec.name: spec for spec in fresh_registry.list_kernels("ema")}
     assert name not in specs and specs["reference"].fn is reference_ema
+
+
+class RaisingChecksPlugin:
+    """A kernel whose ``supports`` breaks on every call and one whose ``is_available`` does."""
+
+    @hookimpl
+    def mega_plugin_register_kernels(self, registry: Any) -> None:
+        registry.register("ema", "bad_supports", reference_ema_copy, priority=100, supports=lambda call: call["nope"])
+        registry.register("ema", "bad_available", reference_ema_copy, priority=99, is_available=lambda: 1 / 0)
+
+
+CAUSAL_CALL = {"bidirectional": False, "truncation": None, "length": 8, "has_state": False}
+
+
+def test_kernel_checks_that_raise_decline_the_call_instead_of_breaking_models(
+    fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mega_plugin.core.kernels import KernelError, resolve_kernel
+
+    fake_entry_points(monkeypatch, ("raising_checks", RaisingChecksPlugin()))
+    assert [s.name for s in fresh_registry.list_kernels("ema")][:2] == ["bad_supports", "bad_available"]
+    assert resolve_kernel("ema", "auto", CAUSAL_CALL).source == "mega-plugin"  # skipped, not crashed
+    with pytest.raises(KernelError, match=r"kernel ema/bad_supports of fake-raising_checks: supports\(call\) raised KeyError"):
+        resolve_kernel("ema", "bad_supports", CAUSAL_CALL)
+    with pytest.raises(KernelError, match=r"is_available\(\) raised ZeroDivisionError"):
+        resolve_kernel("ema", "bad_available", CAUSAL_CALL)
+    monkeypatch.setenv("MEGA_PLUGIN_STRICT", "1")  # plugin authors see the real exception
+    with pytest.raises(KeyError, match="nope"):
+        resolve_kernel("ema", "auto", CAUSAL_CALL)
