@@ -179,8 +179,31 @@ def _check_probability(config: MegaCoreConfig, name: str) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
+BOOLEAN_FIELDS: Final = (
+    "bidirectional",
+    "use_chunking",
+    "normalize_before_mega",
+    "norm_affine",
+    "use_feature_dropout",
+    "use_normalized_ffn",
+    "normalize_before_ffn",
+    "add_token_type_embeddings",
+    "is_decoder",
+    "add_cross_attention",
+)
+
+
+def _check_bool(config: MegaCoreConfig, name: str) -> None:
+    # A config.json string such as "false" is truthy: accepting it would silently flip the option.
+    value = getattr(config, name)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r} ({type(value).__name__})")
+
+
 def validate_config(config: MegaCoreConfig) -> None:
     """Raise ``ValueError`` naming the field and the allowed values for any bad option."""
+    for name in BOOLEAN_FIELDS:
+        _check_bool(config, name)
     for name in (
         "vocab_size",
         "hidden_size",
@@ -235,5 +258,5 @@ def validate_config(config: MegaCoreConfig) -> None:
             "is_decoder=True needs a causal EMA: set bidirectional=False "
             "(a bidirectional EMA reads future tokens)"
         )
-    if config.norm_eps <= 0:
+    if isinstance(config.norm_eps, bool) or not isinstance(config.norm_eps, (int, float)) or config.norm_eps <= 0:
         raise ValueError(f"norm_eps must be positive, got {config.norm_eps!r}")

@@ -6,6 +6,7 @@ All MEGA math lives in :mod:`mega_plugin.core`; this module translates HF conven
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,14 @@ from ...core.init import initialize_module
 from ...core.stack import MegaLayerStack, padding_to_key_mask
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
+from .loading import (
+    check_config,
+    check_layer_count,
+    checkpoint_shapes,
+    explain_shape_mismatch,
+    local_directory,
+    read_config_json,
+)
 from .outputs import finish, make_output
 
 
@@ -46,11 +55,30 @@ class MegaPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """``PreTrainedModel.from_pretrained`` with a clear error for an EMA-direction mismatch."""
+        """``PreTrainedModel.from_pretrained`` with one clear error per bad checkpoint.
+
+        A config.json with invalid values, an EMA-direction mismatch, a truncated, corrupt or
+        unsafe weights file, and weights whose shapes disagree with the config each raise an
+        error naming the file and the field (see :mod:`.loading`).
+        """
+        source = pretrained_model_name_or_path
+        directory = local_directory(source, kwargs.get("subfolder") or "")
         config = kwargs.get("config")
-        if isinstance(config, MegaConfig) and not kwargs.get("ignore_mismatched_sizes", False):
-            check_ema_direction(pretrained_model_name_or_path, config, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if isinstance(config, MegaConfig):
+            check_config(config, directory)
+            if not kwargs.get("ignore_mismatched_sizes", False):
+                check_ema_direction(source, config, kwargs)
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        try:
+            model, info = super().from_pretrained(source, *args, output_loading_info=True, **kwargs)
+        except Exception as err:
+            clearer = explain_load_failure(cls, directory, config, kwargs)
+            if clearer is None:
+                raise
+            raise clearer from err
+        if not kwargs.get("ignore_mismatched_sizes", False):
+            check_layer_count(source, directory, model.config, info)
+        return (model, info) if wants_info else model
 
     def _init_weights(self, module: nn.Module) -> None:
         initialize_module(module, std=self.config.initializer_range)
@@ -63,6 +91,27 @@ class MegaPreTrainedModel(PreTrainedModel):
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
+def explain_load_failure(
+    cls: type[MegaPreTrainedModel], directory: Path | None, config: Any, kwargs: dict[str, Any]
+) -> Exception | None:
+    """After a failed load of a local checkpoint: the clearer error, or None to keep the original."""
+    if directory is None:
+        return None
+    found = checkpoint_shapes(directory)  # raises CheckpointError for unreadable or unsafe files
+    if found is None:
+        return None
+    if not isinstance(config, MegaConfig):
+        try:
+            config = MegaConfig.from_pretrained(directory)
+        except (OSError, ValueError):
+            return None
+        check_config(config, directory)
+    if kwargs.get("ignore_mismatched_sizes", False):
+        return None
+    path, shapes = found
+    return explain_shape_mismatch(config, path, shapes, read_config_json(directory))
 
 
 def check_ema_direction(source: Any, config: MegaConfig, kwargs: dict[str, Any]) -> None:
