@@ -19,7 +19,7 @@ from typing import Any
 
 import pluggy
 
-from ..core.kernels import is_registered, register_kernel, unregister_kernel
+from ..core.kernels import is_registered, kernels, register_kernel, unregister_kernel
 from . import hookspecs
 from .discovery import (
     BUILTIN_NAME,
@@ -137,6 +137,11 @@ class PluginHost:
             for record in records:
                 if record.name in store:
                     raise PluginError(f"{kind} {record.name!r} is already registered by {store[record.name].source}")
+        for spec in staging.kernels:
+            # The core accepts re-registering the very same function; a name is still owned by one distribution.
+            owner = next((k.source for k in kernels(spec.op) if k.name == spec.name), None)
+            if owner is not None and canonical(owner) != canonical(staging.distribution):
+                raise PluginError(f"kernel {spec.op}/{spec.name} is already registered by {owner}")
         added: list[tuple[str, str]] = []
         try:
             for spec in staging.kernels:

@@ -134,6 +134,12 @@ class TakesTheReferenceName:
         registry.register("ema", "reference", reference_ema_copy)
 
 
+class ReRegistersTheReferenceFunction:
+    @hookimpl
+    def mega_plugin_register_kernels(self, registry: Any) -> None:
+        registry.register("ema", "reference", reference_ema, priority=50)
+
+
 def reference_ema_copy(x: Any, coefficients: Any, **options: Any) -> Any:
     """Valid signature, but a name the built-in plugin owns."""
     return reference_ema(x, coefficients, **options)
@@ -144,9 +150,10 @@ def reference_ema_copy(x: Any, coefficients: Any, **options: Any) -> Any:
     [
         ("extra_required", ExtraParameterPlugin(), "cannot be called as fn(x, coefficients, *, bidirectional"),
         ("positional_only", PositionalOnlyPlugin(), "'bidirectional' parameter is positional only"),
-        ("takes_reference", TakesTheReferenceName(), "KernelError: kernel ema/reference is already registered by mega-plugin"),
+        ("takes_reference", TakesTheReferenceName(), "kernel ema/reference is already registered by mega-plugin"),
+        ("same_function", ReRegistersTheReferenceFunction(), "kernel ema/reference is already registered by mega-plugin"),
     ],
-    ids=["extra-required-parameter", "keywords-positional-only", "duplicate-kernel-name"],
+    ids=["extra-required-parameter", "keywords-positional-only", "duplicate-kernel-name", "duplicate-name-same-function"],
 )
 def test_kernels_the_core_could_not_call_or_names_already_taken_fail_the_plugin(
     fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch, name: str, plugin: object, expected: str
@@ -157,6 +164,7 @@ def test_kernels_the_core_could_not_call_or_names_already_taken_fail_the_plugin(
     assert (record.distribution, record.entry_point) == (f"fake-{name}", f"fake:{name}")
     specs = {spec.name: spec for spec in fresh_registry.list_kernels("ema")}
     assert name not in specs and specs["reference"].fn is reference_ema
+    assert specs["reference"].source == "mega-plugin" and specs["reference"].priority == 0
 
 
 class RaisingChecksPlugin:
