@@ -58,6 +58,8 @@ def fs2_assets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fs2Assets]:
     reference = _write_reference(root / "reference", TINY_HF, seed=3)
     if reference:
         hf_dirs["mega_test_reference"] = root / "reference"
+    elif os.environ.get("MEGA_PLUGIN_ENV") == "fairseq2":
+        pytest.fail("the fairseq2 environment must provide transformers' deprecated MEGA (the parity oracle)")
     cards = [build_card(path, name) for name, path in hf_dirs.items()]
     (asset_dir / "mega_test.yaml").write_text(yaml.safe_dump_all(cards, sort_keys=False))
 
@@ -66,7 +68,8 @@ def fs2_assets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fs2Assets]:
     try:
         init_fairseq2()
     except InvalidOperationError:
-        pytest.skip("fairseq2 was initialised before this session's asset directory was set")
+        # fairseq2 reads FAIRSEQ2_USER_ASSET_DIR once, at init: our cards would be invisible.
+        pytest.fail("fairseq2 was initialised before the fairseq2 tests could set their asset directory")
     yield Fs2Assets(root=root, hf_dirs=hf_dirs, reference_available=reference)
 
 
