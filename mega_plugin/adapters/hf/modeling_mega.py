@@ -83,8 +83,15 @@ class MegaPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         initialize_module(module, std=self.config.initializer_range)
 
-    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func: Any = None) -> None:
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1, **kwargs: Any
+    ) -> None:
         # The core stack checkpoints its layers itself (non-reentrant, keyword arguments).
+        # transformers 5.x passes every_n_layers; the stack checkpoints all layers or none.
+        if enable and every_n_layers != 1:
+            raise ValueError(f"every_n_layers={every_n_layers!r} is not supported: MEGA checkpoints every layer (use 1)")
+        if kwargs:
+            raise TypeError(f"gradient checkpointing got unsupported options: {', '.join(sorted(kwargs))}")
         for module in self.modules():
             if isinstance(module, MegaLayerStack):
                 module.gradient_checkpointing = enable
