@@ -12,7 +12,9 @@ import torch
 from ..core.config import MegaCoreConfig
 
 
-def benchmark_config(*, chunk_size: int | None, causal: bool, num_layers: int = 4) -> MegaCoreConfig:
+def benchmark_config(
+    *, chunk_size: int | None, causal: bool, num_layers: int = 4, max_positions: int = 2048
+) -> MegaCoreConfig:
     """The performance issue's configuration: hidden 256, v 512, NFFN 512, z 64, EMA 16, 4 layers."""
     return MegaCoreConfig(
         vocab_size=1000,
@@ -30,7 +32,7 @@ def benchmark_config(*, chunk_size: int | None, causal: bool, num_layers: int = 
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         nffn_activation_dropout_prob=0.0,
-        max_positions=max(2048, chunk_size or 0),
+        max_positions=max(max_positions, chunk_size or 0),
     )
 
 
