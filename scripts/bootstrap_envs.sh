@@ -153,7 +153,7 @@ bootstrap_hf() {
     log "hf: pip install $HF_TORCH (CPU build)"
     "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$HF_TORCH"
     log "hf: pip install -e .[hf,dev] ${HF_EXTRA_PKGS[*]}"
-    "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$HF_TORCH" -e ".[hf,dev]" "${HF_EXTRA_PKGS[@]}"
+    "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$HF_TORCH" -e ".[hf,dev]" "${HF_EXTRA_PKGS[@]}" "setuptools>=70.1"
     log "hf: verifying"
     verify_hf || die "hf: verification failed"
     echo "$stamp" > "$venv/.mega-plugin-stamp"
@@ -174,6 +174,8 @@ bootstrap_fairseq2() {
     "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$FS2_PIN"
     log "fairseq2: pip install -e .[fairseq2,hf,dev]"
     "$venv/bin/pip" install "${PIP_FLAGS[@]}" "$FS2_PIN" -e ".[fairseq2,hf,dev]"
+    # The test plugin packages build without isolation; python -m venv's setuptools is too old to.
+    "$venv/bin/pip" install "${PIP_FLAGS[@]}" "setuptools>=70.1"
     log "fairseq2: verifying"
     verify_fairseq2 || die "fairseq2: verification failed"
     echo "$stamp" > "$venv/.mega-plugin-stamp"

@@ -132,11 +132,6 @@ print(model.config.ema_kernel, model.config.attention_kernel)
 
 
 @pytest.mark.hf
-@pytest.mark.xfail(
-    strict=True,
-    reason="`import mega_plugin` does not import mega_plugin.registry, so kernel dispatch never discovers "
-    "plugins; needs `from . import registry` in mega_plugin/__init__.py (lead; see the issue-5 report)",
-)
 def test_a_saved_model_naming_plugin_kernels_loads_after_import_mega_plugin_alone(
     example_plugin: ModuleType, installed_test_plugins: Any, tmp_path: Path
 ) -> None:
