@@ -16,7 +16,6 @@ from transformers.modeling_outputs import (
 
 from .configuration_mega import MegaConfig
 from .modeling_mega import MegaModel, MegaPreTrainedModel
-from .outputs import finish, make_output
 
 _PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -83,28 +82,24 @@ class MegaForSequenceClassification(MegaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput | tuple[Tensor, ...]:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.mega(
+        outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
-            use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         logits = self.classifier(outputs.last_hidden_state)
         loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        output = make_output(
+        return self._head_output(
             SequenceClassifierOutput,
+            outputs,
+            return_dict,
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return finish(output, return_dict)
 
 
 class MegaForMultipleChoice(MegaPreTrainedModel):
@@ -130,7 +125,6 @@ class MegaForMultipleChoice(MegaPreTrainedModel):
         **kwargs: Any,
     ) -> MultipleChoiceModelOutput | tuple[Tensor, ...]:
         """Inputs are (batch, num_choices, length) (embeddings: (batch, num_choices, length, hidden))."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         reference = input_ids if input_ids is not None else inputs_embeds
         if reference is None:
             raise ValueError("pass input_ids or inputs_embeds")
@@ -143,27 +137,24 @@ class MegaForMultipleChoice(MegaPreTrainedModel):
         def flat(tensor: Tensor | None, keep: int) -> Tensor | None:
             return None if tensor is None else tensor.reshape(-1, *tensor.shape[-keep:])
 
-        outputs = self.mega(
+        outputs = self._encode(
             flat(input_ids, 1),
             token_type_ids=flat(token_type_ids, 1),
             attention_mask=flat(attention_mask, 1),
             inputs_embeds=flat(inputs_embeds, 2),
-            use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
         loss = F.cross_entropy(logits, labels.to(logits.device)) if labels is not None else None
-        output = make_output(
+        return self._head_output(
             MultipleChoiceModelOutput,
+            outputs,
+            return_dict,
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return finish(output, return_dict)
 
 
 class MegaForTokenClassification(MegaPreTrainedModel):
@@ -189,30 +180,26 @@ class MegaForTokenClassification(MegaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> TokenClassifierOutput | tuple[Tensor, ...]:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.mega(
+        outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
-            use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
-        output = make_output(
+        return self._head_output(
             TokenClassifierOutput,
+            outputs,
+            return_dict,
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return finish(output, return_dict)
 
 
 class MegaForQuestionAnswering(MegaPreTrainedModel):
@@ -240,16 +227,13 @@ class MegaForQuestionAnswering(MegaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> QuestionAnsweringModelOutput | tuple[Tensor, ...]:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.mega(
+        outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
-            use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
@@ -263,12 +247,11 @@ class MegaForQuestionAnswering(MegaPreTrainedModel):
                 F.cross_entropy(start_logits, start, ignore_index=ignored)
                 + F.cross_entropy(end_logits, end, ignore_index=ignored)
             ) / 2
-        output = make_output(
+        return self._head_output(
             QuestionAnsweringModelOutput,
+            outputs,
+            return_dict,
             loss=loss,
             start_logits=start_logits.contiguous(),
             end_logits=end_logits.contiguous(),
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return finish(output, return_dict)

@@ -123,15 +123,14 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device)
             )
-        output = make_output(
+        return self._head_output(
             CausalLMOutputWithCrossAttentions,
+            outputs,
+            return_dict,
             cache=_cache_of(outputs),
             loss=loss,
             logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return finish(output, return_dict)
 
 
 class MegaForMaskedLM(MegaPreTrainedModel):
@@ -168,28 +167,22 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple[Tensor, ...]:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.mega(
+        outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
-            use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             **kwargs,
         )
         logits = self.mlm_head(_lm_transform(self.dense, outputs.last_hidden_state))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device))
-        output = make_output(
-            MaskedLMOutput, loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return finish(output, return_dict)
+        return self._head_output(MaskedLMOutput, outputs, return_dict, loss=loss, logits=logits)
 
 
 def check_can_generate(config: MegaConfig) -> None:

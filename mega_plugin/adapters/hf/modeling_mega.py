@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from transformers.utils import ModelOutput
 
 from ...core.embeddings import MegaEmbeddings
 from ...core.init import initialize_module
@@ -27,7 +28,7 @@ from .loading import (
     local_directory,
     read_config_json,
 )
-from .outputs import finish, make_output
+from .outputs import OutputT, finish, make_output
 
 
 class MegaPooler(nn.Module):
@@ -82,6 +83,40 @@ class MegaPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         initialize_module(module, std=self.config.initializer_range)
+
+    def _encode(
+        self,
+        input_ids: Tensor | None,
+        *,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        inputs_embeds: Tensor | None,
+        output_attentions: bool | None,
+        output_hidden_states: bool | None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """The uncached ``self.mega`` pass every encoder head starts with (always an output object)."""
+        return self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+
+    def _head_output(
+        self, output_class: type[OutputT], encoded: ModelOutput, return_dict: bool | None, **fields: Any
+    ) -> OutputT | tuple[Any, ...]:
+        """A head's output with the backbone's hidden states and attentions, as object or tuple."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output = make_output(
+            output_class, hidden_states=encoded.hidden_states, attentions=encoded.attentions, **fields
+        )
+        return finish(output, return_dict)
 
     def _set_gradient_checkpointing(
         self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1, **kwargs: Any

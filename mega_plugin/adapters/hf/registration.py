@@ -37,19 +37,6 @@ AUTO_CLASSES: Final[dict[str, type[MegaPreTrainedModel]]] = {
     "AutoModelForQuestionAnswering": MegaForQuestionAnswering,
 }
 
-# Names the seed document imports from ``transformers`` (``from transformers import MegaModel``).
-EXPORTED_CLASSES: Final[tuple[type, ...]] = (
-    MegaConfig,
-    MegaPreTrainedModel,
-    MegaModel,
-    MegaForCausalLM,
-    MegaForMaskedLM,
-    MegaForSequenceClassification,
-    MegaForMultipleChoice,
-    MegaForTokenClassification,
-    MegaForQuestionAnswering,
-)
-
 _state = {"registered": False}
 
 
@@ -72,14 +59,10 @@ def register_with_transformers() -> list[str]:
         auto_class.register(MegaConfig, model_class, exist_ok=True)
         registered.append(auto_name)
     _register_tokenizer()
-    # 5.x has no such names; on 4.57 they would name the deprecated classes, which the Auto
-    # classes no longer return: both ways the seed document's imports now give ours.
-    for exported in EXPORTED_CLASSES:
-        setattr(transformers, exported.__name__, exported)
     if overriding and not _state["registered"]:
         logger.info(
-            "mega-plugin: transformers %s ships a deprecated MEGA; the Auto classes and "
-            "transformers.Mega* now return mega_plugin's MEGA classes for model_type 'mega'",
+            "mega-plugin: transformers %s ships a deprecated MEGA; the Auto classes now return "
+            "mega_plugin's MEGA classes for model_type 'mega'",
             transformers.__version__,
         )
     _state["registered"] = True
