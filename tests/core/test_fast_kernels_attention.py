@@ -26,6 +26,7 @@ CASES: Final = [
     pytest.param(2, 2, 12, 12, 0, True, False, id="B2-C2-L12-causal-nobias"),
     pytest.param(2, 1, 9, 9, 0, False, False, id="B2-C1-L9-nobias"),
 ]
+VALUE_SIZES: Final = [pytest.param(6, id="V6-math"), pytest.param(8, id="V8-one-head"), pytest.param(24, id="V24-three-heads")]
 
 
 def options(*, causal: bool, query_offset: int, **overrides: Any) -> dict[str, Any]:
@@ -45,16 +46,24 @@ def leaves(*tensors: Tensor | None) -> list[Tensor | None]:
     return [None if t is None else t.detach().clone().requires_grad_(True) for t in tensors]
 
 
+@pytest.mark.parametrize("value_size", VALUE_SIZES)
 @pytest.mark.parametrize("batch,chunks,query_length,key_length,query_offset,causal,with_bias", CASES)
 def test_matches_reference_outputs_and_gradients(
-    batch: int, chunks: int, query_length: int, key_length: int, query_offset: int, causal: bool, with_bias: bool
+    batch: int,
+    chunks: int,
+    query_length: int,
+    key_length: int,
+    query_offset: int,
+    causal: bool,
+    with_bias: bool,
+    value_size: int,
 ) -> None:
     generator = torch.Generator().manual_seed(query_length * 31 + key_length)
     query = torch.randn(batch, chunks, query_length, 8, generator=generator)
     key = torch.randn(batch, chunks, key_length, 8, generator=generator)
-    value = torch.randn(batch, chunks, key_length, 6, generator=generator)
+    value = torch.randn(batch, chunks, key_length, value_size, generator=generator)
     bias = torch.randn(query_length, key_length, generator=generator) if with_bias else None
-    upstream = torch.randn(batch, chunks, query_length, 6, generator=generator)
+    upstream = torch.randn(batch, chunks, query_length, value_size, generator=generator)
     results = []
     for kernel in (reference_attention, sdpa_attention):
         q, k, v, b = leaves(query, key, value, bias)

@@ -52,8 +52,30 @@ def sdpa_attention(
         if mask is None:
             mask = torch.zeros(query_length, key_length, dtype=query.dtype, device=query.device)
         mask = mask.masked_fill(~allowed, float("-inf"))
-    output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
-    return output, None
+    return _fused(query, key, value, mask, scale=scale), None
+
+
+def _fused(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, *, scale: float) -> Tensor:
+    """SDPA over (B, C, L, Z) queries/keys and (B, C, L, V) values.
+
+    The fused (flash) kernels need one head size for q, k and v; MEGA has V = 8 Z in the
+    usual configurations. When Z divides V, the values are cut into V / Z heads of size Z
+    that share q and k (expanded views, no copy): the fused kernel then runs, at the price
+    of recomputing q.k per head. Otherwise SDPA's math path runs (correct, not lean).
+    """
+    query_size, value_size = query.shape[-1], value.shape[-1]
+    if value_size == query_size or value_size % query_size != 0:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+    batch, chunks, key_length, _ = value.shape
+    query_length = query.shape[-2]
+    heads = value_size // query_size
+    rows = batch * chunks
+    # (B, C, Lk, V) -> (B*C, H, Lk, Z); queries and keys broadcast over the H heads.
+    value_heads = value.reshape(rows, key_length, heads, query_size).transpose(1, 2)
+    query_heads = query.reshape(rows, 1, query_length, query_size).expand(rows, heads, query_length, query_size)
+    key_heads = key.reshape(rows, 1, key_length, query_size).expand(rows, heads, key_length, query_size)
+    output = F.scaled_dot_product_attention(query_heads, key_heads, value_heads, attn_mask=mask, scale=scale)
+    return output.transpose(1, 2).reshape(batch, chunks, query_length, value_size)
 
 
 def sdpa_supports(call: Mapping[str, Any]) -> str | None:
