@@ -123,13 +123,8 @@ def _exact_ema(x: torch.Tensor, coefficients: EmaCoefficients, bidirectional: bo
     return run(x.double(), gain, decay, out)
 
 
-# Known bug (core/kernels/ema_chunked_scan.py, not owned here): under CPU autocast its Toeplitz
-# matmuls run in half precision and it returns a half tensor instead of fp32.
-_HALF_UNDER_AUTOCAST = pytest.mark.xfail(
-    strict=True, reason="chunked_scan accumulates in half precision under autocast (reported)"
-)
 EMA_KERNELS = [
-    pytest.param(spec, id=spec.name, marks=_HALF_UNDER_AUTOCAST if spec.name == "chunked_scan" else ())
+    pytest.param(spec, id=spec.name)
     for spec in BUILTIN_KERNELS
     if spec.op == "ema"
 ]

@@ -159,7 +159,10 @@ def chunked_scan_ema(
         return signal, state
     forward = tuple(g[:dim] for g in gains)
     backward = tuple(g[dim:] for g in gains) if bidirectional else None
-    output, final = _chunked_scan(signal, forward, backward, initial_state, CHUNK_STEPS)  # type: ignore[arg-type]
+    # Autocast would run the Toeplitz matmuls in half precision: the sums must stay fp32,
+    # and the output is fp32 whatever the input dtype, as the reference kernel returns it.
+    with torch.autocast(signal.device.type, enabled=False):
+        output, final = _chunked_scan(signal, forward, backward, initial_state, CHUNK_STEPS)  # type: ignore[arg-type]
     return output, (final if return_state else None)
 
 
