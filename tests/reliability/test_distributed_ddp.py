@@ -1,0 +1,97 @@
+"""DistributedDataParallel on two CPU processes (gloo) trains a MEGA causal LM exactly like one process.
+
+One ``torchrun --nproc-per-node 2`` launch trains every case of ``ddp_worker_script.CASES``
+(chunked and unchunked attention, padded rows) for a few SGD steps, each rank on half of every
+batch; this process trains the same seeded model on the combined batches with the plain mean
+loss. The final parameters of both ranks must equal the single-process ones.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.hf
+
+HERE = Path(__file__).resolve().parent
+WORKER_SCRIPT = HERE / "ddp_worker_script.py"
+WORLD_SIZE = 2
+RELATIVE_TOLERANCE = 1e-5
+ABSOLUTE_TOLERANCE = 1e-6
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+worker = _load("mega_ddp_worker_script", WORKER_SCRIPT)
+launcher = _load("mega_torchrun_launcher", HERE / "torchrun_launcher.py")
+
+
+@pytest.fixture(scope="module")
+def ddp_out_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    out_dir = tmp_path_factory.mktemp("ddp")
+    result = launcher.launch(
+        WORKER_SCRIPT, [str(out_dir)], log_dir=tmp_path_factory.mktemp("ddp_logs"), nproc_per_node=WORLD_SIZE
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the DDP ranks failed:\n{result.report()}", pytrace=False)
+    yield out_dir
+
+
+def _assert_parameters_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], label: str) -> None:
+    assert got.keys() == want.keys(), f"{label}: parameter names differ: {sorted(got.keys() ^ want.keys())}"
+    for name, expected in want.items():
+        torch.testing.assert_close(
+            got[name],
+            expected,
+            rtol=RELATIVE_TOLERANCE,
+            atol=ABSOLUTE_TOLERANCE,
+            msg=lambda detail, name=name: f"{label}: parameter {name}: {detail}",
+        )
+
+
+@pytest.mark.parametrize("case", list(worker.CASES))
+def test_ddp_on_two_ranks_equals_one_process_on_the_combined_batch(case: str, ddp_out_dir: Path) -> None:
+    initial, single = worker.train_single_process(case)
+    moved = max(float((single[name] - initial[name]).abs().max()) for name in single)
+    assert moved > 100 * ABSOLUTE_TOLERANCE, f"training barely moved the parameters ({moved:.2e}): the test is vacuous"
+    for rank in range(WORLD_SIZE):
+        path = ddp_out_dir / f"{case}.rank{rank}.pt"
+        assert path.is_file(), f"rank {rank} wrote no parameters for {case!r} ({path})"
+        ranked = torch.load(path, weights_only=True)
+        _assert_parameters_close(ranked, single, f"{case}, rank {rank} vs one process")
+
+
+def test_ranks_hold_different_token_counts() -> None:
+    # The loss rescaling in the worker matters only if the shards' target counts differ; keep it so.
+    counts = [
+        int(worker.target_count(worker.shard(worker.step_batch(0), rank, WORLD_SIZE)[2]))
+        for rank in range(WORLD_SIZE)
+    ]
+    assert len(set(counts)) == WORLD_SIZE, f"every shard has the same number of targets: {counts}"
+
+
+def test_a_crashing_rank_fails_with_its_traceback(tmp_path: Path) -> None:
+    result = launcher.launch(
+        WORKER_SCRIPT,
+        [str(tmp_path)],
+        log_dir=tmp_path / "logs",
+        nproc_per_node=WORLD_SIZE,
+        env={worker.FAIL_RANK_VARIABLE: "1"},
+    )
+    assert result.returncode != 0, result.report()
+    assert "rank 1 failed on purpose" in result.report()
