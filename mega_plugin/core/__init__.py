@@ -6,7 +6,7 @@ backbone), streaming state, and the kernel ops with their reference implementati
 
 from __future__ import annotations
 
-from .block import MegaBlock
+from .block import BlockResult, MegaBlock
 from .config import (
     ACTIVATIONS,
     ATTENTION_ACTIVATIONS,
@@ -15,6 +15,7 @@ from .config import (
     MegaCoreConfig,
     validate_config,
 )
+from .cross_attention import EncoderMemory, GatedCrossAttention
 from .ema import MultiDimensionDampedEma
 from .embeddings import MegaEmbeddings
 from .ffn import NormalizedFeedForward
@@ -22,7 +23,7 @@ from .gated_attention import MovingAverageGatedAttention
 from .init import initialize_module, initialize_tree
 from .norms import RMSNorm, ScaleNorm, SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
-from .stack import MegaBackbone, MegaLayerStack, StackOutput, padding_to_key_mask
+from .stack import MegaBackbone, MegaLayerStack, StackOutput, encoder_key_mask, padding_to_key_mask
 from .state import LayerState, MegaState
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "ATTENTION_ACTIVATIONS",
     "NORMALIZATION_TYPES",
     "RELATIVE_POSITIONAL_BIASES",
+    "BlockResult",
+    "EncoderMemory",
+    "GatedCrossAttention",
     "LayerState",
     "MegaBackbone",
     "MegaBlock",
@@ -46,6 +50,7 @@ __all__ = [
     "SequenceNorm",
     "SimpleRelativePositionalBias",
     "StackOutput",
+    "encoder_key_mask",
     "initialize_module",
     "initialize_tree",
     "padding_to_key_mask",

@@ -1,21 +1,47 @@
-"""One MEGA block: gated attention, then the optional NFFN."""
+"""One MEGA block: gated attention, the optional gated cross-attention, then the optional NFFN."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
+from .cross_attention import EncoderMemory, GatedCrossAttention
 from .ffn import NormalizedFeedForward
-from .gated_attention import AttentionResult, MovingAverageGatedAttention
+from .gated_attention import MovingAverageGatedAttention
 from .state import LayerState
 
 
+@dataclass
+class BlockResult:
+    """Output of one block call."""
+
+    hidden: Tensor
+    """(B, L, D) block output."""
+
+    weights: Tensor | None
+    """(B, C, Lq, Lk) self-attention weights before dropout, when asked for."""
+
+    cross_weights: Tensor | None
+    """(B, L, S) cross-attention weights before dropout, when asked for (cross-attention only)."""
+
+    state: LayerState | None
+    """The updated streaming state (cached encoder keys/values included), when asked for."""
+
+
 class MegaBlock(nn.Module):
-    """``mega_layer`` followed by ``nffn`` (when ``use_normalized_ffn``)."""
+    """``mega_layer``, then ``cross_attn`` (when ``add_cross_attention``), then ``nffn``."""
 
     def __init__(self, config: MegaCoreConfig) -> None:
         super().__init__()
+        if config.add_cross_attention and not config.is_decoder:
+            raise ValueError(
+                "add_cross_attention=True needs a decoder: set is_decoder=True and bidirectional=False "
+                "(the reference builds cross-attention only into decoders)"
+            )
         self.mega_layer = MovingAverageGatedAttention(config)
+        self.cross_attn = GatedCrossAttention(config) if config.add_cross_attention else None
         self.nffn = NormalizedFeedForward(config) if config.use_normalized_ffn else None
 
     def forward(
@@ -27,7 +53,12 @@ class MegaBlock(nn.Module):
         state: LayerState | None = None,
         update_state: bool = False,
         need_weights: bool = False,
-    ) -> AttentionResult:
+        encoder_hidden: Tensor | None = None,
+        encoder_mask: Tensor | None = None,
+        position: int = 0,
+    ) -> BlockResult:
+        """``hidden`` (B, L, D) at absolute positions ``position ..``; ``encoder_hidden`` (B, S, D)
+        with ``encoder_mask`` (B, S) bool (True = real token) feeds the cross-attention."""
         result = self.mega_layer(
             hidden,
             key_mask=key_mask,
@@ -36,6 +67,46 @@ class MegaBlock(nn.Module):
             update_state=update_state,
             need_weights=need_weights,
         )
+        hidden, new_state = result.hidden, result.state
+        cross_weights = None
+        if self.cross_attn is not None:
+            memory = self._memory(encoder_hidden, encoder_mask, state)
+            hidden, cross_weights = self.cross_attn(
+                hidden, memory, query_offset=position, need_weights=need_weights
+            )
+            if new_state is not None:
+                new_state.cross_keys = memory.keys
+                new_state.cross_values = memory.values
+                new_state.cross_key_mask = memory.key_mask
+        elif encoder_hidden is not None or encoder_mask is not None:
+            raise ValueError(
+                "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not "
+                "have: build it with add_cross_attention=True (and is_decoder=True, bidirectional=False)"
+            )
         if self.nffn is not None:
-            result.hidden = self.nffn(result.hidden)
-        return result
+            hidden = self.nffn(hidden)
+        return BlockResult(hidden=hidden, weights=result.weights, cross_weights=cross_weights, state=new_state)
+
+    def _memory(
+        self, encoder_hidden: Tensor | None, encoder_mask: Tensor | None, state: LayerState | None
+    ) -> EncoderMemory:
+        """Cached encoder keys/values (and mask) when the state has them, else a fresh projection.
+
+        The stack checks that a mask passed along with a cached state equals the cached one.
+        """
+        assert self.cross_attn is not None
+        if state is not None and state.has_cross:
+            assert state.cross_keys is not None and state.cross_values is not None
+            cached_length = state.cross_keys.shape[1]
+            if encoder_hidden is not None and encoder_hidden.shape[1] != cached_length:
+                raise ValueError(
+                    f"encoder_hidden_states have length {encoder_hidden.shape[1]} but the cache holds encoder "
+                    f"keys of length {cached_length}: start a new cache for a new encoder output"
+                )
+            return EncoderMemory(keys=state.cross_keys, values=state.cross_values, key_mask=state.cross_key_mask)
+        if encoder_hidden is None:
+            raise ValueError(
+                "this model has cross-attention (add_cross_attention=True): pass encoder_hidden_states "
+                "(batch, source_length, hidden_size), or a cache that already holds them"
+            )
+        return self.cross_attn.project_memory(encoder_hidden, encoder_mask)

@@ -31,6 +31,9 @@ class StackOutput:
     state: MegaState | None
     """The streaming state after this call, when caching."""
 
+    cross_attentions: tuple[Tensor, ...] | None = None
+    """Every layer's cross-attention weights (B, L, S), when asked for (cross-attention only)."""
+
 
 def padding_to_key_mask(
     attention_mask: Tensor | None, *, batch: int, length: int, position: int
@@ -53,6 +56,29 @@ def padding_to_key_mask(
     return None if bool(mask.all()) else mask
 
 
+def encoder_key_mask(encoder_attention_mask: Tensor | None, *, batch: int, source_length: int) -> Tensor | None:
+    """HF-style (B, S) 0/1 encoder mask -> (B, S) bool, or None when every encoder token is real."""
+    if encoder_attention_mask is None:
+        return None
+    if encoder_attention_mask.dim() != 2 or tuple(encoder_attention_mask.shape) != (batch, source_length):
+        raise ValueError(
+            f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}, expected "
+            f"({batch}, {source_length}) = (batch, encoder length) with 1 for real encoder tokens and 0 for padding"
+        )
+    mask = encoder_attention_mask if encoder_attention_mask.dtype == torch.bool else encoder_attention_mask != 0
+    return None if bool(mask.all()) else mask
+
+
+def same_mask(first: Tensor | None, second: Tensor | None, *, like: Tensor) -> bool:
+    """True if two optional (B, S) bool masks agree (None = all real); ``like`` gives B and S."""
+    if first is None and second is None:
+        return True
+    full = torch.ones(like.shape, dtype=torch.bool, device=like.device)
+    first = full if first is None else first
+    second = full if second is None else second
+    return first.shape == second.shape and bool(torch.equal(first, second.to(first.device)))
+
+
 class MegaLayerStack(nn.ModuleList):
     """A ``ModuleList`` of :class:`MegaBlock` that also knows how to run them.
 
@@ -63,6 +89,8 @@ class MegaLayerStack(nn.ModuleList):
         super().__init__([MegaBlock(config) for _ in range(config.num_hidden_layers)])
         self.causal = config.is_decoder
         self.can_stream = not config.bidirectional
+        self.has_cross_attention = config.add_cross_attention
+        self.hidden_size = config.hidden_size
         self.gradient_checkpointing = False
 
     def forward(
@@ -74,8 +102,15 @@ class MegaLayerStack(nn.ModuleList):
         use_cache: bool = False,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        encoder_hidden: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
     ) -> StackOutput:
-        """Run every layer over ``hidden`` (B, L, D); ``key_mask`` (B, L) bool marks real tokens."""
+        """Run every layer over ``hidden`` (B, L, D); ``key_mask`` (B, L) bool marks real tokens.
+
+        With cross-attention, ``encoder_hidden`` (B, S, D) and its HF-style (B, S) 0/1
+        ``encoder_attention_mask`` feed every layer's ``cross_attn``; once a state holds the
+        projected encoder keys/values they may be omitted.
+        """
         if (use_cache or state is not None) and not (self.causal and self.can_stream):
             raise ValueError(
                 "incremental decoding needs a causal model: set is_decoder=True and bidirectional=False"
@@ -84,8 +119,11 @@ class MegaLayerStack(nn.ModuleList):
             state = MegaState.empty(len(self))
         if state is not None and len(state.layers) != len(self):
             raise ValueError(f"state has {len(state.layers)} layers, the model has {len(self)}")
+        encoder_mask = self._check_encoder_inputs(hidden, encoder_hidden, encoder_attention_mask, state)
+        position = state.position if state is not None else 0
         all_hidden: list[Tensor] | None = [hidden] if output_hidden_states else None
         all_attentions: list[Tensor] | None = [] if output_attentions else None
+        all_cross: list[Tensor] | None = [] if output_attentions and self.has_cross_attention else None
         new_layers = []
         for index, layer in enumerate(self):
             layer_state = state.layers[index] if state is not None else None
@@ -95,6 +133,9 @@ class MegaLayerStack(nn.ModuleList):
                 state=layer_state,
                 update_state=use_cache,
                 need_weights=output_attentions,
+                encoder_hidden=encoder_hidden,
+                encoder_mask=encoder_mask,
+                position=position,
             )
             if self.gradient_checkpointing and self.training and not use_cache and torch.is_grad_enabled():
                 result = checkpoint(layer, hidden, use_reentrant=False, **kwargs)
@@ -105,6 +146,8 @@ class MegaLayerStack(nn.ModuleList):
                 all_hidden.append(hidden)
             if all_attentions is not None:
                 all_attentions.append(result.weights)
+            if all_cross is not None:
+                all_cross.append(result.cross_weights)
             new_layers.append(result.state)
         new_state = None
         if use_cache:
@@ -114,7 +157,49 @@ class MegaLayerStack(nn.ModuleList):
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             attentions=tuple(all_attentions) if all_attentions is not None else None,
             state=new_state,
+            cross_attentions=tuple(all_cross) if all_cross is not None else None,
         )
+
+    def _check_encoder_inputs(
+        self,
+        hidden: Tensor,
+        encoder_hidden: Tensor | None,
+        encoder_attention_mask: Tensor | None,
+        state: MegaState | None,
+    ) -> Tensor | None:
+        """Validate the encoder inputs against the decoder batch; the (B, S) bool encoder mask or None."""
+        if not self.has_cross_attention:
+            if encoder_hidden is not None or encoder_attention_mask is not None:
+                raise ValueError(
+                    "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not "
+                    "have: build it with add_cross_attention=True (and is_decoder=True, bidirectional=False)"
+                )
+            return None
+        batch = hidden.shape[0]
+        cached = state.layers[0].cross_keys if state is not None and state.layers else None
+        if encoder_hidden is not None:
+            if encoder_hidden.dim() != 3 or encoder_hidden.shape[0] != batch or encoder_hidden.shape[2] != self.hidden_size:
+                raise ValueError(
+                    f"encoder_hidden_states has shape {tuple(encoder_hidden.shape)}, expected "
+                    f"({batch}, source_length, {self.hidden_size}) = (decoder batch, encoder length, hidden_size)"
+                )
+            source_length = encoder_hidden.shape[1]
+        elif cached is not None:
+            source_length = cached.shape[1]
+        else:
+            raise ValueError(
+                "this model has cross-attention (add_cross_attention=True): pass encoder_hidden_states "
+                "(batch, source_length, hidden_size), or a cache that already holds them"
+            )
+        mask = encoder_key_mask(encoder_attention_mask, batch=batch, source_length=source_length)
+        if cached is not None and encoder_attention_mask is not None:
+            cached_mask = state.layers[0].cross_key_mask if state is not None else None
+            if not same_mask(mask, cached_mask, like=cached[..., 0]):
+                raise ValueError(
+                    "encoder_attention_mask differs from the one the cached encoder keys were computed with: "
+                    "start a new cache for a new encoder output"
+                )
+        return mask
 
 
 class MegaBackbone(nn.Module):
@@ -141,6 +226,8 @@ class MegaBackbone(nn.Module):
         use_cache: bool = False,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        encoder_hidden: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
     ) -> StackOutput:
         hidden = self.embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
         batch, length = hidden.shape[:2]
@@ -154,4 +241,6 @@ class MegaBackbone(nn.Module):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            encoder_hidden=encoder_hidden,
+            encoder_attention_mask=encoder_attention_mask,
         )

@@ -2,7 +2,12 @@
 
 Per layer: the EMA state (B, D, N) -- or, for a truncated EMA, the last ``truncation - 1``
 inputs -- plus the keys, values and key mask of the *current chunk* only (of the whole
-prefix when not chunking). With chunking the state therefore stops growing with context.
+prefix when not chunking). With chunking the self-attention state therefore stops growing
+with context.
+
+A decoder with cross-attention also keeps, per layer, the encoder keys and values its
+``cross_attn`` projected on the first call (fixed size: the encoder length S). They are
+computed once per encoder pass and reordered with the rest of the state in beam search.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ class LayerState:
     key_mask: Tensor | None = None
     """(B, T) bool, True for real tokens; None when every cached token is real."""
 
+    cross_keys: Tensor | None = None
+    """(B, S, Z) encoder keys of the cross-attention (decoders with cross-attention)."""
+
+    cross_values: Tensor | None = None
+    """(B, S, D) encoder values matching ``cross_keys``."""
+
+    cross_key_mask: Tensor | None = None
+    """(B, S) bool, True for real encoder tokens; None when every encoder token is real."""
+
     def tensors(self) -> list[Tensor]:
         return [value for value in (getattr(self, f.name) for f in fields(self)) if value is not None]
 
@@ -48,6 +62,11 @@ class LayerState:
     @property
     def cached_length(self) -> int:
         return 0 if self.keys is None else self.keys.shape[1]
+
+    @property
+    def has_cross(self) -> bool:
+        """True once the encoder keys and values are cached."""
+        return self.cross_keys is not None
 
 
 @dataclass

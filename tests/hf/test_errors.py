@@ -91,9 +91,54 @@ def test_question_answering_needs_two_labels() -> None:
         MegaForQuestionAnswering(config(num_labels=3))
 
 
-def test_cross_attention_is_rejected() -> None:
-    with pytest.raises(ValueError, match=words("add_cross_attention")):
-        MegaModel(config(is_decoder=True, bidirectional=False, add_cross_attention=True))
+def cross_decoder(**overrides: Any) -> MegaModel:
+    values: dict[str, Any] = dict(is_decoder=True, bidirectional=False, add_cross_attention=True)
+    values.update(overrides)
+    return MegaModel(config(**values)).eval()
+
+
+def test_cross_attention_needs_a_decoder() -> None:
+    with pytest.raises(ValueError, match=words("add_cross_attention=True", "is_decoder=True", "bidirectional=False")):
+        MegaModel(config(add_cross_attention=True))
+
+
+@pytest.mark.parametrize("given", ["encoder_hidden_states", "encoder_attention_mask"])
+def test_encoder_inputs_without_cross_attention(given: str) -> None:
+    model = MegaModel(config(is_decoder=True, bidirectional=False)).eval()
+    inputs = {"encoder_hidden_states": torch.randn(2, 5, 16), "encoder_attention_mask": torch.ones(2, 5)}
+    with pytest.raises(ValueError, match=words(given, "add_cross_attention=True")):
+        model(input_ids=torch.full((2, 4), 5), **{given: inputs[given]})
+
+
+def test_cross_attention_needs_encoder_states() -> None:
+    with pytest.raises(ValueError, match=words("add_cross_attention=True", "encoder_hidden_states")):
+        cross_decoder()(input_ids=torch.full((2, 4), 5))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((3, 5, 16), id="batch"), pytest.param((2, 5, 12), id="hidden"), pytest.param((2, 5), id="2d")],
+)
+def test_encoder_states_of_the_wrong_shape(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=words("encoder_hidden_states", str(shape), "(2, source_length, 16)")):
+        cross_decoder()(input_ids=torch.full((2, 4), 5), encoder_hidden_states=torch.randn(shape))
+
+
+@pytest.mark.parametrize("shape", [(2, 6), (3, 5), (2, 1, 1, 5)], ids=["length", "batch", "4d"])
+def test_encoder_mask_of_the_wrong_shape(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=words("encoder_attention_mask", str(shape), "(2, 5)")):
+        cross_decoder()(
+            input_ids=torch.full((2, 4), 5),
+            encoder_hidden_states=torch.randn(2, 5, 16),
+            encoder_attention_mask=torch.ones(shape),
+        )
+
+
+def test_cross_attention_simple_bias_limit() -> None:
+    model = cross_decoder(relative_positional_bias="simple", max_positions=32)
+    model(input_ids=torch.full((1, 32), 5), encoder_hidden_states=torch.randn(1, 32, 16))  # the limit is fine
+    with pytest.raises(ValueError, match=words("cross-attention", "simple", "32", "encoder length 33", "rotary")):
+        model(input_ids=torch.full((1, 4), 5), encoder_hidden_states=torch.randn(1, 33, 16))
 
 
 # --------------------------------------------------------------------------------------

@@ -72,6 +72,11 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         inputs[CACHE_KEYWORD] = mega_cache
         if kwargs.get("token_type_ids") is not None:
             inputs["token_type_ids"] = kwargs["token_type_ids"][:, consumed:]
+        # Encoder-decoder use: the encoder output goes to every step; the cache keeps its projected
+        # keys/values after the first step, and the model checks the later steps against them.
+        for name in ("encoder_hidden_states", "encoder_attention_mask"):
+            if kwargs.get(name) is not None:
+                inputs[name] = kwargs[name]
         return inputs
 
     def _reorder_cache(self, cache: MegaCache, beam_idx: Tensor) -> MegaCache:

@@ -28,7 +28,7 @@ from .loading import (
     local_directory,
     read_config_json,
 )
-from .outputs import OutputT, finish, make_output
+from .outputs import OutputT, finish, has_field, make_output
 
 
 class MegaPooler(nn.Module):
@@ -113,6 +113,8 @@ class MegaPreTrainedModel(PreTrainedModel):
     ) -> OutputT | tuple[Any, ...]:
         """A head's output with the backbone's hidden states and attentions, as object or tuple."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        if has_field(output_class, "cross_attentions"):
+            fields.setdefault("cross_attentions", getattr(encoded, "cross_attentions", None))
         output = make_output(
             output_class, hidden_states=encoded.hidden_states, attentions=encoded.attentions, **fields
         )
@@ -195,17 +197,14 @@ def resolve_cache(
 class MegaModel(MegaPreTrainedModel):
     """The bare MEGA encoder/decoder returning hidden states (and the pooled first token).
 
-    Set ``is_decoder=True`` and ``bidirectional=False`` for causal use.
+    Set ``is_decoder=True`` and ``bidirectional=False`` for causal use; add
+    ``add_cross_attention=True`` for the decoder of an encoder-decoder model, which then takes
+    ``encoder_hidden_states`` (B, S, hidden_size) and ``encoder_attention_mask`` (B, S).
     """
 
     def __init__(self, config: MegaConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
         core = config.to_core()
-        if config.add_cross_attention:
-            raise ValueError(
-                "add_cross_attention=True (gated cross-attention for encoder-decoder MEGA) is not supported yet; "
-                "set add_cross_attention=False"
-            )
         self.embedding_layer = MegaEmbeddings(core)
         self.layers = MegaLayerStack(core)
         self.pooler = MegaPooler(config.hidden_size) if add_pooling_layer else None
@@ -238,11 +237,6 @@ class MegaModel(MegaPreTrainedModel):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = config.return_dict if return_dict is None else return_dict
-        if encoder_hidden_states is not None or encoder_attention_mask is not None:
-            raise ValueError(
-                "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not have "
-                "(add_cross_attention=False)"
-            )
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("pass either input_ids or inputs_embeds, not both")
         if input_ids is None and inputs_embeds is None:
@@ -270,6 +264,8 @@ class MegaModel(MegaPreTrainedModel):
             use_cache=mega_cache is not None,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            encoder_hidden=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
         )
         if mega_cache is not None:
             mega_cache.state = result.state
@@ -281,6 +277,7 @@ class MegaModel(MegaPreTrainedModel):
             pooler_output=pooled,
             hidden_states=result.hidden_states,
             attentions=result.attentions,
+            cross_attentions=result.cross_attentions,
         )
         return finish(output, return_dict)
 

@@ -23,6 +23,11 @@ def cache_field(output_class: type[ModelOutput]) -> str | None:
     return None
 
 
+def has_field(output_class: type[ModelOutput], name: str) -> bool:
+    """True if ``output_class`` declares the field ``name`` (e.g. ``cross_attentions``)."""
+    return any(f.name == name for f in dataclasses.fields(output_class))
+
+
 def make_output(output_class: type[OutputT], *, cache: Any = None, **fields: Any) -> OutputT:
     """Build ``output_class(**fields)`` with ``cache`` stored under this version's field name."""
     name = cache_field(output_class)

@@ -1,0 +1,189 @@
+"""Gated cross-attention: the ``cross_attn`` sub-layer of a MEGA decoder block.
+
+It sits between the gated self-attention (``mega_layer``) and the NFFN. For decoder input
+x (B, L, D) and encoder output e (B, S, D)::
+
+    x' = norm(x) if normalize_before_mega else x
+    u, r, q = split(q_proj(x'), [D, D, Z])         # update gate, reset gate, query
+    u = sigmoid(u); r = silu(r)
+    k = k_proj(e)                                  # (B, S, Z)
+    v = act(v_proj(e))                             # (B, S, D)
+    w = attention(q, k, bias)                      # (B, L, S), no causal mask
+    h = act(h_proj((w @ v) * r))
+    out = x + u * (h - x);  out = norm(out) unless normalize_before_mega
+
+Attention uses the same functions as self-attention (softmax with ``Z ** -0.5``; laplace or
+relu2 with ``q.k`` divided by the number of real encoder tokens), padded encoder tokens
+masked out, and the relative bias between the *absolute* decoder position of each query and
+the encoder position of each key: bias[i, j] = rel(j - (offset + i)). The encoder keys and
+values do not depend on the decoder, so incremental decoding projects them once
+(:meth:`GatedCrossAttention.project_memory`) and keeps them in the layer state.
+
+Submodule names match HF checkpoints: ``norm``, ``k_proj``, ``v_proj``, ``q_proj``,
+``h_proj``, ``rel_pos_bias``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .activations import get_activation
+from .config import MegaCoreConfig
+from .dropout import MegaDropout
+from .kernels import resolve_kernel
+from .norms import SequenceNorm
+from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+
+
+@dataclass
+class EncoderMemory:
+    """What the cross-attention reads from the encoder, projected once per encoder pass."""
+
+    keys: Tensor
+    """(B, S, Z) ``k_proj(encoder_hidden)``."""
+
+    values: Tensor
+    """(B, S, D) ``act(v_proj(encoder_hidden))``."""
+
+    key_mask: Tensor | None
+    """(B, S) bool, True for real encoder tokens; None when all are real."""
+
+
+class GatedCrossAttention(nn.Module):
+    """Single-head attention from decoder queries to encoder keys, gated like ``mega_layer``."""
+
+    def __init__(self, config: MegaCoreConfig) -> None:
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.shared_size = config.shared_representation_size
+        self.prenorm = config.normalize_before_mega
+        self.attention_activation = config.attention_activation
+        self.kernel_name = config.attention_kernel
+        self.activation = get_activation(config.activation)
+        self.scale = self.shared_size**-0.5
+        self.attention_dropout_p = config.attention_probs_dropout_prob
+
+        self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
+        self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
+        self.norm = SequenceNorm(
+            config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.norm_affine
+        )
+        self.k_proj = nn.Linear(config.hidden_size, config.shared_representation_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        # One projection yields the update gate (D), the reset gate (D) and the query (Z).
+        self.q_proj = nn.Linear(config.hidden_size, 2 * config.hidden_size + config.shared_representation_size)
+        self.h_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.rel_pos_bias: nn.Module
+        if config.relative_positional_bias == "simple":
+            self.rel_pos_bias = SimpleRelativePositionalBias(
+                max_positions=config.max_positions, center=config.simple_bias_center, init_std=config.initializer_range
+            )
+        else:
+            self.rel_pos_bias = RotaryRelativePositionalBias(
+                dim=config.shared_representation_size, init_std=config.initializer_range
+            )
+
+    def project_memory(self, encoder_hidden: Tensor, key_mask: Tensor | None = None) -> EncoderMemory:
+        """Encoder output (B, S, D) and its (B, S) bool mask -> keys and values for every later call."""
+        if encoder_hidden.dim() != 3 or encoder_hidden.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"encoder_hidden_states must have shape (batch, source_length, hidden_size={self.hidden_size}), "
+                f"got {tuple(encoder_hidden.shape)}"
+            )
+        keys = self.k_proj(encoder_hidden)
+        values = self.activation(self.v_proj(encoder_hidden))
+        return EncoderMemory(keys=keys, values=values, key_mask=key_mask)
+
+    def forward(
+        self, x: Tensor, memory: EncoderMemory, *, query_offset: int = 0, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x`` (B, L, D) decoder states at absolute positions ``query_offset ..``.
+
+        Returns the updated states (B, L, D) and, when asked for, the attention weights
+        (B, L, S) before dropout.
+        """
+        batch, length, _ = x.shape
+        if memory.keys.shape[0] != batch:
+            raise ValueError(
+                f"encoder_hidden_states have batch size {memory.keys.shape[0]}, the decoder input {batch}"
+            )
+        source_length = memory.keys.shape[1]
+        residual = x
+        normed = self.norm(x) if self.prenorm else x
+        update_gate, reset_gate, query = torch.split(
+            self.q_proj(normed), [self.hidden_size, self.hidden_size, self.shared_size], dim=-1
+        )
+        update_gate = torch.sigmoid(update_gate)
+        reset_gate = F.silu(reset_gate)
+        values = self.hidden_dropout(memory.values)
+        bias = self._bias(length, source_length, query_offset)
+        attended, weights = self._kernel(
+            query.unsqueeze(1),  # (B, 1, L, Z): one "chunk" spanning the whole decoder input
+            memory.keys.unsqueeze(1),
+            values.unsqueeze(1),
+            bias,
+            None if memory.key_mask is None else memory.key_mask.unsqueeze(1),
+            need_weights=need_weights,
+        )
+        gated = self.activation(self.h_proj(attended.squeeze(1) * reset_gate))
+        out = torch.addcmul(residual, update_gate, self.dropout(gated) - residual)
+        if not self.prenorm:
+            out = self.norm(out)
+        return out, (weights.squeeze(1) if weights is not None else None)
+
+    def _bias(self, query_length: int, key_length: int, query_offset: int) -> Tensor:
+        """(L, S) relative bias between absolute decoder positions and encoder positions."""
+        if isinstance(self.rel_pos_bias, SimpleRelativePositionalBias):
+            limit = self.rel_pos_bias.center
+            longest = max(query_offset + query_length, key_length)
+            if longest > limit:
+                raise ValueError(
+                    f"cross-attention with relative_positional_bias='simple' covers decoder positions and "
+                    f"encoder lengths up to {limit} (chunk_size when set, else max_positions); got decoder "
+                    f"length {query_offset + query_length} and encoder length {key_length}. Use shorter "
+                    "sequences, a larger chunk_size/max_positions, or relative_positional_bias='rotary'"
+                )
+        return self.rel_pos_bias(query_length, key_length, query_offset)
+
+    def _kernel(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        bias: Tensor,
+        key_mask: Tensor | None,
+        *,
+        need_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        dropout_p = self.attention_dropout_p if self.training else 0.0
+        call = {
+            "activation": self.attention_activation,
+            "causal": False,
+            "query_length": query.shape[-2],
+            "key_length": key.shape[-2],
+            "num_chunks": 1,
+            "need_weights": need_weights,
+            "has_key_mask": key_mask is not None,
+            "dropout_p": dropout_p,
+            "dtype": query.dtype,
+            "device": query.device,
+        }
+        kernel = resolve_kernel("attention", self.kernel_name, call)
+        return kernel.fn(
+            query,
+            key,
+            value,
+            bias.to(query.dtype),
+            key_mask,
+            activation=self.attention_activation,
+            causal=False,
+            query_offset=0,
+            scale=self.scale,
+            dropout_p=dropout_p,
+            training=self.training,
+            need_weights=need_weights,
+        )
