@@ -184,6 +184,10 @@ def resolve_cache(
     if cache is not None and past_key_values is not None and cache is not past_key_values:
         raise ValueError("pass the MEGA cache once, as cache= (transformers 5) or past_key_values= (4.57)")
     found = cache if cache is not None else past_key_values
+    if found is not None and not isinstance(found, MegaCache) and is_empty_foreign_cache(found):
+        # generate() of a wrapping model (EncoderDecoderModel) builds a standard cache before the
+        # first step; an empty one holds nothing, so MEGA's own cache replaces it and is returned.
+        found = MegaCache() if use_cache else None
     if found is not None and not isinstance(found, MegaCache):
         raise TypeError(
             f"MEGA keeps its own streaming cache (MegaCache); got {type(found).__name__}. "
@@ -192,6 +196,17 @@ def resolve_cache(
     if found is None and use_cache:
         found = MegaCache()
     return found
+
+
+def is_empty_foreign_cache(cache: Any) -> bool:
+    """True for a transformers cache object (DynamicCache, EncoderDecoderCache, ...) holding no tokens."""
+    length = getattr(cache, "get_seq_length", None)
+    if length is None:
+        return False
+    try:
+        return int(length()) == 0
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return False
 
 
 class MegaModel(MegaPreTrainedModel):
