@@ -1,14 +1,19 @@
 """``MegaLMConfig``: the fairseq2 configuration of a causal MEGA language model.
 
-Field names follow :class:`mega_plugin.core.MegaCoreConfig` (and so the HF ``config.json``)
-wherever the meaning is the same, so asset cards can copy values from a checkpoint's
-config.json. The causal fields (``is_decoder``, ``bidirectional``) are fixed: this family only
-builds decoders.
+The architectural fields are not restated here: they are derived from
+:class:`mega_plugin.core.MegaCoreConfig` (names, types, and defaults unless
+:data:`LM_DEFAULTS` says otherwise), so a field added to the core appears here by itself.
+fairseq2 still sees one flat dataclass (``MegaLMConfig`` inherits the derived fields), so arch
+registration, asset-card ``model_config`` overrides by field name and ``fairseq2 assets show``
+work as for any fairseq2 config, and the names match the HF ``config.json``. The causal fields
+(``is_decoder``, ``bidirectional``, ``add_cross_attention``) are fixed: this family only builds
+decoders. The LM-only fields are declared on :class:`MegaLMConfig` below.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Final, Mapping
 
@@ -17,152 +22,66 @@ from ...core.config import MegaCoreConfig
 MEGA_FAMILY: Final = "mega"
 """Name of the fairseq2 model family."""
 
-# Core fields a causal LM config carries over unchanged (same name, same meaning).
-SHARED_FIELDS: Final = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "intermediate_size",
-    "ema_projection_size",
-    "shared_representation_size",
-    "use_chunking",
-    "chunk_size",
-    "truncation",
-    "normalize_before_mega",
-    "normalization_type",
-    "norm_affine",
-    "activation",
-    "attention_activation",
-    "dropout_prob",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "use_feature_dropout",
-    "use_normalized_ffn",
-    "nffn_hidden_size",
-    "normalize_before_ffn",
-    "nffn_activation_dropout_prob",
-    "max_positions",
-    "add_token_type_embeddings",
-    "type_vocab_size",
-    "relative_positional_bias",
-    "initializer_range",
-    "ema_delta_alpha_range",
-    "ema_beta_range",
-    "ema_gamma_omega_range",
-    "ema_kernel",
-    "attention_kernel",
-    "norm_eps",
+FIXED_CORE_FIELDS: Final[Mapping[str, Any]] = {"bidirectional": False, "is_decoder": True, "add_cross_attention": False}
+"""Core fields a causal LM does not expose: always these values."""
+
+RENAMED_CORE_FIELDS: Final[Mapping[str, str]] = {"pad_token_id": "pad_idx"}
+"""Core field -> the LM field that carries it (fairseq2's name for the padding id)."""
+
+UNCARRIED_CORE_FIELDS: Final = ("extra",)
+"""Core fields with no LM counterpart (``extra`` holds unknown config.json keys)."""
+
+LM_DEFAULTS: Final[Mapping[str, Any]] = {
+    "vocab_size": 32000,
+    "hidden_size": 512,
+    "num_hidden_layers": 12,
+    "intermediate_size": 1024,
+    "shared_representation_size": 128,
+    "use_chunking": True,
+    "chunk_size": 1024,
+    "normalization_type": "layernorm",
+    "nffn_hidden_size": 1024,
+    "max_positions": 8192,
+}
+"""Defaults of a bare ``MegaLMConfig()`` (an asset card without ``model_arch``) where they differ
+from the core's, which follow HF's encoder ``MegaConfig``: a 12 x 512 chunked causal LM."""
+
+
+def _shared_field_specs() -> list[tuple[str, Any, dataclasses.Field[Any]]]:
+    # (name, resolved type, field with the LM default) of every core field the LM carries as is.
+    hints = typing.get_type_hints(MegaCoreConfig)
+    skipped = {*FIXED_CORE_FIELDS, *RENAMED_CORE_FIELDS, *UNCARRIED_CORE_FIELDS}
+    specs = []
+    for core_field in dataclasses.fields(MegaCoreConfig):
+        if core_field.name in skipped:
+            continue
+        if core_field.default is dataclasses.MISSING:
+            raise TypeError(f"MegaCoreConfig.{core_field.name} has no plain default; the LM config cannot derive it")
+        default = LM_DEFAULTS.get(core_field.name, core_field.default)
+        specs.append((core_field.name, hints[core_field.name], dataclasses.field(default=default)))
+    return specs
+
+
+MegaCoreFields = dataclasses.make_dataclass("MegaCoreFields", _shared_field_specs(), kw_only=True)
+MegaCoreFields.__module__ = __name__
+MegaCoreFields.__doc__ = (
+    "The architectural fields of :class:`MegaCoreConfig` a causal LM carries unchanged "
+    "(see the core class for each field's meaning)."
 )
+
+SHARED_FIELDS: Final = tuple(field.name for field in dataclasses.fields(MegaCoreFields))
+"""Core fields a causal LM config carries over unchanged (same name, same meaning)."""
 
 
 @dataclass(kw_only=True)
-class MegaLMConfig:
+class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base built from the core's fields
     """A causal MEGA language model (decoder-only, causal EMA, causal attention)."""
-
-    vocab_size: int = 32000
-    """Size of the token table (and of the output projection)."""
-
-    hidden_size: int = 512
-    """Model width ``D``."""
-
-    num_hidden_layers: int = 12
-    """Number of MEGA blocks."""
-
-    intermediate_size: int = 1024
-    """Width ``V`` of the attention values and of the reset gate."""
-
-    ema_projection_size: int = 16
-    """EMA dimension ``N``."""
-
-    shared_representation_size: int = 128
-    """Width ``Z`` of the shared query/key representation."""
-
-    use_chunking: bool = True
-    """Mega-chunk: restrict attention to blocks of ``chunk_size`` tokens."""
-
-    chunk_size: int = 1024
-    """Chunk length when ``use_chunking`` is on."""
-
-    truncation: int | None = None
-    """If set, the EMA kernel is truncated to this many lags."""
-
-    normalize_before_mega: bool = True
-    """Pre-norm (``True``) or post-norm for the gated attention."""
-
-    normalization_type: str = "layernorm"
-    """``scalenorm``, ``layernorm``, ``rmsnorm``, ``batchnorm`` or ``syncbatchnorm``."""
-
-    norm_affine: bool = True
-    """Learn the norms' affine parameters."""
-
-    activation: str = "silu"
-    """Activation of the value path, the output and the NFFN."""
-
-    attention_activation: str = "softmax"
-    """``softmax``, ``laplace`` or ``relu2``."""
-
-    dropout_prob: float = 0.1
-    """Dropout on the EMA output and the sub-layer outputs."""
-
-    hidden_dropout_prob: float = 0.1
-    """Dropout on the attention values."""
-
-    attention_probs_dropout_prob: float = 0.1
-    """Dropout on the attention weights."""
-
-    use_feature_dropout: bool = False
-    """Drop whole features instead of single activations."""
-
-    use_normalized_ffn: bool = True
-    """Add the normalized feed-forward sub-layer after the gated attention."""
-
-    nffn_hidden_size: int = 1024
-    """Hidden width of the NFFN."""
-
-    normalize_before_ffn: bool = True
-    """Pre-norm (``True``) or post-norm for the NFFN."""
-
-    nffn_activation_dropout_prob: float = 0.1
-    """Dropout after the NFFN activation."""
-
-    max_positions: int = 8192
-    """Longest sequence (or chunk) the simple relative bias supports."""
-
-    add_token_type_embeddings: bool = False
-    """Add the type-0 token-type embedding to every token (HF checkpoints that have one)."""
-
-    type_vocab_size: int = 2
-    """Rows of the token-type table when ``add_token_type_embeddings`` is on."""
-
-    relative_positional_bias: str = "rotary"
-    """``rotary`` or ``simple``."""
-
-    initializer_range: float = 0.02
-    """Std of the normal initialisation of linear layers and embeddings."""
-
-    ema_delta_alpha_range: float = 0.2
-    """Std of the EMA damping and decay initialisation."""
-
-    ema_beta_range: float = 0.02
-    """Std of the EMA expansion-matrix initialisation."""
-
-    ema_gamma_omega_range: float = 1.0
-    """Std of the EMA projection and residual-weight initialisation."""
-
-    ema_kernel: str = "auto"
-    """EMA kernel name (``auto`` picks the best available)."""
-
-    attention_kernel: str = "auto"
-    """Attention kernel name (``auto`` picks the best available)."""
-
-    norm_eps: float = 1e-5
-    """Epsilon of every norm."""
 
     max_seq_len: int = 4096
     """Longest sequence the generators may produce (MEGA itself has no hard limit)."""
 
     pad_idx: int | None = 1
-    """Padding token id: its embedding row starts at zero and the loss ignores it."""
+    """Padding token id (core ``pad_token_id``): its embedding row starts at zero and the loss ignores it."""
 
     add_lm_hidden_dense_layer: bool = True
     """Apply ``tanh(dense(h))`` before the output projection (HF ``add_lm_hidden_dense_layer``)."""
@@ -174,9 +93,8 @@ class MegaLMConfig:
         """The backend-neutral config of the decoder (validates every field)."""
         self.validate_lm_fields()
         values = {name: getattr(self, name) for name in SHARED_FIELDS}
-        return MegaCoreConfig(
-            **values, bidirectional=False, is_decoder=True, add_cross_attention=False, pad_token_id=self.pad_idx
-        )
+        renamed = {core_name: getattr(self, lm_name) for core_name, lm_name in RENAMED_CORE_FIELDS.items()}
+        return MegaCoreConfig(**values, **renamed, **FIXED_CORE_FIELDS)
 
     def validate_lm_fields(self) -> None:
         """Raise ``ValueError`` naming the field for a bad LM-only field (the core checks the rest)."""
@@ -192,32 +110,23 @@ class MegaLMConfig:
     @classmethod
     def from_core(cls, core: MegaCoreConfig, **overrides: Any) -> "MegaLMConfig":
         """The LM config of a core config (a preset); refuses encoder configs."""
-        if core.bidirectional or not core.is_decoder:
-            raise ValueError(
-                "a MEGA causal LM needs is_decoder=True and bidirectional=False; "
-                f"got is_decoder={core.is_decoder}, bidirectional={core.bidirectional}"
-            )
-        values: dict[str, Any] = {name: getattr(core, name) for name in SHARED_FIELDS}
-        values["pad_idx"] = core.pad_token_id
-        values.update(overrides)
-        return cls(**values)
+        _check_causal(core, "a MEGA causal LM needs is_decoder=True and bidirectional=False")
+        return cls(**{**_lm_values(core), **overrides})
 
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> "MegaLMConfig":
         """The LM config of an HF MEGA ``config.json`` dict (missing keys take the HF defaults)."""
         core = MegaCoreConfig.from_mapping({k: v for k, v in hf.items() if not k.startswith("_")})
-        if core.bidirectional or not core.is_decoder:
-            raise ValueError(
-                "the HF config is not a causal MEGA (needs is_decoder=true and bidirectional=false); "
-                f"got is_decoder={core.is_decoder}, bidirectional={core.bidirectional}"
-            )
+        _check_causal(
+            core, "the HF config is not a causal MEGA (needs is_decoder=true and bidirectional=false)"
+        )
         if hf.get("add_cross_attention"):
             raise ValueError("add_cross_attention=true (encoder-decoder MEGA) has no fairseq2 CausalLM form")
-        values: dict[str, Any] = {name: getattr(core, name) for name in SHARED_FIELDS}
-        values["pad_idx"] = core.pad_token_id
-        values["add_lm_hidden_dense_layer"] = bool(hf.get("add_lm_hidden_dense_layer", True))
-        values["tie_embeddings"] = bool(hf.get("tie_word_embeddings", True))
-        return cls(**values)
+        return cls(
+            **_lm_values(core),
+            add_lm_hidden_dense_layer=bool(hf.get("add_lm_hidden_dense_layer", True)),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        )
 
     def to_hf_config(self) -> dict[str, Any]:
         """The HF ``config.json`` dict of this model (``MegaForCausalLM``), via the shared HF layout."""
@@ -229,6 +138,18 @@ class MegaLMConfig:
             add_lm_hidden_dense_layer=self.add_lm_hidden_dense_layer,
             tie_word_embeddings=self.tie_embeddings,
         )
+
+
+def _check_causal(core: MegaCoreConfig, message: str) -> None:
+    if core.bidirectional or not core.is_decoder:
+        raise ValueError(f"{message}; got is_decoder={core.is_decoder}, bidirectional={core.bidirectional}")
+
+
+def _lm_values(core: MegaCoreConfig) -> dict[str, Any]:
+    # The LM fields a core config determines: the shared ones and the renamed ones.
+    values = {name: getattr(core, name) for name in SHARED_FIELDS}
+    values.update({lm_name: getattr(core, core_name) for core_name, lm_name in RENAMED_CORE_FIELDS.items()})
+    return values
 
 
 def config_values(config: MegaLMConfig) -> dict[str, Any]:
