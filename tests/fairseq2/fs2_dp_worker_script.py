@@ -22,13 +22,15 @@ Not collected by pytest (the name does not match ``test_*.py``).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any, Final, Mapping
 
 import torch
 from torch import Tensor
 from torch.distributed.elastic.multiprocessing.errors import record
+
+# This folder is on sys.path under pytest and under torchrun (the script's own folder).
+from fs2_helpers import TINY_HF
 
 SEED: Final = 4321
 STEPS: Final = 3
@@ -41,29 +43,12 @@ PAD_IDX: Final = 1
 DOC_LENGTHS: Final = (9, 5, 12, 7)
 """Tokens per document of every batch (4 documents: 2 per rank)."""
 
-_TINY_HF: Final[Mapping[str, Any]] = {
-    "model_type": "mega",
-    "vocab_size": 60,
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "intermediate_size": 24,
-    "nffn_hidden_size": 20,
-    "ema_projection_size": 4,
-    "shared_representation_size": 8,
-    "max_positions": 32,
-    "initializer_range": 0.1,
-    "pad_token_id": PAD_IDX,
-    "is_decoder": True,
-    "bidirectional": False,
-    "dropout_prob": 0.0,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-    "nffn_activation_dropout_prob": 0.0,
-}
+_BASE_HF: Final[Mapping[str, Any]] = {**TINY_HF, "model_type": "mega", "pad_token_id": PAD_IDX}
+"""The fairseq2 tests' tiny causal HF config (vocab 100, width 32, 2 layers, chunk 8, no dropout)."""
 
 CASES: Final[Mapping[str, Mapping[str, Any]]] = {
-    "chunked-packed": {**_TINY_HF, "use_chunking": True, "chunk_size": 4},
-    "unchunked-padded": {**_TINY_HF, "use_chunking": False, "chunk_size": -1},
+    "chunked-packed": {**_BASE_HF, "use_chunking": True},
+    "unchunked-padded": {**_BASE_HF, "use_chunking": False, "chunk_size": -1},
 }
 """Case name -> HF config values of the model (its layout is the name's second word)."""
 
@@ -72,9 +57,6 @@ MODES: Final = ("ddp", "fsdp2", "fsdp1")
 
 FAILURE_SUFFIX: Final = ".error.txt"
 """A mode that raises writes ``<mode>-<case>.rank<r>.error.txt`` (its exception) instead of parameters."""
-
-FAIL_RANK_VARIABLE: Final = "MEGA_FS2_WORKER_FAIL_RANK"
-"""If set to a rank, that rank raises at start (the test of the launcher's crash report)."""
 
 
 def model_config(case: str) -> Any:
@@ -101,7 +83,7 @@ def build_model(case: str, **placement: Any) -> Any:
 
 def _documents(step: int) -> list[Tensor]:
     generator = torch.Generator().manual_seed(SEED + step)
-    vocab = int(_TINY_HF["vocab_size"])
+    vocab = int(_BASE_HF["vocab_size"])
     return [torch.randint(PAD_IDX + 1, vocab, (length,), generator=generator) for length in DOC_LENGTHS]
 
 
@@ -222,18 +204,12 @@ def train_data_parallel(case: str, mode: str, gangs: Any) -> dict[str, Any]:
     return {"parameters": full_parameters(dp_model, mode), "fsdp_units": fsdp_units(dp_model)}
 
 
-def fail_on_purpose(rank: str) -> None:
-    if os.environ.get(FAIL_RANK_VARIABLE) == rank:
-        raise RuntimeError(f"rank {rank} failed on purpose ({FAIL_RANK_VARIABLE}={rank})")
-
-
 @record  # torchrun's failure summary then shows this rank's traceback, labelled with the rank
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder for <mode>-<case>.rank<r>.pt")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args()
-    fail_on_purpose(os.environ["RANK"])
     torch.set_num_threads(1)
 
     from fairseq2 import init_fairseq2

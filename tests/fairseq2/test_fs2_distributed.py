@@ -20,6 +20,8 @@ import pytest
 import torch
 from fs2_helpers import build_model, require_fairseq2
 
+import fs2_dp_worker_script as worker  # this folder is on sys.path (as for fs2_helpers); the name is unique
+
 require_fairseq2()
 pytestmark = pytest.mark.fairseq2
 
@@ -31,18 +33,17 @@ RELATIVE_TOLERANCE = 1e-5
 ABSOLUTE_TOLERANCE = 1e-6
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def _load_launcher() -> ModuleType:
+    # The launcher lives beside the HF DDP test; load it by path under a name no folder uses.
+    spec = importlib.util.spec_from_file_location("mega_torchrun_launcher", LAUNCHER_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-worker = _load("mega_fs2_dp_worker_script", WORKER_SCRIPT)
-launcher = _load("mega_torchrun_launcher", LAUNCHER_SCRIPT)
+launcher = sys.modules.get("torchrun_launcher") or sys.modules.get("mega_torchrun_launcher") or _load_launcher()
 
 
 @pytest.fixture(scope="module")

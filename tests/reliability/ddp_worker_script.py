@@ -3,7 +3,7 @@
 ``test_distributed_ddp.py`` launches this file with ``python -m torch.distributed.run
 --nproc-per-node 2`` (CPU, gloo). Each rank trains :data:`CASES` with
 ``DistributedDataParallel`` on its shard of every step's batch and writes its final parameters
-to ``<out_dir>/<case>.rank<r>.pt``. The test imports this same file (under a unique module name)
+to ``<out_dir>/<case>.rank<r>.pt``. The test imports this same file
 to train the single-process baseline on the combined batches, so both sides build the same
 model, batches and optimizer from one definition.
 
@@ -26,6 +26,10 @@ import torch
 from torch import Tensor
 from torch.distributed.elastic.multiprocessing.errors import record
 
+# This folder is on sys.path both under pytest (rootdir-relative "prepend" imports) and under
+# torchrun (the script's own folder), and no other test folder has a module of this name.
+from reliability_helpers import CAUSAL, NO_DROPOUT, TINY
+
 IGNORE_INDEX: Final = -100
 """Label of positions the loss skips (HF's ``cross_entropy`` default)."""
 
@@ -43,24 +47,8 @@ SEQ_LEN: Final = 11
 ROW_LENGTHS: Final = (11, 7, 9, 4)
 """Real tokens per row; rows 1 and 3 are right-padded, row 2 left-padded (see :func:`step_batch`)."""
 
-_TINY: Final[Mapping[str, Any]] = {
-    "vocab_size": 50,
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "intermediate_size": 24,
-    "shared_representation_size": 8,
-    "ema_projection_size": 4,
-    "nffn_hidden_size": 20,
-    "max_positions": 32,
-    "initializer_range": 0.1,
-    "pad_token_id": 1,
-    "is_decoder": True,
-    "bidirectional": False,
-    "dropout_prob": 0.0,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-    "nffn_activation_dropout_prob": 0.0,
-}
+_TINY: Final[Mapping[str, Any]] = {**TINY, **CAUSAL, **NO_DROPOUT}
+"""The reliability tests' tiny causal model (vocab 50, width 16, 2 layers), fp32, no dropout."""
 
 CASES: Final[Mapping[str, Mapping[str, Any]]] = {
     "chunked": {**_TINY, "use_chunking": True, "chunk_size": 4},

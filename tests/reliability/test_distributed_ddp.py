@@ -8,14 +8,14 @@ loss. The final parameters of both ranks must equal the single-process ones.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Iterator
 
+# Plain imports: pytest puts this folder on sys.path, and no other test folder uses these names.
+import ddp_worker_script as worker
 import pytest
 import torch
+import torchrun_launcher as launcher
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.hf
@@ -25,20 +25,6 @@ WORKER_SCRIPT = HERE / "ddp_worker_script.py"
 WORLD_SIZE = 2
 RELATIVE_TOLERANCE = 1e-5
 ABSOLUTE_TOLERANCE = 1e-6
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-worker = _load("mega_ddp_worker_script", WORKER_SCRIPT)
-launcher = _load("mega_torchrun_launcher", HERE / "torchrun_launcher.py")
 
 
 @pytest.fixture(scope="module")
