@@ -82,6 +82,8 @@ class MegaPreTrainedModel(PreTrainedModel):
         return (model, info) if wants_info else model
 
     def _init_weights(self, module: nn.Module) -> None:
+        if loaded_from_checkpoint(module):
+            return
         initialize_module(module, std=self.config.initializer_range)
 
     def _encode(
@@ -132,6 +134,18 @@ class MegaPreTrainedModel(PreTrainedModel):
         for module in self.modules():
             if isinstance(module, MegaLayerStack):
                 module.gradient_checkpointing = enable
+
+
+def loaded_from_checkpoint(module: nn.Module) -> bool:
+    """True if transformers 5.x already loaded every own tensor of ``module`` from a checkpoint.
+
+    5.x flags loaded tensors with ``_is_hf_initialized`` and, when some *other* keys are missing
+    (e.g. the pooler of an encoder rebuilt by ``EncoderDecoderModel.from_pretrained``), still
+    calls ``_init_weights`` on every module; its own guard only covers ``torch.nn.init`` calls on
+    whole tensors, not the in-place initialisers of the EMA or the embedding's padding row.
+    """
+    tensors = [t for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)) if t is not None]
+    return bool(tensors) and all(getattr(t, "_is_hf_initialized", False) for t in tensors)
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
