@@ -110,7 +110,9 @@ class MegaCoreConfig:
     """Causal self-attention (requires ``bidirectional=False``)."""
 
     add_cross_attention: bool = False
-    """Reserved for the encoder-decoder form (gated cross-attention)."""
+    """Adds gated cross-attention (``cross_attn``) after the self-attention, for the decoder of an
+    encoder-decoder model; needs ``is_decoder=True`` (checked when the block is built, as the reference
+    does, so HF can still flip the flags on a loaded config before building)."""
 
     initializer_range: float = 0.02
     """Std of the normal initialisation of linear layers, embeddings and biases."""
