@@ -84,7 +84,6 @@ class MultiDimensionDampedEma(nn.Module):
         ``window`` (B, W, D), the last ``truncation - 1`` inputs, since its output is not a
         function of a small state. Returns (output, new state, new window).
         """
-        residual = x * self.residual_weight
         signal = x if key_mask is None else x.masked_fill(~key_mask.unsqueeze(-1), 0.0)
         streaming = return_state or state is not None or window is not None
         if streaming and self.bidirectional:
@@ -99,7 +98,10 @@ class MultiDimensionDampedEma(nn.Module):
             new_state = None
         else:
             output, new_state = self._run(signal, initial_state=state, return_state=return_state)
-        return F.silu(output.to(x.dtype) + residual), new_state, new_window
+        mixed = torch.addcmul(output.to(x.dtype), x, self.residual_weight)  # EMA(x) + residual_weight * x
+        if torch.is_grad_enabled() and mixed.requires_grad:
+            return F.silu(mixed), new_state, new_window
+        return F.silu(mixed, inplace=True), new_state, new_window  # a fresh tensor: no second (B, L, D)
 
     def _run(self, signal: Tensor, *, initial_state: Tensor | None, return_state: bool) -> tuple[Tensor, Tensor | None]:
         call = {

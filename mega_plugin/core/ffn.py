@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .activations import get_activation
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
+from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks
 from .norms import SequenceNorm
 
 
@@ -24,8 +26,33 @@ class NormalizedFeedForward(nn.Module):
         )
         self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
         self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
+        self.block_rows: int | None = BLOCK_ROWS
+        """Tokens per row block; None runs every op over the whole tensor."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` (B, L, D); token by token, so long inputs run in row blocks (see ``kernels.row_blocks``)."""
+        if x.dim() != 3 or not self.block_rows or not self._token_local():
+            return self._forward(x)
+        x = x.contiguous()
+        batch, length, _ = x.shape
+        blocks = plan_row_blocks(batch, length, chunk=1, target_rows=self.block_rows)
+        if len(blocks) <= 1:
+            return self._forward(x)
+        recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters()))
+        if recording:
+            return assemble(blocks, [self._forward(block.take(x)) for block in blocks], batch=batch, length=length)
+        out = torch.empty_like(x)
+        for block in blocks:  # each result is written out before the next block allocates
+            block.put(out, self._forward(block.take(x)))
+        return out
+
+    def _token_local(self) -> bool:
+        """No batch statistics (batch norm in training) and no dropout masks drawn per sequence."""
+        if not self.training:
+            return True
+        return max(self.dropout.probability, self.hidden_dropout.probability) == 0.0 and not self.norm.is_batch_norm
+
+    def _forward(self, x: Tensor) -> Tensor:
         residual = x
         hidden = self.norm(x) if self.prenorm else x
         hidden = self.hidden_dropout(self.activation(self.fc1(hidden)))

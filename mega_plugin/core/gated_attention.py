@@ -13,6 +13,7 @@ from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
 from .kernels import resolve_kernel
+from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks
 from .norms import SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
 from .state import LayerState, merge_key_masks
@@ -52,6 +53,8 @@ class MovingAverageGatedAttention(nn.Module):
         self.activation = get_activation(config.activation)
         self.scale = self.shared_size**-0.5
         self.attention_dropout_p = config.attention_probs_dropout_prob
+        self.block_rows: int | None = BLOCK_ROWS
+        """Tokens per row block of the whole-sequence forward; None runs every op over the whole tensor."""
 
         self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
@@ -101,6 +104,8 @@ class MovingAverageGatedAttention(nn.Module):
         need_weights: bool = False,
     ) -> AttentionResult:
         """``x`` (B, L, D); ``key_mask`` (B, L) bool for the new tokens; ``state`` from earlier calls."""
+        if state is None and not update_state and not need_weights and self.block_rows and self._token_local():
+            return AttentionResult(hidden=self._forward_blocked(x, key_mask=key_mask, causal=causal), weights=None, state=None)
         residual = x
         normed = self.norm(x) if self.prenorm else x
         value = self.activation(self.v_proj(normed))  # (B, L, V)
@@ -132,6 +137,89 @@ class MovingAverageGatedAttention(nn.Module):
             new_state.ema, new_state.ema_window = ema_state, ema_window
         return AttentionResult(hidden=out, weights=weights, state=new_state)
 
+    def _token_local(self) -> bool:
+        """Whether everything after the EMA depends only on a token and its attention frame.
+
+        Not so with active dropout (feature dropout draws one mask per sequence) or with a
+        post-norm batch norm in training (statistics over all tokens).
+        """
+        if self.training:
+            if max(self.dropout.probability, self.hidden_dropout.probability, self.attention_dropout_p) > 0.0:
+                return False
+            if not self.prenorm and self.norm.is_batch_norm:
+                return False
+        return True
+
+    def _forward_blocked(self, x: Tensor, *, key_mask: Tensor | None, causal: bool) -> Tensor:
+        """The whole-sequence forward, block by block after the EMA (see :mod:`.kernels.row_blocks`).
+
+        The norm and the EMA run over the whole sequence (the EMA crosses chunks); projections,
+        gates, attention and the residual then run per block of whole attention frames, so no
+        (B, L, V)-sized intermediate is ever allocated. Same arithmetic as the general path.
+        """
+        x = x.contiguous()
+        batch, length, _ = x.shape
+        normed = self.norm(x) if self.prenorm else x
+        ema_out, _, _ = self.ema_gate(normed, key_mask=key_mask)  # (B, L, D)
+        normed, ema_out = normed.contiguous(), ema_out.contiguous()
+        mask = None if key_mask is None else key_mask.contiguous()
+        blocks = plan_row_blocks(batch, length, chunk=self.chunk_size, target_rows=self.block_rows or BLOCK_ROWS)
+        recording = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, normed, ema_out, *self.parameters())
+        )
+        results: list[Tensor] = []
+        out = None if recording else torch.empty_like(x)
+        for block in blocks:
+            result = self._block(
+                block.take(x),
+                block.take(normed),
+                block.take(ema_out),
+                None if mask is None else block.take(mask),
+                causal=causal,
+                # a sequence's short last chunk is padded to a whole chunk, as over the whole tensor
+                whole_chunks=block.sequence is not None,
+            )
+            if out is None:
+                results.append(result)
+            else:
+                block.put(out, result)
+        return assemble(blocks, results, batch=batch, length=length) if out is None else out
+
+    def _block(
+        self,
+        residual: Tensor,
+        normed: Tensor,
+        ema_out: Tensor,
+        key_mask: Tensor | None,
+        *,
+        causal: bool,
+        whole_chunks: bool,
+    ) -> Tensor:
+        """One block, (n, f, D) views of whole frames: the general path without state or dropout."""
+        value = self.activation(self.v_proj(normed))  # (n, f, V)
+        base = self.mx_proj(ema_out)  # (n, f, 2D + Z + V)
+        update_gate, shared_and_reset, hx = torch.split(
+            base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
+        )
+        update_gate = torch.sigmoid(update_gate)
+        shared, reset_gate = torch.split(F.silu(shared_and_reset), [self.shared_size, self.value_size], dim=-1)
+        query = torch.addcmul(self.qk_bias[0], shared, self.qk_weight[0])  # (n, f, Z)
+        key = torch.addcmul(self.qk_bias[1], shared, self.qk_weight[1])
+        attended, _, _ = self._attend(
+            query,
+            key,
+            value,
+            key_mask,
+            causal=causal,
+            state=None,
+            update_state=False,
+            need_weights=False,
+            whole_chunks=whole_chunks,
+        )
+        gated = self.activation(hx + self.h_proj(attended * reset_gate))
+        out = torch.addcmul(residual, update_gate, gated - residual)
+        return out if self.prenorm else self.norm(out)
+
     def _attend(
         self,
         query: Tensor,
@@ -143,7 +231,10 @@ class MovingAverageGatedAttention(nn.Module):
         state: LayerState | None,
         update_state: bool,
         need_weights: bool,
+        whole_chunks: bool = False,
     ) -> tuple[Tensor, Tensor | None, LayerState | None]:
+        """``whole_chunks``: pad a frame shorter than the chunk to a whole chunk (a row block
+        that ends a longer sequence), as the chunked path over the whole sequence does."""
         batch, length, _ = query.shape
         cached = state.cached_length if state is not None else 0
         if cached:
@@ -154,7 +245,7 @@ class MovingAverageGatedAttention(nn.Module):
             )
         frame = cached + length  # the key frame starts at a chunk boundary (or at position 0)
         chunk = self.chunk_size
-        if chunk is None or frame <= chunk:
+        if chunk is None or (frame <= chunk and not (whole_chunks and frame < chunk)):
             bias = self.rel_pos_bias(length, frame, cached)
             out, weights = self._kernel(
                 query.unsqueeze(1),

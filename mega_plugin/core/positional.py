@@ -8,9 +8,14 @@ on ``key_position - query_position``.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import torch
 from torch import Tensor, nn
+
+MAX_CACHED_BIAS: Final = 1 << 22
+"""Largest rotary bias kept between calls (elements, 16 MiB in fp32): chunk biases and
+unchunked frames up to 2048; a longer unchunked bias would pin L x L memory per layer."""
 
 
 class SimpleRelativePositionalBias(nn.Module):
@@ -75,12 +80,38 @@ class RotaryRelativePositionalBias(nn.Module):
         self.b_param = nn.Parameter(torch.zeros(1, dim))
         # Kept only for checkpoint compatibility: HF MEGA checkpoints store this buffer.
         self.register_buffer("_float_tensor", torch.zeros(1), persistent=True)
+        # One cached bias for calls that record no gradient (every layer, block and forward asks
+        # for the same chunk x chunk bias): the key holds copies of the parameter values, so any
+        # change to them (optimizer step, load_state_dict, in-place init through ``.data``) misses.
+        self._cached_key: tuple[object, ...] | None = None
+        self._cached_parameters: tuple[Tensor, Tensor] | None = None
+        self._cached_bias: Tensor | None = None
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.alpha, mean=0.0, std=self.init_std)
         nn.init.normal_(self.b_param, mean=0.0, std=self.init_std)
 
     def forward(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
+        recording = torch.is_grad_enabled() and (self.alpha.requires_grad or self.b_param.requires_grad)
+        if recording or query_length * key_length > MAX_CACHED_BIAS:
+            return self._compute(query_length, key_length, query_offset)
+        key = (query_length, key_length, query_offset, self.alpha.device, self.alpha.dtype, self.b_param.dtype)
+        parameters = self._cached_parameters
+        if (
+            self._cached_bias is not None
+            and parameters is not None
+            and self._cached_key == key
+            and torch.equal(parameters[0], self.alpha)
+            and torch.equal(parameters[1], self.b_param)
+        ):
+            return self._cached_bias
+        bias = self._compute(query_length, key_length, query_offset)
+        self._cached_key = key
+        self._cached_parameters = (self.alpha.detach().clone(), self.b_param.detach().clone())
+        self._cached_bias = bias
+        return bias
+
+    def _compute(self, query_length: int, key_length: int, query_offset: int) -> Tensor:
         sin, cos = sinusoids(
             max(key_length, query_offset + query_length), self.dim, device=self.alpha.device, dtype=self.alpha.dtype
         )

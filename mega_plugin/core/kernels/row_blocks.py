@@ -1,0 +1,85 @@
+"""Cut (B, L, ...) activations into row blocks of whole attention frames.
+
+Why: on CPU every op over a whole (B, L, F) activation allocates tens of MiB that the C
+allocator maps fresh from the kernel, and touching fresh pages costs more than the arithmetic
+(measured: ``silu`` of a (32768, 512) tensor 21 ms out of place, 2 ms in place or in 32
+blocks of 1024 rows). Running the token-local and chunk-local work of a layer block by block
+keeps every intermediate a few MiB (reused by the allocator, hot in cache).
+
+A block always holds whole attention frames (a chunk, or a whole unchunked sequence), so
+attention inside a block sees exactly the keys it would see over the whole tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import torch
+from torch import Tensor
+
+BLOCK_ROWS: Final = 1024
+"""Target rows (tokens) per block: intermediates of ~20 KiB per row stay within the L3 cache."""
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """One block: flat rows ``start:stop`` of the (B * L) tokens, or positions ``start:stop`` of one sequence."""
+
+    start: int
+    stop: int
+    frame: int
+    """Rows per attention frame in this block's view (a chunk or a whole sequence)."""
+
+    sequence: int | None = None
+    """The sequence this block lies in when blocks cannot span sequences (flat rows otherwise)."""
+
+    def take(self, tensor: Tensor) -> Tensor:
+        """The block of a contiguous (B, L, ...) tensor.
+
+        Flat blocks come back as (frames, frame, ...) views; per-sequence blocks as (1, rows, ...).
+        """
+        if self.sequence is not None:
+            return tensor[self.sequence : self.sequence + 1, self.start : self.stop]
+        rest = tensor.shape[2:]
+        flat = tensor.view(-1, *rest)[self.start : self.stop]
+        return flat.view(-1, self.frame, *rest)
+
+    def put(self, target: Tensor, block: Tensor) -> None:
+        """Copy a block result back into a contiguous (B, L, ...) ``target`` (no autograd)."""
+        self.take(target).copy_(block.view(self.take(target).shape))
+
+
+def plan_row_blocks(batch: int, length: int, *, chunk: int | None, target_rows: int = BLOCK_ROWS) -> list[RowBlock]:
+    """Blocks covering every token once, each of whole frames and about ``target_rows`` rows.
+
+    ``chunk`` is the attention chunk (None: one frame per sequence). When the frame divides
+    the length, blocks run over the flattened (B * L) rows and may span sequences; otherwise
+    (a last, shorter chunk per sequence) they stay inside one sequence.
+    """
+    if batch <= 0 or length <= 0:
+        return []
+    frame = length if chunk is None or length <= chunk else chunk
+    frames_per_block = max(1, target_rows // frame)
+    if length % frame == 0:
+        total = batch * length
+        step = frames_per_block * frame
+        return [RowBlock(start, min(start + step, total), frame) for start in range(0, total, step)]
+    step = frames_per_block * frame
+    return [
+        RowBlock(start, min(start + step, length), frame, sequence=sequence)
+        for sequence in range(batch)
+        for start in range(0, length, step)
+    ]
+
+
+def assemble(blocks: list[RowBlock], results: list[Tensor], *, batch: int, length: int) -> Tensor:
+    """(B, L, F) from per-block results, keeping autograd (one concatenation)."""
+    if blocks and blocks[0].sequence is None:
+        features = results[0].shape[-1]
+        return torch.cat([r.reshape(-1, features) for r in results], dim=0).view(batch, length, features)
+    per_sequence: list[list[Tensor]] = [[] for _ in range(batch)]
+    for block, result in zip(blocks, results):
+        assert block.sequence is not None
+        per_sequence[block.sequence].append(result)
+    return torch.cat([torch.cat(parts, dim=1) for parts in per_sequence], dim=0)
