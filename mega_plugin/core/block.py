@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import torch.utils._pytree as pytree
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
@@ -28,6 +30,14 @@ class BlockResult:
 
     state: LayerState | None
     """The updated streaming state (cached encoder keys/values included), when asked for."""
+
+
+# FSDP2 (``fully_shard``, used by fairseq2 and accelerate) finds a unit's output tensors with
+# ``tree_flatten`` to re-gather the unit's parameters before its backward. An unregistered
+# dataclass is an opaque leaf, and a block's backward would then run on freed (resharded) weights
+# ("setStorage ... out of bounds for storage of size 0"). The state stays an opaque leaf.
+if BlockResult not in pytree.SUPPORTED_NODES:
+    pytree.register_dataclass(BlockResult, field_names=[field.name for field in dataclasses.fields(BlockResult)])
 
 
 class MegaBlock(nn.Module):

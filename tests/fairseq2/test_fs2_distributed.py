@@ -111,7 +111,7 @@ def test_shards_hold_different_target_counts(fs2_assets: Any) -> None:
 
 def test_fsdp_applier_lets_fsdp2_see_block_outputs(fs2_assets: Any, tiny_config: Any) -> None:
     # FSDP2 hooks a unit's backward through the tensors tree_flatten finds in its output; a MEGA
-    # block returns a BlockResult dataclass, which the family's fsdp_applier registers as a pytree node.
+    # block returns a BlockResult dataclass, which the core registers as a pytree node.
     from torch.utils._pytree import tree_flatten
 
     from mega_plugin.adapters.fairseq2.training_hooks import apply_fsdp_to_mega_lm

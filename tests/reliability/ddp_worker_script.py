@@ -2,8 +2,8 @@
 
 ``test_distributed_ddp.py`` launches this file with ``python -m torch.distributed.run
 --nproc-per-node 2`` (CPU, gloo). Each rank trains :data:`CASES` with
-``DistributedDataParallel`` on its shard of every step's batch and writes its final parameters
-to ``<out_dir>/<case>.rank<r>.pt``. The test imports this same file
+``DistributedDataParallel`` (and the chunked case also with FSDP2's ``fully_shard``) on its shard
+of every step's batch and writes its final parameters to ``<out_dir>/<case>.<wrapper>.rank<r>.pt``. The test imports this same file
 to train the single-process baseline on the combined batches, so both sides build the same
 model, batches and optimizer from one definition.
 
@@ -135,6 +135,42 @@ def train_data_parallel(case: str, rank: int, world_size: int) -> dict[str, Tens
     return parameters_of(model.module)
 
 
+def train_fully_sharded(case: str, rank: int, world_size: int) -> dict[str, Tensor]:
+    """Final parameters of ``case`` trained with FSDP2 (every MEGA block its own unit) on this rank's shard.
+
+    FSDP2 averages gradients over ranks like DDP, so the loss is rescaled the same way. Its backward
+    re-gathers a block's weights through the tensors it finds in the block's output (a
+    ``BlockResult``, which the core registers as a pytree node).
+    """
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    model = build_model(case)
+    for block in model.mega.layers:
+        fully_shard(block)
+    fully_shard(model)
+    optimizer = make_optimizer(model)
+    for step in range(STEPS):
+        input_ids, mask, labels = shard(step_batch(step), rank, world_size)
+        local_count = target_count(labels)
+        global_count = local_count.clone()
+        dist.all_reduce(global_count)
+        local_mean = model(input_ids, attention_mask=mask, labels=labels).loss
+        loss = local_mean * local_count * world_size / global_count
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # Parameters are DTensors sharded over the ranks: gather the full tensors (a collective).
+    return {name: p.full_tensor().detach().clone() for name, p in model.named_parameters()}
+
+
+WRAPPERS: Final = {"ddp": train_data_parallel, "fsdp2": train_fully_sharded}
+"""Wrapper name -> training function; each writes ``<case>.<wrapper>.rank<r>.pt``."""
+
+FSDP2_CASES: Final = ("chunked",)
+"""FSDP2 runs one case: its point is the backward through sharded blocks, not the attention grid."""
+
+
 FAIL_RANK_VARIABLE: Final = "MEGA_DDP_WORKER_FAIL_RANK"
 """If set to a rank, that rank raises at start (the test of the launcher's crash report)."""
 
@@ -158,9 +194,10 @@ def main() -> None:
         rank, world_size = dist.get_rank(), dist.get_world_size()
         if BATCH_ROWS % world_size:
             raise ValueError(f"world size {world_size} must divide the batch of {BATCH_ROWS} rows")
-        for case in CASES:
-            parameters = train_data_parallel(case, rank, world_size)
-            torch.save(parameters, args.out_dir / f"{case}.rank{rank}.pt")
+        for wrapper, train in WRAPPERS.items():
+            for case in CASES if wrapper == "ddp" else FSDP2_CASES:
+                parameters = train(case, rank, world_size)
+                torch.save(parameters, args.out_dir / f"{case}.{wrapper}.rank{rank}.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -1,7 +1,8 @@
-"""DistributedDataParallel on two CPU processes (gloo) trains a MEGA causal LM exactly like one process.
+"""DDP and FSDP2 on two CPU processes (gloo) train a MEGA causal LM exactly like one process.
 
 One ``torchrun --nproc-per-node 2`` launch trains every case of ``ddp_worker_script.CASES``
-(chunked and unchunked attention, padded rows) for a few SGD steps, each rank on half of every
+(chunked and unchunked attention, padded rows; FSDP2 with every block its own unit on the
+chunked case) for a few SGD steps, each rank on half of every
 batch; this process trains the same seeded model on the combined batches with the plain mean
 loss. The final parameters of both ranks must equal the single-process ones.
 """
@@ -50,16 +51,19 @@ def _assert_parameters_close(got: dict[str, torch.Tensor], want: dict[str, torch
         )
 
 
-@pytest.mark.parametrize("case", list(worker.CASES))
-def test_ddp_on_two_ranks_equals_one_process_on_the_combined_batch(case: str, ddp_out_dir: Path) -> None:
+RUNS = [("ddp", case) for case in worker.CASES] + [("fsdp2", case) for case in worker.FSDP2_CASES]
+
+
+@pytest.mark.parametrize(("wrapper", "case"), RUNS, ids=[f"{wrapper}-{case}" for wrapper, case in RUNS])
+def test_two_ranks_equal_one_process_on_the_combined_batch(wrapper: str, case: str, ddp_out_dir: Path) -> None:
     initial, single = worker.train_single_process(case)
     moved = max(float((single[name] - initial[name]).abs().max()) for name in single)
     assert moved > 100 * ABSOLUTE_TOLERANCE, f"training barely moved the parameters ({moved:.2e}): the test is vacuous"
     for rank in range(WORLD_SIZE):
-        path = ddp_out_dir / f"{case}.rank{rank}.pt"
-        assert path.is_file(), f"rank {rank} wrote no parameters for {case!r} ({path})"
+        path = ddp_out_dir / f"{case}.{wrapper}.rank{rank}.pt"
+        assert path.is_file(), f"rank {rank} wrote no parameters for {wrapper} {case!r} ({path})"
         ranked = torch.load(path, weights_only=True)
-        _assert_parameters_close(ranked, single, f"{case}, rank {rank} vs one process")
+        _assert_parameters_close(ranked, single, f"{wrapper} {case}, rank {rank} vs one process")
 
 
 def test_ranks_hold_different_token_counts() -> None:

@@ -7,17 +7,14 @@ three is the MEGA block (``model.decoder.layers[i]``).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import torch.utils._pytree as pytree
 from fairseq2.error import NotSupportedError
 from fairseq2.models.utils.ac import apply_layerwise_ac
 from fairseq2.models.utils.fsdp import apply_layerwise_fsdp
 from fairseq2.nn.fsdp import FSDPWrapper
 from torch.nn import Module
 
-from ...core.block import BlockResult
 from .model import MegaCausalLM
 
 
@@ -33,23 +30,8 @@ def apply_ac_to_mega_lm(model: MegaCausalLM, every_nth_layer: int) -> Module:
     return model
 
 
-def expose_block_outputs_to_fsdp() -> None:
-    """Make :class:`BlockResult` a pytree node, so FSDP2 sees the tensors a MEGA block returns.
-
-    FSDP2 (``fully_shard``) finds a unit's output tensors with ``tree_flatten`` to hook the
-    re-gathering of its parameters before their backward. A plain dataclass is an opaque leaf,
-    so without this the block's backward runs on freed (resharded) weights: ``RuntimeError:
-    setStorage: ... out of bounds for storage of size 0``. Idempotent; a no-op if the core has
-    registered the class itself.
-    """
-    if BlockResult in pytree.SUPPORTED_NODES:
-        return
-    pytree.register_dataclass(BlockResult, field_names=[field.name for field in dataclasses.fields(BlockResult)])
-
-
 def apply_fsdp_to_mega_lm(model: MegaCausalLM, granularity: str, wrapper: FSDPWrapper) -> Module:
     """Shard per MEGA block (``layer``) or the whole decoder as one unit (``stack``)."""
-    expose_block_outputs_to_fsdp()
     if granularity == "layer":
         apply_layerwise_fsdp(model.decoder.layers, wrapper)
         return model
