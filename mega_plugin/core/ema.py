@@ -98,10 +98,13 @@ class MultiDimensionDampedEma(nn.Module):
             new_state = None
         else:
             output, new_state = self._run(signal, initial_state=state, return_state=return_state)
-        mixed = torch.addcmul(output.to(x.dtype), x, self.residual_weight)  # EMA(x) + residual_weight * x
-        if torch.is_grad_enabled() and mixed.requires_grad:
-            return F.silu(mixed), new_state, new_window
-        return F.silu(mixed, inplace=True), new_state, new_window  # a fresh tensor: no second (B, L, D)
+        # EMA(x) + residual_weight * x, laid out as x: the kernel's output may be a strided view.
+        output = output.to(x.dtype)
+        if torch.is_grad_enabled() and (output.requires_grad or x.requires_grad or self.residual_weight.requires_grad):
+            return F.silu(torch.addcmul(output, x, self.residual_weight).contiguous()), new_state, new_window
+        mixed = torch.empty(x.shape, dtype=torch.result_type(output, self.residual_weight), device=x.device)
+        torch.addcmul(output, x, self.residual_weight, out=mixed)
+        return F.silu(mixed, inplace=True), new_state, new_window  # in place: no second (B, L, D)
 
     def _run(self, signal: Tensor, *, initial_state: Tensor | None, return_state: bool) -> tuple[Tensor, Tensor | None]:
         call = {

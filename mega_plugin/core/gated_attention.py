@@ -13,7 +13,7 @@ from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
 from .kernels import resolve_kernel
-from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks
+from .kernels.row_blocks import BLOCK_ROWS, SEQUENCE_GROUP_ROWS, assemble, plan_row_blocks
 from .norms import SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
 from .state import LayerState, merge_key_masks
@@ -159,22 +159,39 @@ class MovingAverageGatedAttention(nn.Module):
         """
         x = x.contiguous()
         batch, length, _ = x.shape
-        normed = self.norm(x) if self.prenorm else x
-        ema_out, _, _ = self.ema_gate(normed, key_mask=key_mask)  # (B, L, D)
-        normed, ema_out = normed.contiguous(), ema_out.contiguous()
-        mask = None if key_mask is None else key_mask.contiguous()
-        blocks = plan_row_blocks(batch, length, chunk=self.chunk_size, target_rows=self.block_rows or BLOCK_ROWS)
-        recording = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, normed, ema_out, *self.parameters())
-        )
-        results: list[Tensor] = []
+        recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         out = None if recording else torch.empty_like(x)
+        group = max(1, SEQUENCE_GROUP_ROWS // max(1, length))
+        pieces: list[Tensor] = []
+        # Groups of whole sequences: the norm and the EMA are exact per sequence, and their
+        # (g, L, D) tensors stay small enough for the allocator to reuse.
+        for first in range(0, batch, group):
+            sequences = slice(first, min(first + group, batch))
+            piece = self._sequence_group(
+                x[sequences],
+                key_mask=None if key_mask is None else key_mask[sequences].contiguous(),
+                causal=causal,
+                out=None if out is None else out[sequences],
+            )
+            pieces.append(piece)
+        if out is not None:
+            return out
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+    def _sequence_group(self, x: Tensor, *, key_mask: Tensor | None, causal: bool, out: Tensor | None) -> Tensor:
+        """The blocked forward of (g, L, D) whole sequences; written into ``out`` when given (no grad)."""
+        batch, length, _ = x.shape
+        normed = self.norm(x) if self.prenorm else x
+        ema_out, _, _ = self.ema_gate(normed, key_mask=key_mask)  # (g, L, D)
+        normed, ema_out = normed.contiguous(), ema_out.contiguous()
+        blocks = plan_row_blocks(batch, length, chunk=self.chunk_size, target_rows=self.block_rows or BLOCK_ROWS)
+        results: list[Tensor] = []
         for block in blocks:
             result = self._block(
                 block.take(x),
                 block.take(normed),
                 block.take(ema_out),
-                None if mask is None else block.take(mask),
+                None if key_mask is None else block.take(key_mask),
                 causal=causal,
                 # a sequence's short last chunk is padded to a whole chunk, as over the whole tensor
                 whole_chunks=block.sequence is not None,

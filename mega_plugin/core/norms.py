@@ -12,6 +12,15 @@ from torch import Tensor, nn
 from .config import NORMALIZATION_TYPES
 
 
+def mean_square(x: Tensor) -> Tensor:
+    """``mean(x ** 2)`` over the last dim, (..., 1), without a squared copy of ``x``.
+
+    Why: on CPU a squared (B, L, D) temporary is a fresh allocation, slower than the sum itself.
+    """
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return norm * norm / x.shape[-1]
+
+
 class ScaleNorm(nn.Module):
     """``scalar * x / sqrt(mean(x^2) + eps)`` with one learned scalar."""
 
@@ -25,10 +34,10 @@ class ScaleNorm(nn.Module):
             nn.init.ones_(self.scalar)
 
     def forward(self, x: Tensor) -> Tensor:
-        mean_square = torch.mean(torch.square(x), dim=-1, keepdim=True)
+        scale = torch.rsqrt(mean_square(x) + self.eps)  # (..., 1)
         if self.scalar is not None:
-            x = self.scalar * x
-        return x * torch.rsqrt(mean_square + self.eps)
+            scale = scale * self.scalar
+        return x * scale  # one pass over x
 
 
 class RMSNorm(nn.Module):
@@ -48,10 +57,10 @@ class RMSNorm(nn.Module):
             nn.init.ones_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        mean_square = torch.mean(torch.square(x), dim=-1, keepdim=True)
+        scale = torch.rsqrt(mean_square(x) + self.eps)  # (..., 1)
         if self.weight is not None:
-            x = x * self.weight
-        return x * torch.rsqrt(mean_square + self.eps)
+            return torch.mul(x, scale) * self.weight
+        return x * scale
 
 
 class SequenceNorm(nn.Module):

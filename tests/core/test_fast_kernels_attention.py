@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mega_plugin.core.kernels import KernelError, reference_attention, resolve_kernel, sdpa_attention
+from mega_plugin.core.kernels.attention_query_blocks import query_blocks_supports
 from mega_plugin.core.kernels.attention_sdpa import MIN_CPU_KEYS, sdpa_supports
 
 TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
@@ -106,7 +107,9 @@ def test_declines_with_a_reason_and_auto_falls_back(change: dict[str, Any], reas
     call = {**BASE_CALL, **change}
     declined = sdpa_supports(call)
     assert declined is not None and reason in declined
-    assert resolve_kernel("attention", "auto", call).name == "reference"
+    # On CPU, long frames that sdpa declines go to query_blocks (when it serves them), else to the reference.
+    expected = "query_blocks" if query_blocks_supports(call) is None else "reference"
+    assert resolve_kernel("attention", "auto", call).name == expected
     with pytest.raises(KernelError, match="'sdpa' cannot serve"):
         resolve_kernel("attention", "sdpa", call)
 
@@ -116,8 +119,11 @@ def test_a_caller_that_does_not_report_masks_is_declined() -> None:
     assert sdpa_supports(call) is not None
 
 
-def test_auto_picks_sdpa_for_long_unmasked_frames() -> None:
-    assert resolve_kernel("attention", "auto", {**BASE_CALL, "key_length": MIN_CPU_KEYS}).name == "sdpa"
+def test_auto_picks_sdpa_for_long_unmasked_frames_off_cpu() -> None:
+    """On CPU query_blocks (priority 6) takes long frames; elsewhere it declines and sdpa serves."""
+    long_frame = {**BASE_CALL, "key_length": MIN_CPU_KEYS}
+    assert resolve_kernel("attention", "auto", long_frame).name == "query_blocks"
+    assert resolve_kernel("attention", "auto", {**long_frame, "device": torch.device("cuda")}).name == "sdpa"
 
 
 def test_direct_calls_outside_its_domain_raise() -> None:
@@ -131,9 +137,11 @@ def test_direct_calls_outside_its_domain_raise() -> None:
         sdpa_attention(q, q, q, None, mask, **options(causal=False, query_offset=0))
 
 
+@pytest.mark.parametrize("kernel", ["auto", "sdpa"])
 @pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
-def test_whole_model_auto_kernels_match_forced_reference(causal: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tiny unchunked model over 1100 tokens: auto picks sdpa + chunked_scan; same output as reference."""
+def test_whole_model_fast_kernels_match_forced_reference(causal: bool, kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny unchunked model over 1100 tokens: auto (query_blocks + chunked_scan on CPU) or
+    forced sdpa gives the same output as the reference kernels."""
     from mega_plugin.core.config import MegaCoreConfig
     from mega_plugin.core.stack import MegaBackbone
 
@@ -158,7 +166,8 @@ def test_whole_model_auto_kernels_match_forced_reference(causal: bool, monkeypat
     model = MegaBackbone(config).eval()
     tokens = torch.randint(3, 50, (1, 1100))
     chosen = resolve_kernel("attention", "auto", {**BASE_CALL, "causal": causal, "key_length": 1100})
-    assert chosen.name == "sdpa"
+    assert chosen.name == "query_blocks"
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", kernel)
     fast = model(tokens).hidden
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", "reference")
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "reference")

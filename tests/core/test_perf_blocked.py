@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from mega_plugin.core import gated_attention
 from mega_plugin.core.config import MegaCoreConfig
 from mega_plugin.core.kernels.row_blocks import plan_row_blocks
 from mega_plugin.core.stack import MegaBackbone
@@ -72,12 +73,17 @@ def outputs_and_gradients(model: MegaBackbone, tokens: Tensor, mask: Tensor | No
     return hidden.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("one_sequence_per_group", [False, True], ids=["all-sequences", "one-sequence-groups"])
 @pytest.mark.parametrize("with_padding", [False, True], ids=["no-padding", "padding"])
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_blocked_forward_matches_unblocked(case: str, training: bool, with_padding: bool) -> None:
+def test_blocked_forward_matches_unblocked(
+    case: str, training: bool, with_padding: bool, one_sequence_per_group: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = dict(CASES[case])
     length = settings.pop("length")
+    if one_sequence_per_group:  # the norm and the EMA then run sequence by sequence
+        monkeypatch.setattr(gated_attention, "SEQUENCE_GROUP_ROWS", length)
     torch.manual_seed(0)
     model = MegaBackbone(tiny_config(**settings)).train(training)
     tokens = torch.randint(3, 50, (3, length))

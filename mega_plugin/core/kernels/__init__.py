@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from .attention_query_blocks import query_blocks_attention, query_blocks_supports
 from .attention_reference import reference_attention
 from .attention_sdpa import sdpa_attention, sdpa_supports
 from .ema_chunked_scan import chunked_scan_ema, chunked_scan_supports
@@ -62,7 +63,22 @@ SDPA_ATTENTION: Final = KernelSpec(
     supports=sdpa_supports,
     description="softmax through scaled_dot_product_attention: no (B, C, Lq, Lk) scores for long frames",
 )
-BUILTIN_KERNELS: Final = (REFERENCE_EMA, REFERENCE_ATTENTION, RECURRENT_EMA, CHUNKED_SCAN_EMA, SDPA_ATTENTION)
+QUERY_BLOCKS_ATTENTION: Final = KernelSpec(
+    name="query_blocks",
+    op="attention",
+    fn=query_blocks_attention,
+    priority=6,
+    supports=query_blocks_supports,
+    description="the reference arithmetic over slices of the queries: long frames on CPU in cache-sized pieces",
+)
+BUILTIN_KERNELS: Final = (
+    REFERENCE_EMA,
+    REFERENCE_ATTENTION,
+    RECURRENT_EMA,
+    CHUNKED_SCAN_EMA,
+    SDPA_ATTENTION,
+    QUERY_BLOCKS_ATTENTION,
+)
 
 
 def _ensure_reference_kernels() -> None:
@@ -84,6 +100,8 @@ __all__ = [
     "RECURRENT_EMA",
     "CHUNKED_SCAN_EMA",
     "SDPA_ATTENTION",
+    "QUERY_BLOCKS_ATTENTION",
+    "query_blocks_attention",
     "EmaCoefficients",
     "sdpa_attention",
     "chunked_scan_ema",

@@ -117,8 +117,10 @@ def _chunked_scan(
         )
         inherited = torch.cat([inherited, back_inherited], dim=-1)
     readouts = torch.cat(readout, dim=1)  # (D, N or 2N, T)
-    output = torch.baddbmm(output, inherited.view(dim, batch * chunks, -1), readouts)
-    output = output.view(dim, batch, chunks, steps).permute(1, 2, 3, 0).reshape(batch, padded, dim)
+    output.baddbmm_(inherited.view(dim, batch * chunks, -1), readouts)  # in place: no second (D, B*C, T)
+    # (D, B, C*T) -> (B, L', D) as a strided view: the caller's next op writes the contiguous
+    # result, so no transposing copy of the whole output is made here.
+    output = output.view(dim, batch, padded).permute(1, 2, 0)
 
     # Forward state after the last real token: the last chunk holds `tail` real steps.
     tail = length - (chunks - 1) * steps

@@ -21,6 +21,10 @@ from torch import Tensor
 BLOCK_ROWS: Final = 1024
 """Target rows (tokens) per block: intermediates of ~20 KiB per row stay within the L3 cache."""
 
+SEQUENCE_GROUP_ROWS: Final = 8192
+"""Tokens per group of whole sequences for the whole-sequence ops (norm, EMA) of a layer:
+(8192, 256) fp32 tensors are 8 MiB, which the allocator reuses; (B * L, D) ones are mapped fresh."""
+
 
 @dataclass(frozen=True)
 class RowBlock:

@@ -1,0 +1,90 @@
+"""Long attention frames on CPU: the reference arithmetic over slices of the queries.
+
+Why: over one long frame (no chunking) the reference builds (B, C, Lq, Lk) scores and
+weights; each query row is normalised on its own, so slices of the queries give the same
+result with (B, C, Q, Lk) temporaries that stay in cache. Measured on the benchmark
+configuration (2 cores, fp32, length 2048 unchunked) the whole matmul-softmax-matmul was
+faster than SDPA's fused kernel, which must recompute q.k once per value head because MEGA's
+values are wider than its queries (docs/performance.md). Slicing also bounds the memory.
+
+Every activation, mask and ``need_weights`` is served (the weights are concatenated);
+attention dropout while training is declined (its random draws would come in another order).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Mapping
+
+import torch
+from torch import Tensor
+
+from .attention_reference import reference_attention
+
+MIN_KEYS: Final = 1024
+"""Shorter frames (chunks) go to the reference kernel, whose temporaries are small already."""
+
+SLICE_ELEMENTS: Final = 1 << 20
+"""Score elements per query slice (4 MiB in fp32): B * C * Q * Lk."""
+
+
+def query_slice_rows(rows: int, key_length: int, query_length: int) -> int:
+    """Queries per slice so that ``rows * Q * key_length`` is about :data:`SLICE_ELEMENTS`."""
+    return max(1, min(query_length, SLICE_ELEMENTS // max(1, rows * key_length)))
+
+
+def query_blocks_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    bias: Tensor | None,
+    key_mask: Tensor | None,
+    *,
+    activation: str,
+    causal: bool,
+    query_offset: int,
+    scale: float,
+    dropout_p: float,
+    training: bool,
+    need_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The ``query_blocks`` attention kernel (signature in :mod:`.signatures`)."""
+    if training and dropout_p > 0:
+        raise ValueError("the query_blocks attention kernel does not serve attention dropout while training")
+    batch, chunks, query_length, _ = query.shape
+    step = query_slice_rows(batch * chunks, key.shape[-2], query_length)
+    outputs: list[Tensor] = []
+    weights: list[Tensor] = []
+    for start in range(0, query_length, step):
+        stop = min(start + step, query_length)
+        output, slice_weights = reference_attention(
+            query[:, :, start:stop],
+            key,
+            value,
+            None if bias is None else bias[start:stop],
+            key_mask,
+            activation=activation,
+            causal=causal,
+            query_offset=query_offset + start,
+            scale=scale,
+            dropout_p=0.0,
+            training=training,
+            need_weights=need_weights,
+        )
+        outputs.append(output)
+        if slice_weights is not None:
+            weights.append(slice_weights)
+    if len(outputs) == 1:
+        return outputs[0], (weights[0] if need_weights else None)
+    return torch.cat(outputs, dim=2), (torch.cat(weights, dim=2) if need_weights else None)
+
+
+def query_blocks_supports(call: Mapping[str, Any]) -> str | None:
+    """Accept long frames on CPU without attention dropout."""
+    device = call.get("device")
+    if device is not None and torch.device(device).type != "cpu":
+        return f"device {device}: fused SDPA kernels serve long frames on accelerators"
+    if call.get("dropout_p", 0.0) > 0.0:
+        return "attention dropout while training: the random draws would come in another order"
+    if call.get("key_length", 0) < MIN_KEYS:
+        return f"key_length {call.get('key_length')} < {MIN_KEYS}: the reference's temporaries are small already"
+    return None
