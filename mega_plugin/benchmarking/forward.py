@@ -7,6 +7,7 @@ same machine load. A GEMM measured in the same run gives the achieved fraction o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .common import Progress, benchmark_config
@@ -22,6 +23,10 @@ class SuiteResult:
 
     measurements: list[Measurement] = field(default_factory=list)
     gemm_gflops: float = 0.0
+    gemm_gflops_end: float = 0.0
+    """The same GEMM measured again after the last case: the machine's load can change during a run."""
+    load_averages: tuple[float, float] = (0.0, 0.0)
+    """One-minute load average before the first and after the last case (shared machines)."""
     threads: int = 1
     batch: int = 4
     repeats: int = 3
@@ -75,6 +80,7 @@ def run_suite(
     progress = Progress(total=len(cases) + 1, label="bench")
     progress.step("GEMM 2048 x 2048")
     result.gemm_gflops = gemm_gflops()
+    load_start = os.getloadavg()[0]
     for case in cases:
         progress.step(f"{case.implementation} {case.mode} L={case.length} chunk={case.chunk_size or 'none'}")
         available = available_mib()
@@ -86,6 +92,8 @@ def run_suite(
                 )
                 continue
         result.measurements.append(run_isolated(case, repeats=repeats, threads=threads, timeout_s=timeout_s))
+    result.gemm_gflops_end = gemm_gflops()
+    result.load_averages = (load_start, os.getloadavg()[0])
     return result
 
 

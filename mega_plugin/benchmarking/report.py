@@ -35,7 +35,9 @@ def _ratio(numerator: float | None, denominator: float | None, suffix: str = "x"
 def format_suite_table(result: SuiteResult) -> str:
     """One row per (mode, chunk, length): ours and the reference side by side, with ratios."""
     lines = [
-        f"GEMM (fp32 2048^3, same run): {result.gemm_gflops:.0f} GFLOP/s; batch {result.batch}, "
+        f"GEMM (fp32 2048^3, same run): {result.gemm_gflops:.0f} GFLOP/s before the cases, "
+        f"{result.gemm_gflops_end:.0f} after; load average {result.load_averages[0]:.2f} before, "
+        f"{result.load_averages[1]:.2f} after; batch {result.batch}, "
         f"{result.threads} threads, best of {result.repeats}.",
         "",
         "| mode | chunk | length | ours ms | ours tok/s | ours MiB | ref ms | ref tok/s | ref MiB "

@@ -76,7 +76,15 @@ def run(args: argparse.Namespace) -> int:
             if args.output_dir is not None:
                 args.output_dir.mkdir(parents=True, exist_ok=True)
                 (args.output_dir / f"{mode}.json").write_text(
-                    json.dumps({"gemm_gflops": result.gemm_gflops, "measurements": [m.to_dict() for m in result.measurements]}, indent=1)
+                    json.dumps(
+                        {
+                            "gemm_gflops": result.gemm_gflops,
+                            "gemm_gflops_end": result.gemm_gflops_end,
+                            "load_averages": list(result.load_averages),
+                            "measurements": [m.to_dict() for m in result.measurements],
+                        },
+                        indent=1,
+                    )
                 )
                 if mode == "forward":
                     sections.append(save_plot(result, args.output_dir / "forward.png"))

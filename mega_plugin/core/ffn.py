@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .activations import get_activation
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
-from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks
+from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks, split_rows
 from .norms import SequenceNorm
 
 
@@ -40,7 +40,8 @@ class NormalizedFeedForward(nn.Module):
             return self._forward(x)
         recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters()))
         if recording:
-            return assemble(blocks, [self._forward(block.take(x)) for block in blocks], batch=batch, length=length)
+            results = [self._forward(part) for part in split_rows(x, blocks)]
+            return assemble(blocks, results, batch=batch, length=length)
         out = torch.empty_like(x)
         for block in blocks:  # each result is written out before the next block allocates
             block.put(out, self._forward(block.take(x)))

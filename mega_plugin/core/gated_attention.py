@@ -13,7 +13,7 @@ from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
 from .kernels import resolve_kernel
-from .kernels.row_blocks import BLOCK_ROWS, SEQUENCE_GROUP_ROWS, assemble, plan_row_blocks
+from .kernels.row_blocks import BLOCK_ROWS, SEQUENCE_GROUP_ROWS, assemble, plan_row_blocks, split_rows
 from .norms import SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
 from .state import LayerState, merge_key_masks
@@ -186,12 +186,18 @@ class MovingAverageGatedAttention(nn.Module):
         normed, ema_out = normed.contiguous(), ema_out.contiguous()
         blocks = plan_row_blocks(batch, length, chunk=self.chunk_size, target_rows=self.block_rows or BLOCK_ROWS)
         results: list[Tensor] = []
-        for block in blocks:
+        parts = zip(
+            split_rows(x, blocks),
+            split_rows(normed, blocks),
+            split_rows(ema_out, blocks),
+            split_rows(key_mask, blocks) if key_mask is not None else [None] * len(blocks),
+        )
+        for block, (x_part, normed_part, ema_part, mask_part) in zip(blocks, parts):
             result = self._block(
-                block.take(x),
-                block.take(normed),
-                block.take(ema_out),
-                None if key_mask is None else block.take(key_mask),
+                x_part,
+                normed_part,
+                ema_part,
+                mask_part,
                 causal=causal,
                 # a sequence's short last chunk is padded to a whole chunk, as over the whole tensor
                 whole_chunks=block.sequence is not None,

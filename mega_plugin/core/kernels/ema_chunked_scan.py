@@ -51,12 +51,13 @@ def _carry(summaries: Tensor, carry: Tensor, state: Tensor, *, reverse: bool) ->
     ``summaries`` (D, B, C, N); ``state`` (D, B, N) enters the first chunk visited. Returns the
     state each chunk inherits (D, B, C, N) and the state after the last chunk visited.
     """
-    chunks = summaries.shape[2]
-    order = range(chunks - 1, -1, -1) if reverse else range(chunks)
+    # unbind, not indexing per chunk: autograd then joins the chunks' gradients once.
+    parts = summaries.unbind(dim=2)
+    order = reversed(parts) if reverse else parts
     inherited = []
-    for chunk in order:
+    for summary in order:
         inherited.append(state)
-        state = torch.addcmul(summaries[:, :, chunk], carry, state)
+        state = torch.addcmul(summary, carry, state)
     if reverse:
         inherited.reverse()
     return torch.stack(inherited, dim=2), state

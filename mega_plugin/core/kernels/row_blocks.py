@@ -77,6 +77,27 @@ def plan_row_blocks(batch: int, length: int, *, chunk: int | None, target_rows: 
     ]
 
 
+def split_rows(tensor: Tensor, blocks: list[RowBlock]) -> list[Tensor]:
+    """Every block of a contiguous (B, L, ...) tensor, as :meth:`RowBlock.take` gives it.
+
+    Made with ``torch.split`` so that autograd joins the blocks' gradients once; slicing each
+    block on its own would make every block's backward allocate (and add) a whole-tensor gradient.
+    """
+    if not blocks:
+        return []
+    rest = tensor.shape[2:]
+    if blocks[0].sequence is None:
+        flat = tensor.view(-1, *rest)
+        pieces = torch.split(flat, [block.stop - block.start for block in blocks], dim=0)
+        return [piece.view(-1, block.frame, *rest) for piece, block in zip(pieces, blocks)]
+    sequences = torch.split(tensor, 1, dim=0)
+    out: list[Tensor] = []
+    for sequence, one in enumerate(sequences):
+        mine = [block for block in blocks if block.sequence == sequence]
+        out.extend(torch.split(one, [block.stop - block.start for block in mine], dim=1))
+    return out
+
+
 def assemble(blocks: list[RowBlock], results: list[Tensor], *, batch: int, length: int) -> Tensor:
     """(B, L, F) from per-block results, keeping autograd (one concatenation)."""
     if blocks and blocks[0].sequence is None:
