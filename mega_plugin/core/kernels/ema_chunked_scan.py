@@ -21,6 +21,7 @@ A truncated kernel shorter than the sequence is not a finite-state recurrence:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final, Mapping
 
 import torch
@@ -63,6 +64,81 @@ def _carry(summaries: Tensor, carry: Tensor, state: Tensor, *, reverse: bool) ->
     return torch.stack(inherited, dim=2), state
 
 
+@dataclass(frozen=True)
+class ScanWeights:
+    """What the scan needs from the coefficients, tiny entries flushed to zero."""
+
+    matrix: Tensor
+    """(D, T, T) intra-chunk Toeplitz matrices (both directions when bidirectional)."""
+
+    gather: list[Tensor]
+    """(D, N, T) per direction: a chunk's inputs -> the state it leaves behind."""
+
+    readouts: Tensor
+    """(D, N or 2N, T): the inherited states -> each step of a chunk."""
+
+    carries: list[Tensor]
+    """(D, 1, N) per direction: ``decay ** T``, one chunk's decay of a state."""
+
+
+def _compute_scan_weights(
+    coefficients: tuple[Tensor, Tensor, Tensor], backward: tuple[Tensor, Tensor, Tensor] | None, steps: int
+) -> ScanWeights:
+    input_gain, decay, output_gain = coefficients
+    lags = torch.arange(steps, device=decay.device, dtype=torch.float32)
+    offsets = lags.view(-1, 1) - lags.view(1, -1)  # (T, T) = t - s
+    # Intra-chunk Toeplitz matrices (D, T, T): matrix[d, t, s] = k_fwd[d, t - s] (t >= s) + k_bwd[d, s - t] (s >= t).
+    kernel = torch.einsum("dn,dnl->dl", input_gain * output_gain, _powers(decay, lags))  # (D, T)
+    matrix = kernel[:, offsets.clamp(min=0).long()] * (offsets >= 0)
+    # Chunk summaries: the forward state at the chunk end, input_gain * q ** (T - 1 - s) ...
+    gather = [input_gain.unsqueeze(-1) * _powers(decay, lags.flip(0))]  # (D, N, T)
+    # ... read at step t of the next chunk through output_gain * q ** (t + 1).
+    readout = [output_gain.unsqueeze(-1) * _powers(decay, lags + 1.0)]  # (D, N, T)
+    carries = [decay.pow(steps).unsqueeze(1)]
+    if backward is not None:
+        back_in, back_decay, back_out = backward
+        back_kernel = torch.einsum("dn,dnl->dl", back_in * back_out, _powers(back_decay, lags))
+        matrix = matrix + back_kernel[:, (-offsets).clamp(min=0).long()] * (offsets <= 0)
+        # The backward state at a chunk start, input_gain * q ** s, read at step t of the
+        # previous chunk through output_gain * q ** (T - t).
+        gather.append(back_in.unsqueeze(-1) * _powers(back_decay, lags))
+        readout.append(back_out.unsqueeze(-1) * _powers(back_decay, steps - lags))
+        carries.append(back_decay.pow(steps).unsqueeze(1))
+    return ScanWeights(
+        matrix=_flush_tiny(matrix),
+        gather=[_flush_tiny(g) for g in gather],
+        readouts=_flush_tiny(torch.cat(readout, dim=1)),
+        carries=[_flush_tiny(c) for c in carries],
+    )
+
+
+_last_weights: tuple[tuple[Tensor, ...], int, ScanWeights] | None = None
+"""The weights of the last call that recorded no gradient, with copies of their coefficients.
+
+A layer's forward calls the scan once per group of sequences with the same coefficients;
+the key compares coefficient values (never stale), and one entry is enough for that."""
+
+
+def _scan_weights(
+    coefficients: tuple[Tensor, Tensor, Tensor], backward: tuple[Tensor, Tensor, Tensor] | None, steps: int
+) -> ScanWeights:
+    global _last_weights
+    tensors = (*coefficients, *(backward or ()))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _compute_scan_weights(coefficients, backward, steps)
+    cached = _last_weights  # read once: another thread may replace it
+    if (
+        cached is not None
+        and cached[1] == steps
+        and len(cached[0]) == len(tensors)
+        and all(a.shape == b.shape and a.device == b.device and torch.equal(a, b) for a, b in zip(cached[0], tensors))
+    ):
+        return cached[2]
+    weights = _compute_scan_weights(coefficients, backward, steps)
+    _last_weights = (tuple(t.detach().clone() for t in tensors), steps, weights)
+    return weights
+
+
 def _chunked_scan(
     x: Tensor,
     coefficients: tuple[Tensor, Tensor, Tensor],
@@ -76,48 +152,26 @@ def _chunked_scan(
     the output (B, L, D) and the forward state after the last token (B, D, N).
     """
     batch, length, dim = x.shape
-    input_gain, decay, output_gain = coefficients
+    decay = coefficients[1]
     components = decay.shape[-1]
     chunks = -(-length // steps)
     padded = chunks * steps
-    lags = torch.arange(steps, device=x.device, dtype=torch.float32)
-    offsets = lags.view(-1, 1) - lags.view(1, -1)  # (T, T) = t - s
-    # Intra-chunk Toeplitz matrices (D, T, T): matrix[d, t, s] = k_fwd[d, t - s] (t >= s) + k_bwd[d, s - t] (s >= t).
-    kernel = torch.einsum("dn,dnl->dl", input_gain * output_gain, _powers(decay, lags))  # (D, T)
-    matrix = kernel[:, offsets.clamp(min=0).long()] * (offsets >= 0)
-    # Chunk summaries: the forward state at the chunk end, input_gain * q ** (T - 1 - s) ...
-    gather = [input_gain.unsqueeze(-1) * _powers(decay, lags.flip(0))]  # (D, N, T)
-    # ... read at step t of the next chunk through output_gain * q ** (t + 1).
-    readout = [output_gain.unsqueeze(-1) * _powers(decay, lags + 1.0)]  # (D, N, T)
-    if backward is not None:
-        back_in, back_decay, back_out = backward
-        back_kernel = torch.einsum("dn,dnl->dl", back_in * back_out, _powers(back_decay, lags))
-        matrix = matrix + back_kernel[:, (-offsets).clamp(min=0).long()] * (offsets <= 0)
-        # The backward state at a chunk start, input_gain * q ** s, read at step t of the
-        # previous chunk through output_gain * q ** (T - t).
-        gather.append(back_in.unsqueeze(-1) * _powers(back_decay, lags))
-        readout.append(back_out.unsqueeze(-1) * _powers(back_decay, steps - lags))
+    weights = _scan_weights(coefficients, backward, steps)
+    matrix, gather, readouts = weights.matrix, weights.gather, weights.readouts
 
     signal = torch.nn.functional.pad(x, (0, 0, 0, padded - length)) if padded != length else x
     # (B, C*T, D) -> (D, B*C, T): channels are the matmul batch, time is contiguous.
-    matrix = _flush_tiny(matrix)
-    gather = [_flush_tiny(g) for g in gather]
-    readout = [_flush_tiny(r) for r in readout]
     # One explicit transposing copy: a strided view here would make bmm copy every channel twice.
     columns = signal.view(batch, chunks, steps, dim).permute(3, 0, 1, 2).contiguous().view(dim, batch * chunks, steps)
     output = torch.bmm(columns, matrix.transpose(1, 2))  # (D, B*C, T)
     gathers = torch.cat(gather, dim=1)  # (D, N or 2N, T)
     summaries = torch.bmm(columns, gathers.transpose(1, 2)).view(dim, batch, chunks, -1)
     state = initial_state.float().permute(1, 0, 2) if initial_state is not None else x.new_zeros(dim, batch, components)
-    inherited, _ = _carry(summaries[..., :components], _flush_tiny(decay.pow(steps)).unsqueeze(1), state, reverse=False)
+    inherited, _ = _carry(summaries[..., :components], weights.carries[0], state, reverse=False)
     last_inherited = inherited[:, :, -1]  # the final state comes from here and the last chunk's real steps
     if backward is not None:
-        back_decay = backward[1]
-        back_inherited, _ = _carry(
-            summaries[..., components:], _flush_tiny(back_decay.pow(steps)).unsqueeze(1), torch.zeros_like(state), reverse=True
-        )
+        back_inherited, _ = _carry(summaries[..., components:], weights.carries[1], torch.zeros_like(state), reverse=True)
         inherited = torch.cat([inherited, back_inherited], dim=-1)
-    readouts = torch.cat(readout, dim=1)  # (D, N or 2N, T)
     output.baddbmm_(inherited.view(dim, batch * chunks, -1), readouts)  # in place: no second (D, B*C, T)
     # (D, B, C*T) -> (B, L', D) as a strided view: the caller's next op writes the contiguous
     # result, so no transposing copy of the whole output is made here.

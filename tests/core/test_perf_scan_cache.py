@@ -1,0 +1,48 @@
+"""The chunked_scan EMA reuses its prepared weights across no-grad calls: never stale, never in autograd."""
+
+from __future__ import annotations
+
+import torch
+
+from mega_plugin.core.kernels import EmaCoefficients, chunked_scan_ema, reference_ema
+from mega_plugin.core.kernels import ema_chunked_scan
+
+OPTIONS = dict(bidirectional=True, truncation=None, initial_state=None, return_state=False)
+
+
+def coefficients(seed: int) -> EmaCoefficients:
+    generator = torch.Generator().manual_seed(seed)
+    return EmaCoefficients(
+        input_gain=torch.randn(6, 3, generator=generator),
+        decay=0.05 + 0.9 * torch.rand(6, 3, generator=generator),
+        output_gain=torch.randn(6, 3, generator=generator),
+    )
+
+
+def test_no_grad_calls_follow_changed_coefficients() -> None:
+    x = torch.randn(2, 150, 3)
+    first, second = coefficients(0), coefficients(1)
+    with torch.no_grad():
+        for chosen in (first, first, second, first):
+            expected = reference_ema(x, chosen, **OPTIONS)[0]
+            torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
+        reused = ema_chunked_scan._last_weights
+        chunked_scan_ema(x, first, **OPTIONS)
+        assert ema_chunked_scan._last_weights is reused  # same values: the weights were reused
+        first.decay.mul_(0.5)  # in place: same tensor object, new values
+        expected = reference_ema(x, first, **OPTIONS)[0]
+        torch.testing.assert_close(chunked_scan_ema(x, first, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
+        assert ema_chunked_scan._last_weights is not reused
+
+
+def test_recording_calls_differentiate_through_fresh_weights() -> None:
+    x = torch.randn(1, 70, 3)
+    base = coefficients(2)
+    leaves = EmaCoefficients(
+        *(t.clone().requires_grad_(True) for t in (base.input_gain, base.decay, base.output_gain))
+    )
+    with torch.no_grad():
+        chunked_scan_ema(x, leaves, **OPTIONS)  # fills the cache with these values
+    chunked_scan_ema(x, leaves, **OPTIONS)[0].sum().backward()
+    for leaf in (leaves.input_gain, leaves.decay, leaves.output_gain):
+        assert leaf.grad is not None and bool(leaf.grad.abs().sum() > 0)
