@@ -7,6 +7,7 @@ holds the EMA state (B, D, N) and the keys/values of the current chunk only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 
@@ -15,16 +16,23 @@ from ..core.state import MegaState
 from .common import Progress, benchmark_config, best_time
 
 
+UNCHUNKED_CONTEXT_LIMIT: Final = 8192
+"""Longest context prefilled without chunking: the prefill attends over the whole context
+(quadratic), and the state keeps every key and value (75 MB at 8192, 4 layers)."""
+
+
 @dataclass
 class DecodeResult:
     chunk_size: int | None
     context: int
-    ms_per_token: float
-    state_bytes: int
+    ms_per_token: float | None
+    state_bytes: int | None
+    skipped: str | None = None
+    """Why this (chunk, context) was not measured; the table prints it instead of dropping the row."""
 
     @property
-    def tokens_per_second(self) -> float:
-        return 1000.0 / self.ms_per_token
+    def tokens_per_second(self) -> float | None:
+        return None if self.ms_per_token is None else 1000.0 / self.ms_per_token
 
 
 def _prefill(model: MegaBackbone, context: int, *, piece: int = 4096) -> MegaState:
@@ -46,8 +54,10 @@ def run_decode_benchmark(
         model = MegaBackbone(benchmark_config(chunk_size=chunk_size, causal=True)).eval()
         for context in contexts:
             progress.step(f"chunk={chunk_size} context={context}")
-            if chunk_size is None and context > 8192:
-                continue  # an unchunked prefix of this length is quadratic: skipped
+            if chunk_size is None and context > UNCHUNKED_CONTEXT_LIMIT:
+                reason = f"skipped: unchunked prefill over {UNCHUNKED_CONTEXT_LIMIT} tokens is quadratic"
+                results.append(DecodeResult(chunk_size, context, None, None, skipped=reason))
+                continue
             with torch.inference_mode():
                 state = _prefill(model, context)
                 token = torch.randint(3, model.config.vocab_size, (1, 1))
@@ -65,6 +75,9 @@ def run_decode_benchmark(
 def format_decode_table(results: list[DecodeResult]) -> str:
     lines = ["| chunk | context | ms / token | tokens / s | state bytes |", "|---|---|---|---|---|"]
     for r in results:
+        if r.ms_per_token is None or r.tokens_per_second is None or r.state_bytes is None:
+            lines.append(f"| {r.chunk_size or 'none'} | {r.context} | {r.skipped or 'not measured'} | - | - |")
+            continue
         lines.append(
             f"| {r.chunk_size or 'none'} | {r.context} | {r.ms_per_token:.2f} | {r.tokens_per_second:.0f} | {r.state_bytes:,} |"
         )

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import asdict
 
 from .measure import Case, Measurement, measure_case
@@ -29,25 +32,62 @@ def available_mib() -> float | None:
     return None
 
 
+def _high_water_mib(pid: int) -> float | None:
+    """The peak resident set (VmHWM) of a running process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        why = " (the kernel's out-of-memory killer sends it)" if number == signal.SIGKILL else ""
+        return f"killed by {name}{why}"
+    return f"exit {returncode}"
+
+
 def run_isolated(case: Case, *, repeats: int, threads: int, timeout_s: float) -> Measurement:
-    """Measure ``case`` in a child process; failures come back as ``Measurement.error``."""
+    """Measure ``case`` in a child process; failures come back as ``Measurement.error``.
+
+    The parent samples the child's peak resident set while it runs, so a child killed for
+    memory still reports how far it got.
+    """
     payload = json.dumps({"case": asdict(case), "repeats": repeats, "threads": threads})
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", __name__, payload],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=environment,
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", __name__, payload], stdout=stdout, stderr=stderr, text=True, env=environment
         )
-    except subprocess.TimeoutExpired:
-        return Measurement(case=case, error=f"timed out after {timeout_s:.0f} s")
-    for line in done.stdout.splitlines():
+        deadline = time.monotonic() + timeout_s
+        high_water = 0.0
+        while child.poll() is None:
+            high_water = max(high_water, _high_water_mib(child.pid) or 0.0)
+            if time.monotonic() > deadline:
+                child.kill()
+                child.wait()
+                return Measurement(case=case, error=f"timed out after {timeout_s:.0f} s (peak RSS {high_water:.0f} MiB)")
+            time.sleep(0.2)
+        stdout.seek(0)
+        stderr.seek(0)
+        out_text, err_text = stdout.read(), stderr.read()
+    for line in out_text.splitlines():
         if line.startswith(RESULT_PREFIX):
             return Measurement.from_dict(json.loads(line[len(RESULT_PREFIX) :]))
-    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return Measurement(case=case, error=f"exit {done.returncode}: {tail[:200]}")
+    tail = (err_text.strip().splitlines() or ["no output"])[-1]
+    return Measurement(
+        case=case,
+        error=f"{_describe_exit(child.returncode)} after reaching {high_water:.0f} MiB RSS: {tail[:160]}",
+    )
 
 
 def _main(argv: list[str]) -> int:

@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=4, help="batch size of forward/train")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case (the best is kept)")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' deprecated MEGA")
+    parser.add_argument(
+        "--force-reference",
+        action="store_true",
+        help="run reference cases even when their estimated memory exceeds 70%% of the free RAM (may be killed)",
+    )
     parser.add_argument("--output-dir", type=Path, default=None, help="write results.md, results.json, plot.png here")
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 1024, 8192, 32768], help="decode contexts")
     parser.add_argument("--steps", type=int, default=32, help="decoding steps timed per context")
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 threads=args.threads,
                 with_reference=not args.no_reference,
+                force_reference=args.force_reference,
             )
             title = "Forward (eval)" if mode == "forward" else "Training step (forward + backward)"
             sections.append(f"## {title}, hidden 256, 4 layers, fp32 ({describe_machine()})\n\n{format_suite_table(result)}")
