@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import get_activation
+from .attention_dispatch import dispatch_attention
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
-from .kernels import resolve_kernel
 from .norms import SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
 
@@ -121,12 +121,19 @@ class GatedCrossAttention(nn.Module):
         reset_gate = F.silu(reset_gate)
         values = self.hidden_dropout(memory.values)
         bias = self._bias(length, source_length, query_offset)
-        attended, weights = self._kernel(
+        attended, weights = dispatch_attention(
             query.unsqueeze(1),  # (B, 1, L, Z): one "chunk" spanning the whole decoder input
             memory.keys.unsqueeze(1),
             values.unsqueeze(1),
             bias,
             None if memory.key_mask is None else memory.key_mask.unsqueeze(1),
+            kernel_name=self.kernel_name,
+            activation=self.attention_activation,
+            causal=False,
+            query_offset=0,
+            scale=self.scale,
+            dropout_p=self.attention_dropout_p if self.training else 0.0,
+            training=self.training,
             need_weights=need_weights,
         )
         gated = self.activation(self.h_proj(attended.squeeze(1) * reset_gate))
@@ -148,42 +155,3 @@ class GatedCrossAttention(nn.Module):
                     "sequences, a larger chunk_size/max_positions, or relative_positional_bias='rotary'"
                 )
         return self.rel_pos_bias(query_length, key_length, query_offset)
-
-    def _kernel(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        bias: Tensor,
-        key_mask: Tensor | None,
-        *,
-        need_weights: bool,
-    ) -> tuple[Tensor, Tensor | None]:
-        dropout_p = self.attention_dropout_p if self.training else 0.0
-        call = {
-            "activation": self.attention_activation,
-            "causal": False,
-            "query_length": query.shape[-2],
-            "key_length": key.shape[-2],
-            "num_chunks": 1,
-            "need_weights": need_weights,
-            "has_key_mask": key_mask is not None,
-            "dropout_p": dropout_p,
-            "dtype": query.dtype,
-            "device": query.device,
-        }
-        kernel = resolve_kernel("attention", self.kernel_name, call)
-        return kernel.fn(
-            query,
-            key,
-            value,
-            bias.to(query.dtype),
-            key_mask,
-            activation=self.attention_activation,
-            causal=False,
-            query_offset=0,
-            scale=self.scale,
-            dropout_p=dropout_p,
-            training=self.training,
-            need_weights=need_weights,
-        )
