@@ -79,16 +79,13 @@ def test_data_parallel_on_two_ranks_equals_one_process(
     moved = max(float((expected[name] - initial[name]).abs().max()) for name in expected)
     assert moved > 100 * ABSOLUTE_TOLERANCE, f"training barely moved the parameters ({moved:.2e}): the test is vacuous"
     for rank in range(WORLD_SIZE):
-        got = _rank_result(dp_out_dir, mode, case, rank)["parameters"]
-        assert got.keys() == expected.keys(), f"{mode}, rank {rank}: names differ: {sorted(got.keys() ^ expected.keys())}"
-        for name, want in expected.items():
-            torch.testing.assert_close(
-                got[name],
-                want,
-                rtol=RELATIVE_TOLERANCE,
-                atol=ABSOLUTE_TOLERANCE,
-                msg=lambda detail, name=name, rank=rank: f"{mode} {case}, rank {rank}, {name}: {detail}",
-            )
+        launcher.assert_parameters_close(
+            _rank_result(dp_out_dir, mode, case, rank)["parameters"],
+            expected,
+            f"{mode} {case}, rank {rank}",
+            rtol=RELATIVE_TOLERANCE,
+            atol=ABSOLUTE_TOLERANCE,
+        )
 
 
 @pytest.mark.parametrize("mode", ["fsdp2", "fsdp1"])

@@ -39,18 +39,6 @@ def ddp_out_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield out_dir
 
 
-def _assert_parameters_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], label: str) -> None:
-    assert got.keys() == want.keys(), f"{label}: parameter names differ: {sorted(got.keys() ^ want.keys())}"
-    for name, expected in want.items():
-        torch.testing.assert_close(
-            got[name],
-            expected,
-            rtol=RELATIVE_TOLERANCE,
-            atol=ABSOLUTE_TOLERANCE,
-            msg=lambda detail, name=name: f"{label}: parameter {name}: {detail}",
-        )
-
-
 RUNS = [("ddp", case) for case in worker.CASES] + [("fsdp2", case) for case in worker.FSDP2_CASES]
 
 
@@ -63,7 +51,13 @@ def test_two_ranks_equal_one_process_on_the_combined_batch(wrapper: str, case: s
         path = ddp_out_dir / f"{case}.{wrapper}.rank{rank}.pt"
         assert path.is_file(), f"rank {rank} wrote no parameters for {wrapper} {case!r} ({path})"
         ranked = torch.load(path, weights_only=True)
-        _assert_parameters_close(ranked, single, f"{wrapper} {case}, rank {rank} vs one process")
+        launcher.assert_parameters_close(
+            ranked,
+            single,
+            f"{wrapper} {case}, rank {rank} vs one process",
+            rtol=RELATIVE_TOLERANCE,
+            atol=ABSOLUTE_TOLERANCE,
+        )
 
 
 def test_ranks_hold_different_token_counts() -> None:

@@ -1,4 +1,5 @@
-"""Run a worker script under ``python -m torch.distributed.run`` on CPU and report crashes clearly.
+"""Run a worker script under ``python -m torch.distributed.run`` on CPU and report crashes clearly;
+compare a rank's parameters with the single-process ones.
 
 Shared by the distributed tests of ``tests/reliability`` and ``tests/fairseq2`` (they load this
 file by path under a unique module name; folders under ``tests/`` are not packages). Not
@@ -18,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Mapping, Sequence
+
+import torch
 
 DEFAULT_TIMEOUT_S: Final = 180.0
 """Wall-clock limit of one launch (a hung collective must not hang the suite)."""
@@ -103,3 +106,14 @@ def launch(
         stderr += f"\n[launcher] killed after {timeout_s:.0f} s (timeout)"
         return LaunchResult(returncode=-int(signal.SIGKILL), stdout=stdout, stderr=stderr)
     return LaunchResult(returncode=process.returncode, stdout=stdout, stderr=stderr)
+
+
+def assert_parameters_close(
+    got: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor], label: str, *, rtol: float, atol: float
+) -> None:
+    """Every parameter of ``got`` (a rank's) equals ``want`` (one process's); ``label`` names the run."""
+    assert got.keys() == want.keys(), f"{label}: parameter names differ: {sorted(got.keys() ^ want.keys())}"
+    for name, expected in want.items():
+        torch.testing.assert_close(
+            got[name], expected, rtol=rtol, atol=atol, msg=lambda detail, name=name: f"{label}, {name}: {detail}"
+        )
