@@ -62,7 +62,10 @@ UNREPRESENTABLE_IN_MODEL: Final[dict[str, str]] = {
     r"embed_tokens\.(weight|bias)": "real-number (pixel) embedding; HF MEGA has a token table",
     r"project_in_dim\..+": "input projection after the embedding",
     r"embed_norm\..+": "embedding norm (normalize_embedding)",
-    r"layers\.\d+\.cross_attn\..+": "gated cross-attention (encoder-decoder models)",
+    r"layers\.\d+\.cross_attn\..+": (
+        "gated cross-attention of a translation decoder; the converter writes one causal LM and does not "
+        "map fairseq encoder-decoder checkpoints to an EncoderDecoderModel"
+    ),
 }
 """Keys (after the model prefix) with no place in the HF layout, and why."""
 
