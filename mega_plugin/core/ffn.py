@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .activations import get_activation
+from .activations import get_activation, get_activation_in_place
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks, split_rows
@@ -19,6 +19,7 @@ class NormalizedFeedForward(nn.Module):
         super().__init__()
         self.prenorm = config.normalize_before_ffn
         self.activation = get_activation(config.activation)
+        self.activation_in_place = get_activation_in_place(config.activation)
         self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.nffn_activation_dropout_prob, featurewise=config.use_feature_dropout)
         self.norm = SequenceNorm(
@@ -44,7 +45,10 @@ class NormalizedFeedForward(nn.Module):
             return assemble(blocks, results, batch=batch, length=length)
         out = torch.empty_like(x)
         for block in blocks:  # each result is written out before the next block allocates
-            block.put(out, self._forward(block.take(x)))
+            if self.prenorm:
+                self._forward_in_place(block.take(x), out=block.take(out))
+            else:
+                block.put(out, self._forward(block.take(x)))
         return out
 
     def _token_local(self) -> bool:
@@ -52,6 +56,17 @@ class NormalizedFeedForward(nn.Module):
         if not self.training:
             return True
         return max(self.dropout.probability, self.hidden_dropout.probability) == 0.0 and not self.norm.is_batch_norm
+
+    def _forward_in_place(self, x: Tensor, *, out: Tensor) -> None:
+        """Pre-norm :meth:`_forward` without autograd or dropout, written into ``out`` (rows, 1, D).
+
+        ``x + fc2.bias`` is written into ``out`` first and the fc2 GEMM accumulates into it
+        (``addmm_``): no separate residual add and no block copy.
+        """
+        hidden = self.activation_in_place(self.fc1(self.norm(x)))  # (rows, 1, F), a fresh tensor
+        rows = out.view(-1, out.shape[-1])
+        torch.add(x.view(rows.shape), self.fc2.bias, out=rows)
+        rows.addmm_(hidden.view(rows.shape[0], -1), self.fc2.weight.t())
 
     def _forward(self, x: Tensor) -> Tensor:
         residual = x

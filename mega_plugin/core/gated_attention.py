@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import get_activation
+from .activations import get_activation, get_activation_in_place
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
@@ -51,6 +51,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.kernel_name = config.attention_kernel
         self.init_std = config.initializer_range
         self.activation = get_activation(config.activation)
+        self.activation_name = config.activation
         self.scale = self.shared_size**-0.5
         self.attention_dropout_p = config.attention_probs_dropout_prob
         self.block_rows: int | None = BLOCK_ROWS
@@ -193,15 +194,15 @@ class MovingAverageGatedAttention(nn.Module):
             split_rows(key_mask, blocks) if key_mask is not None else [None] * len(blocks),
         )
         for block, (x_part, normed_part, ema_part, mask_part) in zip(blocks, parts):
-            result = self._block(
-                x_part,
-                normed_part,
-                ema_part,
-                mask_part,
-                causal=causal,
-                # a sequence's short last chunk is padded to a whole chunk, as over the whole tensor
-                whole_chunks=block.sequence is not None,
-            )
+            # a sequence's short last chunk is padded to a whole chunk, as over the whole tensor
+            whole_chunks = block.sequence is not None
+            if out is not None and self.prenorm:
+                # no grad: the block's last op writes straight into the output (no copy)
+                self._block_in_place(
+                    x_part, normed_part, ema_part, mask_part, causal=causal, whole_chunks=whole_chunks, out=block.take(out)
+                )
+                continue
+            result = self._block(x_part, normed_part, ema_part, mask_part, causal=causal, whole_chunks=whole_chunks)
             if out is None:
                 results.append(result)
             else:
@@ -242,6 +243,50 @@ class MovingAverageGatedAttention(nn.Module):
         gated = self.activation(hx + self.h_proj(attended * reset_gate))
         out = torch.addcmul(residual, update_gate, gated - residual)
         return out if self.prenorm else self.norm(out)
+
+    def _block_in_place(
+        self,
+        residual: Tensor,
+        normed: Tensor,
+        ema_out: Tensor,
+        key_mask: Tensor | None,
+        *,
+        causal: bool,
+        whole_chunks: bool,
+        out: Tensor,
+    ) -> None:
+        """:meth:`_block` without autograd, written into ``out`` (n, f, D), pre-norm only.
+
+        Same arithmetic with fewer passes and buffers: the gates are computed in place in the
+        projection outputs, and ``hx`` plus the ``h_proj`` bias is the accumulator of the
+        ``h_proj`` GEMM (``addmm_``), so ``hx + h_proj(a)`` costs no separate add.
+        """
+        activation = get_activation_in_place(self.activation_name)
+        value = activation(self.v_proj(normed))  # (n, f, V), a fresh tensor
+        base = self.mx_proj(ema_out)  # (n, f, 2D + Z + V), a fresh tensor
+        update_gate, shared_and_reset, hx = torch.split(
+            base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
+        )
+        update_gate = update_gate.sigmoid_()
+        shared, reset_gate = torch.split(F.silu(shared_and_reset, inplace=True), [self.shared_size, self.value_size], dim=-1)
+        query = torch.addcmul(self.qk_bias[0], shared, self.qk_weight[0])  # (n, f, Z)
+        key = torch.addcmul(self.qk_bias[1], shared, self.qk_weight[1])
+        attended, _, _ = self._attend(
+            query,
+            key,
+            value,
+            key_mask,
+            causal=causal,
+            state=None,
+            update_state=False,
+            need_weights=False,
+            whole_chunks=whole_chunks,
+        )
+        gated_input = (attended * reset_gate).reshape(-1, self.value_size)  # (n * f, V)
+        gated = torch.add(hx, self.h_proj.bias)  # (n, f, D), contiguous: the GEMM accumulates into it
+        gated.view(-1, self.hidden_size).addmm_(gated_input, self.h_proj.weight.t())
+        gated = activation(gated)
+        torch.addcmul(residual, update_gate, gated.sub_(residual), out=out)
 
     def _attend(
         self,

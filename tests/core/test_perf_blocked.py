@@ -30,6 +30,10 @@ CASES: Final = {
         use_chunking=True, chunk_size=8, length=24, normalize_before_mega=False, normalize_before_ffn=False,
         normalization_type="layernorm",
     ),
+    # the no-grad blocks apply silu/relu in place and gelu out of place
+    "relu-activation": dict(use_chunking=True, chunk_size=8, length=24, activation="relu"),
+    "gelu-activation": dict(length=20, activation="gelu"),
+    "linear-activation": dict(use_chunking=True, chunk_size=8, length=30, activation="linear"),
     "simple-bias-laplace": dict(
         use_chunking=True, chunk_size=8, length=24, relative_positional_bias="simple", attention_activation="laplace"
     ),
