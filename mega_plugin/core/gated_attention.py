@@ -13,7 +13,15 @@ from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
 from .kernels import resolve_kernel
-from .kernels.row_blocks import BLOCK_ROWS, SEQUENCE_GROUP_ROWS, assemble, plan_row_blocks, split_rows
+from .kernels.row_blocks import (
+    BLOCK_ROWS,
+    SEQUENCE_GROUP_ROWS,
+    assemble,
+    is_channel_major,
+    plan_row_blocks,
+    split_rows,
+    to_channel_major,
+)
 from .norms import SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
 from .state import LayerState, merge_key_masks
@@ -183,8 +191,14 @@ class MovingAverageGatedAttention(nn.Module):
         """The blocked forward of (g, L, D) whole sequences; written into ``out`` when given (no grad)."""
         batch, length, _ = x.shape
         normed = self.norm(x) if self.prenorm else x
-        ema_out, _, _ = self.ema_gate(normed, key_mask=key_mask)  # (g, L, D)
-        normed, ema_out = normed.contiguous(), ema_out.contiguous()
+        in_place = out is not None and self.prenorm
+        # The in-place blocks read the EMA output transposed (addmm takes it without a copy):
+        # given a channel-major input, the chunked-scan EMA needs no transposing copy of its
+        # own, returns a channel-major output, and its residual and silu run over contiguous memory.
+        ema_out, _, _ = self.ema_gate(to_channel_major(normed) if in_place else normed, key_mask=key_mask)  # (g, L, D)
+        normed = normed.contiguous()
+        if not (in_place and is_channel_major(ema_out)):
+            ema_out = ema_out.contiguous()
         blocks = plan_row_blocks(batch, length, chunk=self.chunk_size, target_rows=self.block_rows or BLOCK_ROWS)
         results: list[Tensor] = []
         parts = zip(
@@ -263,7 +277,9 @@ class MovingAverageGatedAttention(nn.Module):
         """
         activation = get_activation_in_place(self.activation_name)
         value = activation(self.v_proj(normed))  # (n, f, V), a fresh tensor
-        base = self.mx_proj(ema_out)  # (n, f, 2D + Z + V), a fresh tensor
+        # ema_out may be a transposed (channel-major) view: a 2-d addmm reads it as it lies
+        base = F.linear(ema_out.reshape(-1, self.hidden_size), self.mx_proj.weight, self.mx_proj.bias)
+        base = base.view(*ema_out.shape[:-1], -1)  # (n, f, 2D + Z + V), a fresh tensor
         update_gate, shared_and_reset, hx = torch.split(
             base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
         )

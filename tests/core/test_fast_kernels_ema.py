@@ -181,3 +181,22 @@ def test_module_output_is_the_same_through_either_kernel(bidirectional: bool) ->
     key_mask = torch.ones(BATCH, 150, dtype=torch.bool)
     key_mask[0, :20] = False
     torch.testing.assert_close(fast(x, key_mask=key_mask)[0], reference(x, key_mask=key_mask)[0], **TOLERANCE)
+
+
+@pytest.mark.parametrize("length", (CHUNK_STEPS, 3 * CHUNK_STEPS + 7))
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_channel_major_input_matches_reference(length: int, bidirectional: bool) -> None:
+    """The no-grad blocked layer hands the scan a (B, L, D) view of a (D, B, L) tensor (no copy inside)."""
+    generator = torch.Generator().manual_seed(length)
+    coefficients = random_coefficients(2 * DIM if bidirectional else DIM, generator=generator)
+    x = torch.randn(BATCH, length, DIM, generator=generator)
+    channel_major = x.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    assert not channel_major.is_contiguous()
+    expected, _ = reference_ema(
+        x, coefficients, bidirectional=bidirectional, truncation=None, initial_state=None, return_state=False
+    )
+    with torch.no_grad():
+        got, _ = chunked_scan_ema(
+            channel_major, coefficients, bidirectional=bidirectional, truncation=None, initial_state=None, return_state=False
+        )
+    torch.testing.assert_close(got, expected, **TOLERANCE)

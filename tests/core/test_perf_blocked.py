@@ -143,3 +143,15 @@ def test_plan_covers_every_token_once_in_whole_frames(batch: int, length: int, c
 
 def test_plan_of_nothing_is_empty() -> None:
     assert plan_row_blocks(0, 8, chunk=4) == [] and plan_row_blocks(2, 0, chunk=None) == []
+
+
+def test_channel_major_blocks_hold_the_same_rows() -> None:
+    """``split_rows`` of a channel-major (B, L, F) tensor gives the blocks of its contiguous copy."""
+    from mega_plugin.core.kernels.row_blocks import is_channel_major, split_rows, to_channel_major
+
+    x = torch.randn(3, 16, 5)
+    channel_major = to_channel_major(x)
+    assert is_channel_major(channel_major) and not is_channel_major(x)
+    blocks = plan_row_blocks(3, 16, chunk=4, target_rows=8)
+    for got, expected in zip(split_rows(channel_major, blocks), split_rows(x, blocks), strict=True):
+        assert torch.equal(got, expected)

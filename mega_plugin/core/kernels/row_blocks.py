@@ -77,8 +77,21 @@ def plan_row_blocks(batch: int, length: int, *, chunk: int | None, target_rows: 
     ]
 
 
+def is_channel_major(tensor: Tensor) -> bool:
+    """Whether a (B, L, F) tensor is laid out as a contiguous (F, B, L) one (and is not also (B, L, F))."""
+    return tensor.dim() == 3 and not tensor.is_contiguous() and tensor.permute(2, 0, 1).is_contiguous()
+
+
+def to_channel_major(tensor: Tensor) -> Tensor:
+    """A (B, L, F) view of a contiguous (F, B, L) copy of ``tensor`` (one transposing copy)."""
+    return tensor.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+
+
 def split_rows(tensor: Tensor, blocks: list[RowBlock]) -> list[Tensor]:
     """Every block of a contiguous (B, L, ...) tensor, as :meth:`RowBlock.take` gives it.
+
+    A channel-major (B, L, F) tensor (see :func:`is_channel_major`) is cut the same way into
+    transposed views, which ``torch.addmm`` reads without a copy.
 
     Made with ``torch.split`` so that autograd joins the blocks' gradients once; slicing each
     block on its own would make every block's backward allocate (and add) a whole-tensor gradient.
@@ -86,6 +99,12 @@ def split_rows(tensor: Tensor, blocks: list[RowBlock]) -> list[Tensor]:
     if not blocks:
         return []
     rest = tensor.shape[2:]
+    if blocks[0].sequence is None and is_channel_major(tensor):
+        # (B, L, F) laid out as (F, B, L): a block is a column range of the (F, B * L) matrix,
+        # handed out transposed, (frames, frame, F) with strides (frame, 1, B * L).
+        columns = tensor.permute(2, 0, 1).reshape(tensor.shape[2], -1)
+        pieces = torch.split(columns, [block.stop - block.start for block in blocks], dim=1)
+        return [piece.t().view(-1, block.frame, tensor.shape[2]) for piece, block in zip(pieces, blocks)]
     if blocks[0].sequence is None:
         flat = tensor.view(-1, *rest)
         pieces = torch.split(flat, [block.stop - block.start for block in blocks], dim=0)
