@@ -111,10 +111,18 @@ class MovingAverageGatedAttention(nn.Module):
         state: LayerState | None = None,
         update_state: bool = False,
         need_weights: bool = False,
+        overwrite_input: bool = False,
     ) -> AttentionResult:
-        """``x`` (B, L, D); ``key_mask`` (B, L) bool for the new tokens; ``state`` from earlier calls."""
+        """``x`` (B, L, D); ``key_mask`` (B, L) bool for the new tokens; ``state`` from earlier calls.
+
+        ``overwrite_input``: the caller hands ``x`` over (nobody reads it afterwards), so a
+        no-grad pre-norm whole-sequence call may write its output into ``x`` block by block
+        instead of into a fresh (B, L, D) tensor (first touch: ~8 ms of page faults per 32 MiB
+        on CPU). Other calls ignore it.
+        """
         if state is None and not update_state and not need_weights and self.block_rows and self._token_local():
-            return AttentionResult(hidden=self._forward_blocked(x, key_mask=key_mask, causal=causal), weights=None, state=None)
+            hidden = self._forward_blocked(x, key_mask=key_mask, causal=causal, overwrite_input=overwrite_input)
+            return AttentionResult(hidden=hidden, weights=None, state=None)
         residual = x
         normed = self.norm(x) if self.prenorm else x
         value = self.activation(self.v_proj(normed))  # (B, L, V)
@@ -159,7 +167,7 @@ class MovingAverageGatedAttention(nn.Module):
                 return False
         return True
 
-    def _forward_blocked(self, x: Tensor, *, key_mask: Tensor | None, causal: bool) -> Tensor:
+    def _forward_blocked(self, x: Tensor, *, key_mask: Tensor | None, causal: bool, overwrite_input: bool = False) -> Tensor:
         """The whole-sequence forward, block by block after the EMA (see :mod:`.kernels.row_blocks`).
 
         The norm and the EMA run over the whole sequence (the EMA crosses chunks); projections,
@@ -169,7 +177,11 @@ class MovingAverageGatedAttention(nn.Module):
         x = x.contiguous()
         batch, length, _ = x.shape
         recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        out = None if recording else torch.empty_like(x)
+        out = None
+        if not recording:
+            # a group reads its rows of x (norm, EMA) before its blocks write them, and each block
+            # reads its residual rows before its last op writes the same rows
+            out = x if overwrite_input and self.prenorm else torch.empty_like(x)
         group = max(1, SEQUENCE_GROUP_ROWS // max(1, length))
         pieces: list[Tensor] = []
         # Groups of whole sequences: the norm and the EMA are exact per sequence, and their

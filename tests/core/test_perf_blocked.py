@@ -155,3 +155,32 @@ def test_channel_major_blocks_hold_the_same_rows() -> None:
     blocks = plan_row_blocks(3, 16, chunk=4, target_rows=8)
     for got, expected in zip(split_rows(channel_major, blocks), split_rows(x, blocks), strict=True):
         assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("case", ["chunk8-L32", "chunk8-L30-short-last-chunk", "unchunked-L20", "postnorm-layernorm"])
+def test_overwrite_input_gives_the_same_output(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``overwrite_input=True`` (the caller hands x over) changes where the result goes, never its value."""
+    settings = dict(CASES[case])
+    length = settings.pop("length")
+    monkeypatch.setattr(gated_attention, "SEQUENCE_GROUP_ROWS", length)  # several sequence groups
+    torch.manual_seed(0)
+    model = MegaBackbone(tiny_config(**settings)).eval()
+    set_block_rows(model, 8)
+    layer = model.layers[0]
+    x = torch.randn(3, length, 16)
+    mask = torch.ones(3, length, dtype=torch.bool)
+    mask[1, length // 2 :] = False
+    with torch.no_grad():
+        for module, call in (
+            (layer.mega_layer, lambda inputs, **kw: layer.mega_layer(inputs, key_mask=mask, **kw).hidden),
+            (layer.nffn, lambda inputs, **kw: layer.nffn(inputs, **kw)),
+        ):
+            expected = call(x.clone())
+            given = x.clone()
+            got = call(given, overwrite_input=True)
+            torch.testing.assert_close(got, expected, atol=0.0, rtol=0.0)
+            if module.prenorm:
+                assert got.data_ptr() == given.data_ptr()  # written into the handed-over input
+    leaf = x.clone().requires_grad_(True)  # calls that record gradients ignore it
+    layer.nffn(leaf, overwrite_input=True).sum().backward()
+    torch.testing.assert_close(leaf.detach(), x, atol=0.0, rtol=0.0)
