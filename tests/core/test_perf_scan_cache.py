@@ -26,13 +26,28 @@ def test_no_grad_calls_follow_changed_coefficients() -> None:
         for chosen in (first, first, second, first):
             expected = reference_ema(x, chosen, **OPTIONS)[0]
             torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
-        reused = ema_chunked_scan._last_weights
+        reused = ema_chunked_scan._cached_weights[0]
         chunked_scan_ema(x, first, **OPTIONS)
-        assert ema_chunked_scan._last_weights is reused  # same values: the weights were reused
+        assert ema_chunked_scan._cached_weights[0] is reused  # same values: the weights were reused
         first.decay.mul_(0.5)  # in place: same tensor object, new values
         expected = reference_ema(x, first, **OPTIONS)[0]
         torch.testing.assert_close(chunked_scan_ema(x, first, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
-        assert ema_chunked_scan._last_weights is not reused
+        assert ema_chunked_scan._cached_weights[0] is not reused
+
+
+def test_layers_alternating_keep_their_weights() -> None:
+    """Several layers (different coefficients) called in turn all hit the cache, up to its size."""
+    x = torch.randn(1, 100, 3)
+    layers = [coefficients(10 + i) for i in range(ema_chunked_scan.CACHED_WEIGHTS)]
+    with torch.no_grad():
+        for chosen in layers:
+            chunked_scan_ema(x, chosen, **OPTIONS)
+        entries = {id(entry) for entry in ema_chunked_scan._cached_weights}
+        for chosen in layers:  # a second forward: every layer finds its weights
+            expected = reference_ema(x, chosen, **OPTIONS)[0]
+            torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
+        assert {id(entry) for entry in ema_chunked_scan._cached_weights} == entries
+        assert len(entries) == ema_chunked_scan.CACHED_WEIGHTS
 
 
 def test_recording_calls_differentiate_through_fresh_weights() -> None:
