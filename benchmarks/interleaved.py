@@ -1,0 +1,76 @@
+"""Ours and transformers 4.57's deprecated MEGA alternately in one process (fairseq2 environment).
+
+Steadier than ``mega-plugin bench`` on a shared machine: the cases alternate, so a change of
+load hits all of them. ``ours + overwrite_input`` calls every gated attention and NFFN with
+``overwrite_input=True``, as a block/stack that hands its buffers over would (same output)::
+
+    python benchmarks/interleaved.py --length 8192 --chunk 256 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from mega_plugin.benchmarking.flops import gemm_gflops
+from mega_plugin.benchmarking.models import build_model
+from mega_plugin.core.ffn import NormalizedFeedForward
+from mega_plugin.core.gated_attention import MovingAverageGatedAttention
+
+
+def set_overwrite_input(model: nn.Module, enabled: bool) -> None:
+    """Make every gated attention / NFFN forward pass ``overwrite_input=enabled`` (instance attribute)."""
+    for module in model.modules():
+        if isinstance(module, (MovingAverageGatedAttention, NormalizedFeedForward)):
+            if enabled:
+                original = type(module).forward.__get__(module)
+                module.forward = lambda *args, _call=original, **kwargs: _call(*args, overwrite_input=True, **kwargs)
+            else:
+                module.__dict__.pop("forward", None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=8192)
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours, ours_forward = build_model("ours", chunk_size=args.chunk, max_length=args.length)
+    reference, reference_forward = build_model("reference", chunk_size=args.chunk, max_length=args.length)
+    ours.eval()
+    reference.eval()
+    tokens = torch.randint(3, 1000, (args.batch, args.length), generator=torch.Generator().manual_seed(0))
+
+    def with_overwrite(enabled: bool) -> Callable[[Tensor], Tensor]:
+        def call(ids: Tensor) -> Tensor:
+            set_overwrite_input(ours, enabled)
+            return ours_forward(ids)
+
+        return call
+
+    cases = {"ours": with_overwrite(False), "ours + overwrite_input": with_overwrite(True), "reference": reference_forward}
+    gemm_before = gemm_gflops()
+    best = dict.fromkeys(cases, float("inf"))
+    with torch.inference_mode():
+        expected = reference_forward(tokens)
+        for name in ("ours", "ours + overwrite_input"):
+            print(f"{name}: largest difference to the reference {(cases[name](tokens) - expected).abs().max().item():.2e}")
+        for _ in range(args.repeats):
+            for name, call in cases.items():
+                start = time.perf_counter()
+                call(tokens)
+                best[name] = min(best[name], time.perf_counter() - start)
+    print(f"GEMM {gemm_before:.0f} GFLOP/s before, {gemm_gflops():.0f} after; best of {args.repeats}")
+    for name, seconds in best.items():
+        print(f"{name}: {1000 * seconds:.0f} ms, {best['reference'] / seconds:.2f}x the reference")
+
+
+if __name__ == "__main__":
+    main()
