@@ -102,12 +102,8 @@ class MultiDimensionDampedEma(nn.Module):
         output = output.to(x.dtype)
         if torch.is_grad_enabled() and (output.requires_grad or x.requires_grad or self.residual_weight.requires_grad):
             return F.silu(torch.addcmul(output, x, self.residual_weight).contiguous()), new_state, new_window
-        # No autograd: written in place into the kernel's fresh output, in its layout (the
-        # chunked scan's is channel-major: given a channel-major x, the pass is contiguous).
-        if output.dtype == torch.result_type(output, self.residual_weight) and not _shares_storage(output, x):
-            mixed = output.addcmul_(x, self.residual_weight)
-        else:
-            mixed = torch.addcmul(output, x, self.residual_weight)
+        mixed = torch.empty(x.shape, dtype=torch.result_type(output, self.residual_weight), device=x.device)
+        torch.addcmul(output, x, self.residual_weight, out=mixed)
         return F.silu(mixed, inplace=True), new_state, new_window  # in place: no second (B, L, D)
 
     def _run(self, signal: Tensor, *, initial_state: Tensor | None, return_state: bool) -> tuple[Tensor, Tensor | None]:
@@ -134,8 +130,3 @@ class MultiDimensionDampedEma(nn.Module):
             f"hidden_size={self.hidden_size}, ema_size={self.ema_size}, bidirectional={self.bidirectional}, "
             f"truncation={self.truncation}, kernel={self.kernel_name!r}"
         )
-
-
-def _shares_storage(a: Tensor, b: Tensor) -> bool:
-    """Whether writing into ``a`` could change ``b`` (a kernel may hand back its input, e.g. for length 0)."""
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()

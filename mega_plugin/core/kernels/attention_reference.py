@@ -57,15 +57,6 @@ def allowed_mask(
     return allowed
 
 
-def _scaled_scores_plus_bias(query: Tensor, key: Tensor, bias: Tensor, scale: float) -> Tensor:
-    """``scale * query @ key^T + bias`` for (B|1, C|1, L, Z) query/key and an (Lq, Lk) bias, via ``baddbmm``."""
-    frames = torch.broadcast_shapes(query.shape[:2], key.shape[:2])
-    queries = query.expand(*frames, -1, -1).reshape(-1, query.shape[-2], query.shape[-1])
-    keys = key.expand(*frames, -1, -1).reshape(-1, key.shape[-2], key.shape[-1])
-    scores = torch.baddbmm(bias.to(queries.dtype), queries, keys.transpose(1, 2), alpha=scale)
-    return scores.view(*frames, query.shape[-2], key.shape[-2])
-
-
 def reference_attention(
     query: Tensor,
     key: Tensor,
@@ -94,17 +85,11 @@ def reference_attention(
         query_offset=query_offset,
         device=query.device,
     )
-    # softmax with a shared (Lq, Lk) bias: scale * q k^T + bias in one GEMM (bias as the accumulator)
-    fused_bias = activation == "softmax" and bias is not None and bias.dim() == 2 and query.dim() == key.dim() == 4
-    if fused_bias:
-        scores = _scaled_scores_plus_bias(query, key, bias, scale)  # (B, C, Lq, Lk)
-    else:
-        scores = torch.matmul(query, key.transpose(-1, -2))  # (B, C, Lq, Lk)
+    scores = torch.matmul(query, key.transpose(-1, -2))  # (B, C, Lq, Lk)
     if activation == "softmax":
-        if not fused_bias:
-            scores = scores * scale
-            if bias is not None:
-                scores = scores + bias
+        scores = scores * scale
+        if bias is not None:
+            scores = scores + bias
         if allowed is not None:
             scores = scores.masked_fill(~allowed, float("-inf"))
         weights = torch.softmax(scores.float(), dim=-1).to(scores.dtype)
