@@ -66,9 +66,14 @@ class MegaBlock(nn.Module):
         encoder_hidden: Tensor | None = None,
         encoder_mask: Tensor | None = None,
         position: int = 0,
+        overwrite_input: bool = False,
     ) -> BlockResult:
         """``hidden`` (B, L, D) at absolute positions ``position ..``; ``encoder_hidden`` (B, S, D)
-        with ``encoder_mask`` (B, S) bool (True = real token) feeds the cross-attention."""
+        with ``encoder_mask`` (B, S) bool (True = real token) feeds the cross-attention.
+
+        ``overwrite_input``: the caller hands ``hidden`` over (nobody reads it afterwards), so a
+        no-grad call may write the block's output into it instead of into fresh memory.
+        """
         result = self.mega_layer(
             hidden,
             key_mask=key_mask,
@@ -76,6 +81,7 @@ class MegaBlock(nn.Module):
             state=state,
             update_state=update_state,
             need_weights=need_weights,
+            overwrite_input=overwrite_input,
         )
         hidden, new_state = result.hidden, result.state
         cross_weights = None
@@ -94,7 +100,8 @@ class MegaBlock(nn.Module):
                 "have: build it with add_cross_attention=True (and is_decoder=True, bidirectional=False)"
             )
         if self.nffn is not None:
-            hidden = self.nffn(hidden)
+            # The attention output is this block's own tensor: the NFFN may always write into it.
+            hidden = self.nffn(hidden, overwrite_input=True)
         return BlockResult(hidden=hidden, weights=result.weights, cross_weights=cross_weights, state=new_state)
 
     def _memory(

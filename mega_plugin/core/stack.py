@@ -136,6 +136,9 @@ class MegaLayerStack(nn.ModuleList):
                 encoder_hidden=encoder_hidden,
                 encoder_mask=encoder_mask,
                 position=position,
+                # Layer 0's input may be the caller's tensor (inputs_embeds) and kept hidden states
+                # must survive; otherwise each layer's input is the previous layer's private output.
+                overwrite_input=index > 0 and all_hidden is None,
             )
             if self.gradient_checkpointing and self.training and not use_cache and torch.is_grad_enabled():
                 result = checkpoint(layer, hidden, use_reentrant=False, **kwargs)
