@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import get_activation, get_activation_in_place
+from .attention_dispatch import dispatch_attention
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
-from .kernels import resolve_kernel
 from .kernels.row_blocks import (
     BLOCK_ROWS,
     SEQUENCE_GROUP_ROWS,
@@ -401,31 +401,18 @@ class MovingAverageGatedAttention(nn.Module):
         query_offset: int,
         need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
-        dropout_p = self.attention_dropout_p if self.training else 0.0
-        call = {
-            "activation": self.attention_activation,
-            "causal": causal,
-            "query_length": query.shape[-2],
-            "key_length": key.shape[-2],
-            "num_chunks": query.shape[1],
-            "need_weights": need_weights,
-            "has_key_mask": key_mask is not None,
-            "dropout_p": dropout_p,
-            "dtype": query.dtype,
-            "device": query.device,
-        }
-        kernel = resolve_kernel("attention", self.kernel_name, call)
-        return kernel.fn(
+        return dispatch_attention(
             query,
             key,
             value,
-            bias.to(query.dtype),
+            bias,
             key_mask,
+            kernel_name=self.kernel_name,
             activation=self.attention_activation,
             causal=causal,
             query_offset=query_offset,
             scale=self.scale,
-            dropout_p=dropout_p,
+            dropout_p=self.attention_dropout_p if self.training else 0.0,
             training=self.training,
             need_weights=need_weights,
         )

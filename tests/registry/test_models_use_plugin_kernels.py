@@ -41,7 +41,7 @@ requires_fairseq2: Final = pytest.mark.skipif(not _distribution_installed("fairs
 def dispatched(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every kernel the core dispatches to, as ``op/name``, in call order."""
     import mega_plugin.core.ema as ema_module
-    import mega_plugin.core.gated_attention as attention_module
+    import mega_plugin.core.attention_dispatch as attention_module
 
     chosen: list[str] = []
 
@@ -198,7 +198,7 @@ from fairseq2.models.hub import ModelHubAccessor
 from fairseq2.nn import BatchLayout
 
 import mega_plugin.core.ema as ema_module
-import mega_plugin.core.gated_attention as attention_module
+import mega_plugin.core.attention_dispatch as attention_module
 from mega_plugin.adapters.fairseq2.config import MegaLMConfig
 from mega_plugin.adapters.fairseq2.model import MegaCausalLM
 from mega_plugin.core.kernels import resolve_kernel
