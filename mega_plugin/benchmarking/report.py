@@ -32,6 +32,15 @@ def _ratio(numerator: float | None, denominator: float | None, suffix: str = "x"
     return f"{numerator / denominator:.2f}{suffix}"
 
 
+def _memory_ratio(reference_mib: float | None, ours_mib: float | None) -> str:
+    """"4.00x less" when ours needs less memory, "1.33x more" when it needs more."""
+    if not reference_mib or not ours_mib:
+        return "-"
+    if ours_mib <= reference_mib:
+        return f"{reference_mib / ours_mib:.2f}x less"
+    return f"{ours_mib / reference_mib:.2f}x more"
+
+
 def format_suite_table(result: SuiteResult) -> str:
     """One row per (mode, chunk, length): ours and the reference side by side, with ratios."""
     lines = [
@@ -67,7 +76,7 @@ def format_suite_table(result: SuiteResult) -> str:
                     _tokens(reference),
                     _mib(reference),
                     _ratio(ours and ours.tokens_per_second, reference and reference.tokens_per_second),
-                    _ratio(reference and reference.peak_mib, ours and ours.peak_mib, "x less"),
+                    _memory_ratio(reference and reference.peak_mib, ours and ours.peak_mib),
                     "-" if gflops is None else f"{gflops:.0f}",
                     "-" if gflops is None or not result.gemm_gflops else f"{100 * gflops / result.gemm_gflops:.0f}%",
                 ]

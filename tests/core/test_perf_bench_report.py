@@ -22,3 +22,11 @@ def test_decode_table_prints_skipped_rows_with_their_reason() -> None:
 def test_killed_child_is_described_by_its_signal() -> None:
     assert _describe_exit(-int(signal.SIGKILL)).startswith("killed by SIGKILL")
     assert _describe_exit(3) == "exit 3"
+
+
+def test_memory_ratio_says_more_when_ours_needs_more() -> None:
+    from mega_plugin.benchmarking.report import _memory_ratio
+
+    assert _memory_ratio(400.0, 100.0) == "4.00x less"
+    assert _memory_ratio(81.0, 108.0) == "1.33x more"
+    assert _memory_ratio(None, 100.0) == "-"
