@@ -248,23 +248,8 @@ class MovingAverageGatedAttention(nn.Module):
         """One block, (n, f, D) views of whole frames: the general path without state or dropout."""
         value = self.activation(self.v_proj(normed))  # (n, f, V)
         base = self.mx_proj(ema_out)  # (n, f, 2D + Z + V)
-        update_gate, shared_and_reset, hx = torch.split(
-            base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
-        )
-        update_gate = torch.sigmoid(update_gate)
-        shared, reset_gate = torch.split(F.silu(shared_and_reset), [self.shared_size, self.value_size], dim=-1)
-        query = torch.addcmul(self.qk_bias[0], shared, self.qk_weight[0])  # (n, f, Z)
-        key = torch.addcmul(self.qk_bias[1], shared, self.qk_weight[1])
-        attended, _, _ = self._attend(
-            query,
-            key,
-            value,
-            key_mask,
-            causal=causal,
-            state=None,
-            update_state=False,
-            need_weights=False,
-            whole_chunks=whole_chunks,
+        update_gate, reset_gate, hx, attended = self._gate_and_attend(
+            base, value, key_mask, causal=causal, whole_chunks=whole_chunks, in_place=False
         )
         gated = self.activation(hx + self.h_proj(attended * reset_gate))
         out = torch.addcmul(residual, update_gate, gated - residual)
@@ -291,11 +276,37 @@ class MovingAverageGatedAttention(nn.Module):
         # ema_out may be a transposed (channel-major) view: a 2-d addmm reads it as it lies
         base = F.linear(ema_out.reshape(-1, self.hidden_size), self.mx_proj.weight, self.mx_proj.bias)
         base = base.view(*ema_out.shape[:-1], -1)  # (n, f, 2D + Z + V), a fresh tensor
+        update_gate, reset_gate, hx, attended = self._gate_and_attend(
+            base, value, key_mask, causal=causal, whole_chunks=whole_chunks, in_place=True
+        )
+        # hx + h_proj(a) in the general path's order (the fused addmm_ accumulator rounded
+        # differently: 1.2e-5 on logits of stepwise decoding against the full forward)
+        gated = self.h_proj(attended * reset_gate).add_(hx)  # (n, f, D), a fresh tensor
+        gated = activation(gated)
+        torch.addcmul(residual, update_gate, gated.sub_(residual), out=out)
+
+    def _gate_and_attend(
+        self,
+        base: Tensor,
+        value: Tensor,
+        key_mask: Tensor | None,
+        *,
+        causal: bool,
+        whole_chunks: bool,
+        in_place: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Split ``mx_proj``'s output (n, f, 2D + Z + V) of one block into the gates, attend.
+
+        Returns the update gate (n, f, D), the reset gate (n, f, V), ``hx`` (n, f, D) and the
+        attended values (n, f, V). ``in_place`` (no autograd) computes the gates inside ``base``.
+        """
         update_gate, shared_and_reset, hx = torch.split(
             base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
         )
-        update_gate = update_gate.sigmoid_()
-        shared, reset_gate = torch.split(F.silu(shared_and_reset, inplace=True), [self.shared_size, self.value_size], dim=-1)
+        update_gate = update_gate.sigmoid_() if in_place else torch.sigmoid(update_gate)
+        shared, reset_gate = torch.split(
+            F.silu(shared_and_reset, inplace=in_place), [self.shared_size, self.value_size], dim=-1
+        )
         query = torch.addcmul(self.qk_bias[0], shared, self.qk_weight[0])  # (n, f, Z)
         key = torch.addcmul(self.qk_bias[1], shared, self.qk_weight[1])
         attended, _, _ = self._attend(
@@ -309,11 +320,7 @@ class MovingAverageGatedAttention(nn.Module):
             need_weights=False,
             whole_chunks=whole_chunks,
         )
-        # hx + h_proj(a) in the general path's order (the fused addmm_ accumulator rounded
-        # differently: 1.2e-5 on logits of stepwise decoding against the full forward)
-        gated = self.h_proj(attended * reset_gate).add_(hx)  # (n, f, D), a fresh tensor
-        gated = activation(gated)
-        torch.addcmul(residual, update_gate, gated.sub_(residual), out=out)
+        return update_gate, reset_gate, hx, attended
 
     def _attend(
         self,
