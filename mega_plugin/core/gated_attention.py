@@ -134,13 +134,7 @@ class MovingAverageGatedAttention(nn.Module):
             return_state=update_state,
         )
         base = self.mx_proj(self.dropout(ema_out.contiguous()))  # the no-grad EMA output may be channel-major
-        update_gate, shared_and_reset, hx = torch.split(
-            base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
-        )
-        update_gate = torch.sigmoid(update_gate)
-        shared, reset_gate = torch.split(F.silu(shared_and_reset), [self.shared_size, self.value_size], dim=-1)
-        query = shared * self.qk_weight[0] + self.qk_bias[0]  # (B, L, Z)
-        key = shared * self.qk_weight[1] + self.qk_bias[1]
+        update_gate, reset_gate, hx, query, key = self._gates(base, in_place=False)
         value = self.hidden_dropout(value)
 
         attended, weights, new_state = self._attend(
@@ -248,9 +242,8 @@ class MovingAverageGatedAttention(nn.Module):
         """One block, (n, f, D) views of whole frames: the general path without state or dropout."""
         value = self.activation(self.v_proj(normed))  # (n, f, V)
         base = self.mx_proj(ema_out)  # (n, f, 2D + Z + V)
-        update_gate, reset_gate, hx, attended = self._gate_and_attend(
-            base, value, key_mask, causal=causal, whole_chunks=whole_chunks, in_place=False
-        )
+        update_gate, reset_gate, hx, query, key = self._gates(base, in_place=False)
+        attended = self._attend_block(query, key, value, key_mask, causal=causal, whole_chunks=whole_chunks)
         gated = self.activation(hx + self.h_proj(attended * reset_gate))
         out = torch.addcmul(residual, update_gate, gated - residual)
         return out if self.prenorm else self.norm(out)
@@ -276,29 +269,19 @@ class MovingAverageGatedAttention(nn.Module):
         # ema_out may be a transposed (channel-major) view: a 2-d addmm reads it as it lies
         base = F.linear(ema_out.reshape(-1, self.hidden_size), self.mx_proj.weight, self.mx_proj.bias)
         base = base.view(*ema_out.shape[:-1], -1)  # (n, f, 2D + Z + V), a fresh tensor
-        update_gate, reset_gate, hx, attended = self._gate_and_attend(
-            base, value, key_mask, causal=causal, whole_chunks=whole_chunks, in_place=True
-        )
+        update_gate, reset_gate, hx, query, key = self._gates(base, in_place=True)
+        attended = self._attend_block(query, key, value, key_mask, causal=causal, whole_chunks=whole_chunks)
         # hx + h_proj(a) in the general path's order (the fused addmm_ accumulator rounded
         # differently: 1.2e-5 on logits of stepwise decoding against the full forward)
         gated = self.h_proj(attended * reset_gate).add_(hx)  # (n, f, D), a fresh tensor
         gated = activation(gated)
         torch.addcmul(residual, update_gate, gated.sub_(residual), out=out)
 
-    def _gate_and_attend(
-        self,
-        base: Tensor,
-        value: Tensor,
-        key_mask: Tensor | None,
-        *,
-        causal: bool,
-        whole_chunks: bool,
-        in_place: bool,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Split ``mx_proj``'s output (n, f, 2D + Z + V) of one block into the gates, attend.
+    def _gates(self, base: Tensor, *, in_place: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Split ``mx_proj``'s output (..., 2D + Z + V) into the gates, ``hx``, query and key.
 
-        Returns the update gate (n, f, D), the reset gate (n, f, V), ``hx`` (n, f, D) and the
-        attended values (n, f, V). ``in_place`` (no autograd) computes the gates inside ``base``.
+        Returns the update gate (..., D), the reset gate (..., V), ``hx`` (..., D), the query
+        and the key (..., Z). ``in_place`` (no autograd) computes the gates inside ``base``.
         """
         update_gate, shared_and_reset, hx = torch.split(
             base, [self.hidden_size, self.shared_size + self.value_size, self.hidden_size], dim=-1
@@ -307,8 +290,14 @@ class MovingAverageGatedAttention(nn.Module):
         shared, reset_gate = torch.split(
             F.silu(shared_and_reset, inplace=in_place), [self.shared_size, self.value_size], dim=-1
         )
-        query = torch.addcmul(self.qk_bias[0], shared, self.qk_weight[0])  # (n, f, Z)
+        query = torch.addcmul(self.qk_bias[0], shared, self.qk_weight[0])
         key = torch.addcmul(self.qk_bias[1], shared, self.qk_weight[1])
+        return update_gate, reset_gate, hx, query, key
+
+    def _attend_block(
+        self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None, *, causal: bool, whole_chunks: bool
+    ) -> Tensor:
+        """:meth:`_attend` of one row block: no state, no weights."""
         attended, _, _ = self._attend(
             query,
             key,
@@ -320,7 +309,7 @@ class MovingAverageGatedAttention(nn.Module):
             need_weights=False,
             whole_chunks=whole_chunks,
         )
-        return update_gate, reset_gate, hx, attended
+        return attended
 
     def _attend(
         self,
