@@ -14,7 +14,7 @@ from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, Mas
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
 from .modeling_mega import MegaModel, MegaPreTrainedModel
-from .outputs import cache_field, finish, make_output
+from .outputs import cache_field
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,6 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         cache: MegaCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithCrossAttentions | tuple[Tensor, ...]:
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if labels is not None:
             use_cache = False
         outputs = self.mega(
