@@ -36,7 +36,7 @@ from .attention_dispatch import dispatch_attention
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .norms import SequenceNorm
-from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from .positional import SimpleRelativePositionalBias, relative_positional_bias
 
 
 @dataclass
@@ -77,15 +77,7 @@ class GatedCrossAttention(nn.Module):
         # One projection yields the update gate (D), the reset gate (D) and the query (Z).
         self.q_proj = nn.Linear(config.hidden_size, 2 * config.hidden_size + config.shared_representation_size)
         self.h_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.rel_pos_bias: nn.Module
-        if config.relative_positional_bias == "simple":
-            self.rel_pos_bias = SimpleRelativePositionalBias(
-                max_positions=config.max_positions, center=config.simple_bias_center, init_std=config.initializer_range
-            )
-        else:
-            self.rel_pos_bias = RotaryRelativePositionalBias(
-                dim=config.shared_representation_size, init_std=config.initializer_range
-            )
+        self.rel_pos_bias = relative_positional_bias(config)
 
     def project_memory(self, encoder_hidden: Tensor, key_mask: Tensor | None = None) -> EncoderMemory:
         """Encoder output (B, S, D) and its (B, S) bool mask -> keys and values for every later call."""

@@ -23,7 +23,7 @@ from .kernels.row_blocks import (
     to_channel_major,
 )
 from .norms import SequenceNorm
-from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from .positional import relative_positional_bias
 from .state import LayerState, merge_key_masks
 
 
@@ -88,15 +88,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.h_proj = nn.Linear(config.intermediate_size, config.hidden_size)
         self.qk_weight = nn.Parameter(torch.zeros(2, config.shared_representation_size))
         self.qk_bias = nn.Parameter(torch.zeros(2, config.shared_representation_size))
-        self.rel_pos_bias: nn.Module
-        if config.relative_positional_bias == "simple":
-            self.rel_pos_bias = SimpleRelativePositionalBias(
-                max_positions=config.max_positions, center=config.simple_bias_center, init_std=config.initializer_range
-            )
-        else:
-            self.rel_pos_bias = RotaryRelativePositionalBias(
-                dim=config.shared_representation_size, init_std=config.initializer_range
-            )
+        self.rel_pos_bias = relative_positional_bias(config)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.qk_weight, mean=0.0, std=self.init_std)

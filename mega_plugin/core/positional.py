@@ -13,6 +13,8 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
+from .config import MegaCoreConfig
+
 MAX_CACHED_BIAS: Final = 1 << 22
 """Largest rotary bias kept between calls (elements, 16 MiB in fp32): chunk biases and
 unchunked frames up to 2048; a longer unchunked bias would pin L x L memory per layer."""
@@ -121,3 +123,12 @@ class RotaryRelativePositionalBias(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+def relative_positional_bias(config: MegaCoreConfig) -> SimpleRelativePositionalBias | RotaryRelativePositionalBias:
+    """The ``rel_pos_bias`` module ``config.relative_positional_bias`` names (self- and cross-attention)."""
+    if config.relative_positional_bias == "simple":
+        return SimpleRelativePositionalBias(
+            max_positions=config.max_positions, center=config.simple_bias_center, init_std=config.initializer_range
+        )
+    return RotaryRelativePositionalBias(dim=config.shared_representation_size, init_std=config.initializer_range)
