@@ -8,12 +8,12 @@ the resident set before the first call, so every case runs in a fresh process
 from __future__ import annotations
 
 import resource
-import time
 from dataclasses import asdict, dataclass
 from typing import Final
 
 import torch
 
+from .common import best_time
 from .models import build_model
 
 MODES: Final = ("forward", "train")
@@ -93,9 +93,4 @@ def measure_case(case: Case, *, repeats: int, threads: int, seed: int = 0) -> Me
     before = _resident_mib()
     call()
     peak = max(0.0, _peak_mib() - before)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return Measurement(case=case, seconds=best, peak_mib=peak)
+    return Measurement(case=case, seconds=best_time(call, repeats=repeats, warmup=0), peak_mib=peak)
