@@ -99,22 +99,24 @@ def _field_named_in(message: str) -> str | None:
     return None
 
 
+_LAYER_KEY: Final = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+"""Finds a MEGA layer index in a state-dict key."""
+
+
 def checkpoint_shapes(directory: Path) -> tuple[Path, dict[str, tuple[int, ...]]] | None:
     """(file, key -> shape) of the weights transformers would pick; CheckpointError if unreadable.
 
     Safetensors come first (only the header is read); a pickle is opened with
     ``weights_only=True`` only, so a malicious one is refused, never run.
     """
-    for name in SAFETENSORS_FILES + PICKLE_FILES:
-        path = directory / name
-        if not path.is_file():
-            continue
-        files = _shard_files(path) if name.endswith(".index.json") else [path]
-        shapes: dict[str, tuple[int, ...]] = {}
-        for file in files:
-            shapes.update(_safetensors_shapes(file) if file.suffix == ".safetensors" else _pickle_shapes(file))
-        return path, shapes
-    return None
+    path = checkpoint_file(directory)
+    if path is None:
+        return None
+    files = _shard_files(path) if path.name.endswith(".index.json") else [path]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        shapes.update(_safetensors_shapes(file) if file.suffix == ".safetensors" else _pickle_shapes(file))
+    return path, shapes
 
 
 def _shard_files(index: Path) -> list[Path]:
@@ -168,7 +170,7 @@ def inferred_sizes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int
             if (key == suffix or key.endswith("." + suffix)) and len(shape) > dim:
                 found[field] = (shape[dim], f"{key} has shape {list(shape)}")
                 break
-    layer_ids = {int(m.group(1)) for key in shapes if (m := re.search(r"(?:^|\.)layers\.(\d+)\.", key))}
+    layer_ids = {int(m.group(1)) for key in shapes if (m := _LAYER_KEY.search(key))}
     if layer_ids:
         found["num_hidden_layers"] = (max(layer_ids) + 1, f"layers 0..{max(layer_ids)} are stored")
     return found
@@ -206,9 +208,6 @@ def explain_shape_mismatch(
         return None
     message = f"{path} does not match its config: " + "; ".join(problems)
     return CheckpointError(message, path=path, field=fields[0])
-
-
-_LAYER_KEY: Final = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def check_layer_count(source: Any, directory: Path | None, config: Any, info: Mapping[str, Any]) -> None:
