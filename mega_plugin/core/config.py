@@ -181,18 +181,8 @@ def _check_probability(config: MegaCoreConfig, name: str) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
-BOOLEAN_FIELDS: Final = (
-    "bidirectional",
-    "use_chunking",
-    "normalize_before_mega",
-    "norm_affine",
-    "use_feature_dropout",
-    "use_normalized_ffn",
-    "normalize_before_ffn",
-    "add_token_type_embeddings",
-    "is_decoder",
-    "add_cross_attention",
-)
+BOOLEAN_FIELDS: Final = tuple(entry.name for entry in dataclasses.fields(MegaCoreConfig) if entry.type == "bool")
+"""The on/off options (annotated ``bool``; annotations are strings under ``from __future__``)."""
 
 
 def _check_bool(config: MegaCoreConfig, name: str) -> None:
