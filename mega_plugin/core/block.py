@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Final
 
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
@@ -30,6 +31,16 @@ class BlockResult:
 
     state: LayerState | None
     """The updated streaming state (cached encoder keys/values included), when asked for."""
+
+
+NO_CROSS_ATTENTION: Final = (
+    "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not "
+    "have: build it with add_cross_attention=True (and is_decoder=True, bidirectional=False)"
+)
+ENCODER_STATES_NEEDED: Final = (
+    "this model has cross-attention (add_cross_attention=True): pass encoder_hidden_states "
+    "(batch, source_length, hidden_size), or a cache that already holds them"
+)
 
 
 # FSDP2 (``fully_shard``, used by fairseq2 and accelerate) finds a unit's output tensors with
@@ -95,10 +106,7 @@ class MegaBlock(nn.Module):
                 new_state.cross_values = memory.values
                 new_state.cross_key_mask = memory.key_mask
         elif encoder_hidden is not None or encoder_mask is not None:
-            raise ValueError(
-                "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not "
-                "have: build it with add_cross_attention=True (and is_decoder=True, bidirectional=False)"
-            )
+            raise ValueError(NO_CROSS_ATTENTION)
         if self.nffn is not None:
             # The attention output is this block's own tensor: the NFFN may always write into it.
             hidden = self.nffn(hidden, overwrite_input=True)
@@ -109,21 +117,13 @@ class MegaBlock(nn.Module):
     ) -> EncoderMemory:
         """Cached encoder keys/values (and mask) when the state has them, else a fresh projection.
 
-        The stack checks that a mask passed along with a cached state equals the cached one.
+        The stack checks, once per call, that encoder inputs passed along with a cached state
+        match it (length and mask).
         """
         assert self.cross_attn is not None
         if state is not None and state.has_cross:
             assert state.cross_keys is not None and state.cross_values is not None
-            cached_length = state.cross_keys.shape[1]
-            if encoder_hidden is not None and encoder_hidden.shape[1] != cached_length:
-                raise ValueError(
-                    f"encoder_hidden_states have length {encoder_hidden.shape[1]} but the cache holds encoder "
-                    f"keys of length {cached_length}: start a new cache for a new encoder output"
-                )
             return EncoderMemory(keys=state.cross_keys, values=state.cross_values, key_mask=state.cross_key_mask)
         if encoder_hidden is None:
-            raise ValueError(
-                "this model has cross-attention (add_cross_attention=True): pass encoder_hidden_states "
-                "(batch, source_length, hidden_size), or a cache that already holds them"
-            )
+            raise ValueError(ENCODER_STATES_NEEDED)
         return self.cross_attn.project_memory(encoder_hidden, encoder_mask)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .block import MegaBlock
+from .block import ENCODER_STATES_NEEDED, NO_CROSS_ATTENTION, MegaBlock
 from .config import MegaCoreConfig
 from .embeddings import MegaEmbeddings
 from .init import initialize_tree
@@ -173,10 +173,7 @@ class MegaLayerStack(nn.ModuleList):
         """Validate the encoder inputs against the decoder batch; the (B, S) bool encoder mask or None."""
         if not self.has_cross_attention:
             if encoder_hidden is not None or encoder_attention_mask is not None:
-                raise ValueError(
-                    "encoder_hidden_states/encoder_attention_mask need cross-attention, which this model does not "
-                    "have: build it with add_cross_attention=True (and is_decoder=True, bidirectional=False)"
-                )
+                raise ValueError(NO_CROSS_ATTENTION)
             return None
         batch = hidden.shape[0]
         cached = state.layers[0].cross_keys if state is not None and state.layers else None
@@ -187,13 +184,15 @@ class MegaLayerStack(nn.ModuleList):
                     f"({batch}, source_length, {self.hidden_size}) = (decoder batch, encoder length, hidden_size)"
                 )
             source_length = encoder_hidden.shape[1]
+            if cached is not None and source_length != cached.shape[1]:
+                raise ValueError(
+                    f"encoder_hidden_states have length {source_length} but the cache holds encoder "
+                    f"keys of length {cached.shape[1]}: start a new cache for a new encoder output"
+                )
         elif cached is not None:
             source_length = cached.shape[1]
         else:
-            raise ValueError(
-                "this model has cross-attention (add_cross_attention=True): pass encoder_hidden_states "
-                "(batch, source_length, hidden_size), or a cache that already holds them"
-            )
+            raise ValueError(ENCODER_STATES_NEEDED)
         mask = encoder_key_mask(encoder_attention_mask, batch=batch, source_length=source_length)
         if cached is not None and encoder_attention_mask is not None:
             cached_mask = state.layers[0].cross_key_mask if state is not None else None
