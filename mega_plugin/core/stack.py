@@ -69,13 +69,11 @@ def encoder_key_mask(encoder_attention_mask: Tensor | None, *, batch: int, sourc
     return None if bool(mask.all()) else mask
 
 
-def same_mask(first: Tensor | None, second: Tensor | None, *, like: Tensor) -> bool:
-    """True if two optional (B, S) bool masks agree (None = all real); ``like`` gives B and S."""
-    if first is None and second is None:
-        return True
-    full = torch.ones(like.shape, dtype=torch.bool, device=like.device)
-    first = full if first is None else first
-    second = full if second is None else second
+def same_mask(first: Tensor | None, second: Tensor | None) -> bool:
+    """True if two (B, S) bool masks from :func:`encoder_key_mask` agree (None means all real,
+    and that function never returns an all-real tensor)."""
+    if first is None or second is None:
+        return first is second
     return first.shape == second.shape and bool(torch.equal(first, second.to(first.device)))
 
 
@@ -196,7 +194,7 @@ class MegaLayerStack(nn.ModuleList):
         mask = encoder_key_mask(encoder_attention_mask, batch=batch, source_length=source_length)
         if cached is not None and encoder_attention_mask is not None:
             cached_mask = state.layers[0].cross_key_mask if state is not None else None
-            if not same_mask(mask, cached_mask, like=cached[..., 0]):
+            if not same_mask(mask, cached_mask):
                 raise ValueError(
                     "encoder_attention_mask differs from the one the cached encoder keys were computed with: "
                     "start a new cache for a new encoder output"

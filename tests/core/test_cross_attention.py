@@ -262,3 +262,6 @@ def test_cached_state_refuses_other_encoder_inputs() -> None:
     other = torch.ones(2, 6, dtype=torch.long)
     with pytest.raises(ValueError, match="encoder_attention_mask differs"):
         model(ids[:, :1], state=state.clone(), use_cache=True, encoder_attention_mask=other)
+    # the mask the cache was built with (as 0/1 or bool) is accepted
+    model(ids[:, :1], state=state.clone(), use_cache=True, encoder_attention_mask=mask.long())
+    model(ids[:, :1], state=state.clone(), use_cache=True, encoder_attention_mask=mask.bool())
