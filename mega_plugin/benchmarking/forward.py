@@ -89,10 +89,10 @@ def run_suite(
     load_start = os.getloadavg()[0]
     for case in cases:
         progress.step(f"{case.implementation} {case.mode} L={case.length} chunk={case.chunk_size or 'none'}")
-        available = available_mib()
-        if case.implementation == "reference" and available is not None:
+        available = available_mib() if case.implementation == "reference" and not force_reference else None
+        if available is not None:
             needed = estimated_reference_mib(case)
-            if needed > 0.7 * available and not force_reference:
+            if needed > 0.7 * available:
                 result.measurements.append(
                     Measurement(case=case, error=f"skipped: needs ~{needed / 1024:.1f} GiB, {available / 1024:.1f} GiB free")
                 )

@@ -20,27 +20,26 @@ from .measure import Case, Measurement, measure_case
 RESULT_PREFIX = "MEGA_BENCH_RESULT "
 
 
-def available_mib() -> float | None:
-    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+def _proc_mib(path: str, key: str) -> float | None:
+    """The ``key:`` line of a /proc file, in MiB (the kernel writes kB), or None if unreadable."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         return None
     return None
 
 
+def available_mib() -> float | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+    return _proc_mib("/proc/meminfo", "MemAvailable")
+
+
 def _high_water_mib(pid: int) -> float | None:
     """The peak resident set (VmHWM) of a running process, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
+    return _proc_mib(f"/proc/{pid}/status", "VmHWM")
     return None
 
 
