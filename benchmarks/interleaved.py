@@ -20,14 +20,15 @@ from mega_plugin.benchmarking.models import build_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=8192)
-    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--chunk", type=int, default=256, help="attention chunk; 0 runs without chunking")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ours, ours_forward = build_model("ours", chunk_size=args.chunk, max_length=args.length)
-    reference, reference_forward = build_model("reference", chunk_size=args.chunk, max_length=args.length)
+    chunk = args.chunk or None
+    ours, ours_forward = build_model("ours", chunk_size=chunk, max_length=args.length)
+    reference, reference_forward = build_model("reference", chunk_size=chunk, max_length=args.length)
     ours.eval()
     reference.eval()
     tokens = torch.randint(3, 1000, (args.batch, args.length), generator=torch.Generator().manual_seed(0))

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from .activations import get_activation
 from .attention_dispatch import dispatch_attention
 from .config import MegaCoreConfig
+from .dense import project
 from .dropout import MegaDropout
 from .norms import SequenceNorm
 from .positional import SimpleRelativePositionalBias, relative_positional_bias
@@ -86,8 +87,8 @@ class GatedCrossAttention(nn.Module):
                 f"encoder_hidden_states must have shape (batch, source_length, hidden_size={self.hidden_size}), "
                 f"got {tuple(encoder_hidden.shape)}"
             )
-        keys = self.k_proj(encoder_hidden)
-        values = self.activation(self.v_proj(encoder_hidden))
+        keys = project(self.k_proj, encoder_hidden)
+        values = self.activation(project(self.v_proj, encoder_hidden))
         return EncoderMemory(keys=keys, values=values, key_mask=key_mask)
 
     def forward(
@@ -107,7 +108,7 @@ class GatedCrossAttention(nn.Module):
         residual = x
         normed = self.norm(x) if self.prenorm else x
         update_gate, reset_gate, query = torch.split(
-            self.q_proj(normed), [self.hidden_size, self.hidden_size, self.shared_size], dim=-1
+            project(self.q_proj, normed), [self.hidden_size, self.hidden_size, self.shared_size], dim=-1
         )
         update_gate = torch.sigmoid(update_gate)
         reset_gate = F.silu(reset_gate)
@@ -128,7 +129,7 @@ class GatedCrossAttention(nn.Module):
             training=self.training,
             need_weights=need_weights,
         )
-        gated = self.activation(self.h_proj(attended.squeeze(1) * reset_gate))
+        gated = self.activation(project(self.h_proj, attended.squeeze(1) * reset_gate))
         out = torch.addcmul(residual, update_gate, self.dropout(gated) - residual)
         if not self.prenorm:
             out = self.norm(out)

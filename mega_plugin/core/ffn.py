@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from .activations import get_activation, get_activation_in_place
 from .config import MegaCoreConfig
+from .dense import project
 from .dropout import MegaDropout
 from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks, split_rows
 from .norms import SequenceNorm
@@ -69,14 +70,14 @@ class NormalizedFeedForward(nn.Module):
 
         The residual add writes ``out`` directly: no block copy, no fresh block result.
         """
-        hidden = self.activation_in_place(self.fc1(self.norm(x)))  # (rows, 1, F), a fresh tensor
+        hidden = self.activation_in_place(project(self.fc1, self.norm(x)))  # (rows, 1, F), a fresh tensor
         # fc2(hidden) + x in the general path's order (folding x into fc2's GEMM accumulator
         # rounded differently: 1.2e-5 on logits of stepwise decoding against the full forward)
-        torch.add(self.fc2(hidden), x, out=out)
+        torch.add(project(self.fc2, hidden), x, out=out)
 
     def _forward(self, x: Tensor) -> Tensor:
         residual = x
         hidden = self.norm(x) if self.prenorm else x
-        hidden = self.hidden_dropout(self.activation(self.fc1(hidden)))
-        out = self.dropout(self.fc2(hidden)) + residual
+        hidden = self.hidden_dropout(self.activation(project(self.fc1, hidden)))
+        out = self.dropout(project(self.fc2, hidden)) + residual
         return out if self.prenorm else self.norm(out)

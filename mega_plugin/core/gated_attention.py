@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .activations import get_activation, get_activation_in_place
 from .attention_dispatch import dispatch_attention
 from .config import MegaCoreConfig
+from .dense import project
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
 from .kernels.row_blocks import (
@@ -117,7 +118,7 @@ class MovingAverageGatedAttention(nn.Module):
             return AttentionResult(hidden=hidden, weights=None, state=None)
         residual = x
         normed = self.norm(x) if self.prenorm else x
-        value = self.activation(self.v_proj(normed))  # (B, L, V)
+        value = self.activation(project(self.v_proj, normed))  # (B, L, V)
         ema_out, ema_state, ema_window = self.ema_gate(
             normed,
             key_mask=key_mask,
@@ -125,14 +126,14 @@ class MovingAverageGatedAttention(nn.Module):
             window=state.ema_window if state is not None else None,
             return_state=update_state,
         )
-        base = self.mx_proj(self.dropout(ema_out.contiguous()))  # the no-grad EMA output may be channel-major
+        base = project(self.mx_proj, self.dropout(ema_out.contiguous()))  # the no-grad EMA output may be channel-major
         update_gate, reset_gate, hx, query, key = self._gates(base, in_place=False)
         value = self.hidden_dropout(value)
 
         attended, weights, new_state = self._attend(
             query, key, value, key_mask, causal=causal, state=state, update_state=update_state, need_weights=need_weights
         )
-        gated = self.activation(hx + self.h_proj(attended * reset_gate))
+        gated = self.activation(hx + project(self.h_proj, attended * reset_gate))
         out = torch.addcmul(residual, update_gate, self.dropout(gated) - residual)
         if not self.prenorm:
             out = self.norm(out)
@@ -232,11 +233,11 @@ class MovingAverageGatedAttention(nn.Module):
         whole_chunks: bool,
     ) -> Tensor:
         """One block, (n, f, D) views of whole frames: the general path without state or dropout."""
-        value = self.activation(self.v_proj(normed))  # (n, f, V)
-        base = self.mx_proj(ema_out)  # (n, f, 2D + Z + V)
+        value = self.activation(project(self.v_proj, normed))  # (n, f, V)
+        base = project(self.mx_proj, ema_out)  # (n, f, 2D + Z + V)
         update_gate, reset_gate, hx, query, key = self._gates(base, in_place=False)
         attended = self._attend_block(query, key, value, key_mask, causal=causal, whole_chunks=whole_chunks)
-        gated = self.activation(hx + self.h_proj(attended * reset_gate))
+        gated = self.activation(hx + project(self.h_proj, attended * reset_gate))
         out = torch.addcmul(residual, update_gate, gated - residual)
         return out if self.prenorm else self.norm(out)
 
@@ -257,15 +258,15 @@ class MovingAverageGatedAttention(nn.Module):
         computed in place in the projection outputs, and the last op writes into ``out``.
         """
         activation = get_activation_in_place(self.activation_name)
-        value = activation(self.v_proj(normed))  # (n, f, V), a fresh tensor
+        value = activation(project(self.v_proj, normed))  # (n, f, V), a fresh tensor
         # ema_out may be a transposed (channel-major) view: a 2-d addmm reads it as it lies
-        base = F.linear(ema_out.reshape(-1, self.hidden_size), self.mx_proj.weight, self.mx_proj.bias)
+        base = project(self.mx_proj, ema_out.reshape(-1, self.hidden_size))
         base = base.view(*ema_out.shape[:-1], -1)  # (n, f, 2D + Z + V), a fresh tensor
         update_gate, reset_gate, hx, query, key = self._gates(base, in_place=True)
         attended = self._attend_block(query, key, value, key_mask, causal=causal, whole_chunks=whole_chunks)
         # hx + h_proj(a) in the general path's order (the fused addmm_ accumulator rounded
         # differently: 1.2e-5 on logits of stepwise decoding against the full forward)
-        gated = self.h_proj(attended * reset_gate).add_(hx)  # (n, f, D), a fresh tensor
+        gated = project(self.h_proj, attended * reset_gate).add_(hx)  # (n, f, D), a fresh tensor
         gated = activation(gated)
         torch.addcmul(residual, update_gate, gated.sub_(residual), out=out)
 

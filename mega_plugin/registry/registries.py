@@ -16,7 +16,14 @@ from typing import Any, Callable, Final, Mapping, Sequence
 from ..core.config import MegaCoreConfig
 from ..core.kernels import OPS, KernelError, KernelSpec
 from ..core.kernels.registry import AUTO, check_signature
-from ..core.kernels.signatures import ATTENTION_KEYWORDS, ATTENTION_POSITIONAL, EMA_KEYWORDS, EMA_POSITIONAL
+from ..core.kernels.signatures import (
+    ATTENTION_KEYWORDS,
+    ATTENTION_POSITIONAL,
+    EMA_KEYWORDS,
+    EMA_POSITIONAL,
+    LINEAR_KEYWORDS,
+    LINEAR_POSITIONAL,
+)
 from .discovery import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -32,6 +39,7 @@ NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 OP_CALLS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "ema": (EMA_POSITIONAL, EMA_KEYWORDS),
     "attention": (ATTENTION_POSITIONAL, ATTENTION_KEYWORDS),
+    "linear": (LINEAR_POSITIONAL, LINEAR_KEYWORDS),
 }
 """How the core calls a kernel of each op: (positional argument names, keyword argument names)."""
 

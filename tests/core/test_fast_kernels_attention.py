@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mega_plugin.core.kernels import KernelError, reference_attention, resolve_kernel, sdpa_attention
+from mega_plugin.core.kernels.attention_onednn import onednn_attention_supports
 from mega_plugin.core.kernels.attention_query_blocks import query_blocks_supports
 from mega_plugin.core.kernels.attention_sdpa import MIN_CPU_KEYS, sdpa_supports
 
@@ -107,11 +108,17 @@ def test_declines_with_a_reason_and_auto_falls_back(change: dict[str, Any], reas
     call = {**BASE_CALL, **change}
     declined = sdpa_supports(call)
     assert declined is not None and reason in declined
-    # On CPU, long frames that sdpa declines go to query_blocks (when it serves them), else to the reference.
-    expected = "query_blocks" if query_blocks_supports(call) is None else "reference"
-    assert resolve_kernel("attention", "auto", call).name == expected
+    # On CPU, frames that sdpa declines go to onednn or query_blocks (when they serve them), else to the reference.
+    assert resolve_kernel("attention", "auto", call).name == cpu_choice(call)
     with pytest.raises(KernelError, match="'sdpa' cannot serve"):
         resolve_kernel("attention", "sdpa", call)
+
+
+def cpu_choice(call: dict[str, Any]) -> str:
+    """The kernel ``auto`` must pick on CPU: the first of onednn (priority 7), query_blocks (6) that serves."""
+    if onednn_attention_supports(call) is None:
+        return "onednn"
+    return "query_blocks" if query_blocks_supports(call) is None else "reference"
 
 
 def test_a_caller_that_does_not_report_masks_is_declined() -> None:
@@ -120,9 +127,10 @@ def test_a_caller_that_does_not_report_masks_is_declined() -> None:
 
 
 def test_auto_picks_sdpa_for_long_unmasked_frames_off_cpu() -> None:
-    """On CPU query_blocks (priority 6) takes long frames; elsewhere it declines and sdpa serves."""
+    """On CPU onednn or query_blocks take long frames; elsewhere both decline and sdpa serves."""
     long_frame = {**BASE_CALL, "key_length": MIN_CPU_KEYS}
-    assert resolve_kernel("attention", "auto", long_frame).name == "query_blocks"
+    assert resolve_kernel("attention", "auto", long_frame).name == cpu_choice(long_frame)
+    assert cpu_choice(long_frame) in ("onednn", "query_blocks")
     assert resolve_kernel("attention", "auto", {**long_frame, "device": torch.device("cuda")}).name == "sdpa"
 
 
@@ -137,11 +145,11 @@ def test_direct_calls_outside_its_domain_raise() -> None:
         sdpa_attention(q, q, q, None, mask, **options(causal=False, query_offset=0))
 
 
-@pytest.mark.parametrize("kernel", ["auto", "sdpa"])
+@pytest.mark.parametrize("kernel", ["auto", "sdpa", "query_blocks", "onednn"])
 @pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
 def test_whole_model_fast_kernels_match_forced_reference(causal: bool, kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tiny unchunked model over 1100 tokens: auto (query_blocks + chunked_scan on CPU) or
-    forced sdpa gives the same output as the reference kernels."""
+    """A tiny unchunked model over 1100 tokens: auto (onednn + chunked_scan on CPU) or a forced
+    fast attention kernel gives the same output as the reference kernels."""
     from mega_plugin.core.config import MegaCoreConfig
     from mega_plugin.core.stack import MegaBackbone
 
@@ -165,8 +173,8 @@ def test_whole_model_fast_kernels_match_forced_reference(causal: bool, kernel: s
     torch.manual_seed(0)
     model = MegaBackbone(config).eval()
     tokens = torch.randint(3, 50, (1, 1100))
-    chosen = resolve_kernel("attention", "auto", {**BASE_CALL, "causal": causal, "key_length": 1100})
-    assert chosen.name == "query_blocks"
+    call = {**BASE_CALL, "causal": causal, "key_length": 1100}
+    assert resolve_kernel("attention", "auto", call).name == cpu_choice(call)
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", kernel)
     fast = model(tokens).hidden
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", "reference")

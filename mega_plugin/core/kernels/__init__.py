@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Final
 
+from .attention_onednn import onednn_attention, onednn_attention_supports
 from .attention_query_blocks import query_blocks_attention, query_blocks_supports
 from .attention_reference import reference_attention
 from .attention_sdpa import sdpa_attention, sdpa_supports
 from .ema_chunked_scan import chunked_scan_ema, chunked_scan_supports
 from .ema_recurrent import recurrent_ema, recurrent_supports
 from .ema_reference import reference_ema
+from .linear import onednn_linear, onednn_linear_supports, reference_linear
+from .onednn import onednn_unavailable
 from .registry import (
     AUTO,
     OPS,
@@ -71,6 +74,31 @@ QUERY_BLOCKS_ATTENTION: Final = KernelSpec(
     supports=query_blocks_supports,
     description="the reference arithmetic over slices of the queries: long frames on CPU in cache-sized pieces",
 )
+ONEDNN_ATTENTION: Final = KernelSpec(
+    name="onednn",
+    op="attention",
+    fn=onednn_attention,
+    priority=7,
+    is_available=onednn_unavailable,
+    supports=onednn_attention_supports,
+    description="the reference arithmetic frame by frame in oneDNN fp32 GEMMs (CPU; AVX-512 where MKL runs AVX2)",
+)
+REFERENCE_LINEAR: Final = KernelSpec(
+    name=REFERENCE,
+    op="linear",
+    fn=reference_linear,
+    priority=0,
+    description="torch.nn.functional.linear (the ground truth)",
+)
+ONEDNN_LINEAR: Final = KernelSpec(
+    name="onednn",
+    op="linear",
+    fn=onednn_linear,
+    priority=5,
+    is_available=onednn_unavailable,
+    supports=onednn_linear_supports,
+    description="fp32 CPU projections as oneDNN GEMMs, forward and backward (AVX-512 where MKL runs AVX2)",
+)
 BUILTIN_KERNELS: Final = (
     REFERENCE_EMA,
     REFERENCE_ATTENTION,
@@ -78,6 +106,9 @@ BUILTIN_KERNELS: Final = (
     CHUNKED_SCAN_EMA,
     SDPA_ATTENTION,
     QUERY_BLOCKS_ATTENTION,
+    ONEDNN_ATTENTION,
+    REFERENCE_LINEAR,
+    ONEDNN_LINEAR,
 )
 
 
@@ -101,6 +132,12 @@ __all__ = [
     "CHUNKED_SCAN_EMA",
     "SDPA_ATTENTION",
     "QUERY_BLOCKS_ATTENTION",
+    "ONEDNN_ATTENTION",
+    "REFERENCE_LINEAR",
+    "ONEDNN_LINEAR",
+    "onednn_attention",
+    "onednn_linear",
+    "reference_linear",
     "query_blocks_attention",
     "EmaCoefficients",
     "sdpa_attention",

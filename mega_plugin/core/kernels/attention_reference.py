@@ -7,7 +7,7 @@ Shapes follow :mod:`mega_plugin.core.kernels.signatures`. Masks are combined onc
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Callable, Final
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,40 @@ def reference_attention(
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """The ``reference`` attention kernel (matmul, mask, normalise, matmul)."""
+    return masked_attention(
+        query,
+        key,
+        value,
+        bias,
+        key_mask,
+        activation=activation,
+        causal=causal,
+        query_offset=query_offset,
+        scale=scale,
+        dropout_p=dropout_p,
+        training=training,
+        need_weights=need_weights,
+        matmul=torch.matmul,
+    )
+
+
+def masked_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    bias: Tensor | None,
+    key_mask: Tensor | None,
+    *,
+    activation: str,
+    causal: bool,
+    query_offset: int,
+    scale: float,
+    dropout_p: float,
+    training: bool,
+    need_weights: bool,
+    matmul: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor | None]:
+    """The reference arithmetic with its two products (``q @ k.T``, ``w @ v``) done by ``matmul``."""
     query_length, key_length = query.shape[-2], key.shape[-2]
     if activation == "softmax" and key_mask is not None:
         # A chunk made only of padding is left unmasked, as the reference does (no NaN rows).
@@ -85,7 +119,7 @@ def reference_attention(
         query_offset=query_offset,
         device=query.device,
     )
-    scores = torch.matmul(query, key.transpose(-1, -2))  # (B, C, Lq, Lk)
+    scores = matmul(query, key.transpose(-1, -2))  # (B, C, Lq, Lk)
     if activation == "softmax":
         scores = scores * scale
         if bias is not None:
@@ -114,5 +148,5 @@ def reference_attention(
         if allowed is not None:
             weights = weights * allowed.to(weights.dtype)
     dropped = F.dropout(weights, p=dropout_p, training=training) if dropout_p > 0 else weights
-    output = torch.matmul(dropped.to(value.dtype), value)
+    output = matmul(dropped.to(value.dtype), value)
     return output, (weights if need_weights else None)

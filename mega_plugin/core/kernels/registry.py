@@ -1,6 +1,6 @@
 """Kernel dispatch: backends are data, not if-chains.
 
-A kernel implements one *op* (``"ema"`` or ``"attention"``, signatures in
+A kernel implements one *op* (``"ema"``, ``"attention"`` or ``"linear"``, signatures in
 :mod:`mega_plugin.core.kernels.signatures`). Kernels are registered here as
 :class:`KernelSpec` records, by the built-in plugin and by third-party plugins (through
 :mod:`mega_plugin.registry`), and chosen per call:
@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Mapping
 
-OPS: Final = ("ema", "attention")
+OPS: Final = ("ema", "attention", "linear")
 AUTO: Final = "auto"
 REFERENCE: Final = "reference"
 
@@ -41,7 +41,7 @@ class KernelSpec:
     """Unique name within the op, e.g. ``"reference"``, ``"chunked_scan"``."""
 
     op: str
-    """``"ema"`` or ``"attention"``."""
+    """``"ema"``, ``"attention"`` or ``"linear"``."""
 
     fn: Callable[..., Any]
     """The implementation; must accept the op's signature."""

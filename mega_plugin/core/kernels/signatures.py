@@ -1,4 +1,4 @@
-"""The calling conventions of the two kernel ops, for built-in and third-party kernels.
+"""The calling conventions of the kernel ops, for built-in and third-party kernels.
 
 ``ema`` kernels::
 
@@ -27,6 +27,14 @@
         need_weights: also return the (B, C, Lq, Lk) weights before dropout
         -> (output (B, C, Lq, V), weights or None)
 
+``linear`` kernels (the projections of a layer)::
+
+    fn(input, weight, bias)
+        input:  (..., K)
+        weight: (N, K)
+        bias:   (N) or None
+        -> input @ weight.T + bias, (..., N), differentiable in all three
+
 Element attention (laplace, relu2) divides ``q.k`` by the number of keys each query may
 see (at least 1) before adding the bias, and multiplies the weights by the mask.
 """
@@ -52,9 +60,12 @@ ATTENTION_KEYWORDS: Final = (
     "training",
     "need_weights",
 )
+LINEAR_POSITIONAL: Final = ("input", "weight", "bias")
+LINEAR_KEYWORDS: Final = ()
 
 set_signature("ema", positional=EMA_POSITIONAL, keywords=EMA_KEYWORDS)
 set_signature("attention", positional=ATTENTION_POSITIONAL, keywords=ATTENTION_KEYWORDS)
+set_signature("linear", positional=LINEAR_POSITIONAL, keywords=LINEAR_KEYWORDS)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,35 @@
+"""``linear`` kernels: ``input @ weight.T + bias`` for the projections of a MEGA layer.
+
+Signature (see :mod:`.signatures`): ``fn(input, weight, bias)`` with ``input`` (..., K),
+``weight`` (N, K) and ``bias`` (N) or None, returning (..., N), differentiable in all three.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .onednn import matmul_nt, onednn_unavailable, unsupported_context
+
+
+def reference_linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The ``reference`` linear kernel: ``torch.nn.functional.linear``."""
+    return F.linear(input, weight, bias)
+
+
+def onednn_linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The ``onednn`` linear kernel: leading dims flattened (a view where the strides allow)."""
+    rows = input.reshape(-1, input.shape[-1])
+    return matmul_nt(rows, weight, bias).view(*input.shape[:-1], weight.shape[0])
+
+
+def onednn_linear_supports(call: Mapping[str, Any]) -> str | None:
+    """Accept fp32 CPU calls of plain tensors outside autocast, tracing and compilation."""
+    if call.get("operand_issue"):
+        return call["operand_issue"]
+    return unsupported_context(device=call.get("device"), dtype=call.get("dtype"))
+
+
+__all__ = ["onednn_linear", "onednn_linear_supports", "onednn_unavailable", "reference_linear"]

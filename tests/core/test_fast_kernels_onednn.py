@@ -1,0 +1,373 @@
+"""The ``onednn`` linear and attention kernels against float64 ground truth and the reference kernels.
+
+oneDNN's GEMMs differ from MKL's in summation order only, so every comparison is made against
+float64 arithmetic on the same fp32 inputs (outputs and gradients), with fp32 rounding as
+the tolerance. The dispatch tests check which kernel serves which call, and that wrappers,
+hooks, autocast and ``torch.backends.mkldnn.flags(enabled=False)`` keep torch's own ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Final
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mega_plugin.core.dense import project
+from mega_plugin.core.kernels import (
+    KernelError,
+    onednn_attention,
+    onednn_linear,
+    reference_attention,
+    resolve_kernel,
+)
+from mega_plugin.core.kernels import attention_query_blocks
+from mega_plugin.core.kernels.attention_onednn import MIN_FRAME_ELEMENTS, onednn_attention_supports
+from mega_plugin.core.kernels.onednn import matmul_nt, onednn_unavailable, unsupported_tensor
+
+pytestmark = pytest.mark.skipif(onednn_unavailable() is not None, reason=f"oneDNN: {onednn_unavailable()}")
+
+FP32: Final = dict(rtol=2e-5, atol=2e-5)
+
+
+def in_float64(fn: Callable[..., Tensor], *tensors: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
+    """``fn`` on float64 copies of ``tensors``: its output and the gradients of a fixed upstream."""
+    copies = [None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in tensors]
+    out = fn(*copies)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+    grads = torch.autograd.grad(out, [c for c in copies if c is not None and c.requires_grad], upstream)
+    return out, list(grads)
+
+
+def with_grads(fn: Callable[..., Tensor], *tensors: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
+    out = fn(*tensors)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    grads = torch.autograd.grad(out, [t for t in tensors if t is not None and t.requires_grad], upstream)
+    return out, list(grads)
+
+
+# --- linear -----------------------------------------------------------------------------------
+
+
+def _input(layout: str, rows: int, features: int, generator: torch.Generator) -> Tensor:
+    if layout == "2d":
+        return torch.randn(rows, features, generator=generator)
+    if layout == "3d":
+        return torch.randn(3, rows, features, generator=generator)
+    if layout == "transposed":  # (rows, features) read from a (features, rows) tensor, as channel-major EMA output is
+        return torch.randn(features, rows, generator=generator).t()
+    if layout == "sliced":  # every other row: a strided view that is not a transpose
+        return torch.randn(2 * rows, features, generator=generator)[::2]
+    raise AssertionError(layout)
+
+
+@pytest.mark.parametrize("layout", ["2d", "3d", "transposed", "sliced"])
+@pytest.mark.parametrize("has_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("shape", [(37, 19, 23), (1, 5, 3), (300, 256, 1088)], ids=["odd", "one-row", "mx-proj"])
+def test_linear_matches_float64_outputs_and_gradients(shape: tuple[int, int, int], has_bias: bool, layout: str) -> None:
+    rows, features, outputs = shape
+    generator = torch.Generator().manual_seed(rows * 7 + outputs)
+    x = _input(layout, rows, features, generator).requires_grad_()
+    weight = torch.randn(outputs, features, generator=generator).requires_grad_()
+    bias = torch.randn(outputs, generator=generator).requires_grad_() if has_bias else None
+    expected, expected_grads = in_float64(F.linear, x, weight, bias)
+    got, got_grads = with_grads(onednn_linear, x, weight, bias)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    scale = 1 + features**0.5
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5 * scale)
+    for name, g, e in zip(["input", "weight", "bias"], got_grads, expected_grads):
+        torch.testing.assert_close(g.double(), e, rtol=1e-5, atol=1e-5 * scale * rows**0.5, msg=name)
+
+
+def test_linear_gradient_of_a_broadcast_upstream() -> None:
+    """``.sum().backward()`` hands a stride-0 gradient to the backward GEMMs."""
+    x = torch.randn(6, 4).requires_grad_()
+    weight = torch.randn(5, 4).requires_grad_()
+    onednn_linear(x, weight, None).sum().backward()
+    torch.testing.assert_close(x.grad, weight.sum(0).expand(6, 4), **FP32)
+    torch.testing.assert_close(weight.grad, x.sum(0).expand(5, 4), **FP32)
+
+
+def test_linear_double_backward() -> None:
+    """Under ``create_graph`` the backward is differentiable (gradient penalties, Hessian-vector products)."""
+    x = torch.randn(4, 3, dtype=torch.float32, requires_grad=True)
+    weight = torch.randn(2, 3, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(onednn_linear(x, weight, None).square().sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(grad_x.sum(), weight)
+    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    (g64,) = torch.autograd.grad(F.linear(x64, w64).square().sum(), x64, create_graph=True)
+    (second64,) = torch.autograd.grad(g64.sum(), w64)
+    torch.testing.assert_close(second.double(), second64, **FP32)
+
+
+def test_matmul_nt_without_grad_records_nothing() -> None:
+    a, b = torch.randn(3, 4, requires_grad=True), torch.randn(5, 4)
+    with torch.no_grad():
+        out = matmul_nt(a, b)
+    assert out.grad_fn is None and not out.requires_grad
+
+
+# --- which linear kernel serves a projection ----------------------------------------------------
+
+
+def linear_choice(module: nn.Linear, x: Tensor) -> str:
+    call = {
+        "device": x.device,
+        "dtype": x.dtype,
+        "operand_issue": unsupported_tensor(x) or unsupported_tensor(module.weight) or unsupported_tensor(module.bias),
+    }
+    return resolve_kernel("linear", "auto", call).name
+
+
+def test_auto_picks_onednn_for_fp32_cpu_projections() -> None:
+    module = nn.Linear(8, 6)
+    x = torch.randn(2, 5, 8)
+    assert linear_choice(module, x) == "onednn"
+    torch.testing.assert_close(project(module, x), module(x), **FP32)
+
+
+@pytest.mark.parametrize(
+    "context,reason",
+    [
+        (lambda: torch.backends.mkldnn.flags(enabled=False), "disabled"),
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16), "autocast"),
+    ],
+    ids=["mkldnn-off", "autocast"],
+)
+def test_contexts_that_keep_torch_ops(context: Callable[[], Any], reason: str) -> None:
+    module = nn.Linear(8, 6)
+    x = torch.randn(2, 5, 8)
+    call = {"device": x.device, "dtype": x.dtype, "operand_issue": None}
+    with context():
+        assert resolve_kernel("linear", "auto", call).name == "reference"
+        with pytest.raises(KernelError, match=reason):
+            resolve_kernel("linear", "onednn", call)
+        out = project(module, x)
+        expected = module(x)
+    assert out.dtype == expected.dtype  # bf16 under autocast, as nn.Linear gives
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_other_dtypes_keep_torch_ops(dtype: torch.dtype) -> None:
+    module = nn.Linear(8, 6).to(dtype)
+    x = torch.randn(4, 8, dtype=dtype)
+    assert linear_choice(module, x) == "reference"
+    assert torch.equal(project(module, x), module(x))
+
+
+def test_env_override_forces_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_LINEAR", "reference")
+    module = nn.Linear(8, 6)
+    x = torch.randn(3, 8)
+    assert linear_choice(module, x) == "reference"
+    assert torch.equal(project(module, x), F.linear(x, module.weight, module.bias))
+
+
+def test_wrappers_and_hooks_see_every_call() -> None:
+    """A subclass (PEFT/LoRA-style wrapper) or a module with hooks is called, not bypassed."""
+
+    class Scaled(nn.Linear):
+        def forward(self, x: Tensor) -> Tensor:
+            return 2 * super().forward(x)
+
+    wrapped = Scaled(8, 6)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(project(wrapped, x), 2 * F.linear(x, wrapped.weight, wrapped.bias))
+    plain = nn.Linear(8, 6)
+    calls: list[int] = []
+    handle = plain.register_forward_hook(lambda module, args, out: calls.append(1))
+    project(plain, x)
+    handle.remove()
+    project(plain, x)
+    assert calls == [1]
+
+
+def test_broadcast_operands_are_declined() -> None:
+    x = torch.randn(1, 8).expand(4, 8)
+    assert unsupported_tensor(x) is not None
+    assert linear_choice(nn.Linear(8, 6), x) == "reference"
+
+
+# --- attention --------------------------------------------------------------------------------
+
+CASES: Final = [
+    # (batch, chunks, query_length, key_length, query_offset, causal, activation, padded)
+    pytest.param(2, 1, 37, 37, 0, False, "softmax", False, id="B2-L37-softmax"),
+    pytest.param(2, 3, 16, 16, 0, True, "softmax", True, id="B2-C3-L16-causal-padded"),
+    pytest.param(1, 1, 5, 21, 16, True, "softmax", False, id="B1-Lq5-Lk21-offset16-causal"),
+    pytest.param(2, 1, 23, 23, 0, True, "laplace", True, id="B2-L23-laplace-causal-padded"),
+    pytest.param(2, 2, 19, 19, 0, False, "relu2", True, id="B2-C2-L19-relu2-padded"),
+    pytest.param(1, 2, 7, 19, 12, True, "relu2", True, id="B1-C2-Lq7-Lk19-offset12-relu2-causal-padded"),
+]
+
+
+@pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no-weights"])
+@pytest.mark.parametrize("slice_elements", [1, 7 * 37, 1 << 20], ids=["one-row-slices", "uneven-slices", "one-slice"])
+@pytest.mark.parametrize("batch,chunks,query_length,key_length,query_offset,causal,activation,padded", CASES)
+def test_attention_matches_reference_outputs_weights_and_gradients(
+    batch: int,
+    chunks: int,
+    query_length: int,
+    key_length: int,
+    query_offset: int,
+    causal: bool,
+    activation: str,
+    padded: bool,
+    slice_elements: int,
+    need_weights: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(attention_query_blocks, "SLICE_ELEMENTS", slice_elements)
+    generator = torch.Generator().manual_seed(query_length * 31 + key_length)
+    query = torch.randn(batch, chunks, query_length, 8, generator=generator).requires_grad_()
+    key = torch.randn(batch, chunks, key_length, 8, generator=generator).requires_grad_()
+    value = torch.randn(batch, chunks, key_length, 12, generator=generator).requires_grad_()
+    bias = torch.randn(query_length, key_length, generator=generator).requires_grad_()
+    key_mask = None
+    if padded:
+        key_mask = torch.rand(batch, chunks, key_length, generator=generator) > 0.3
+        key_mask[0, 0] = False  # a fully padded frame
+    options = dict(
+        activation=activation,
+        causal=causal,
+        query_offset=query_offset,
+        scale=0.3,
+        dropout_p=0.0,
+        training=False,
+        need_weights=need_weights,
+    )
+
+    def run(kernel: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., Tensor]:
+        def output(q: Tensor, k: Tensor, v: Tensor, b: Tensor) -> Tensor:
+            out, weights = kernel(q, k, v, b, key_mask, **options)
+            assert (weights is not None) == need_weights
+            return out if weights is None else torch.cat([out, weights], dim=-1)
+
+        return output
+
+    expected, expected_grads = in_float64(run(reference_attention), query, key, value, bias)
+    got, got_grads = with_grads(run(onednn_attention), query, key, value, bias)
+    torch.testing.assert_close(got.double(), expected, **FP32)
+    for name, g, e in zip(["query", "key", "value", "bias"], got_grads, expected_grads):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4, msg=name)
+    with torch.no_grad():  # the no-grad path writes each slice into one output tensor
+        out, weights = onednn_attention(query, key, value, bias, key_mask, **options)
+    torch.testing.assert_close(torch.cat([out, weights], -1) if need_weights else out, got.detach(), rtol=0, atol=0)
+
+
+ATTENTION_CALL: Final = {
+    "activation": "softmax",
+    "causal": False,
+    "query_length": 256,
+    "key_length": 256,
+    "num_chunks": 8,
+    "need_weights": False,
+    "has_key_mask": True,
+    "dropout_p": 0.0,
+    "dtype": torch.float32,
+    "device": torch.device("cpu"),
+}
+
+
+def test_auto_picks_onednn_for_cpu_frames_of_chunk_size_128_and_more() -> None:
+    assert resolve_kernel("attention", "auto", ATTENTION_CALL).name == "onednn"
+    small = {**ATTENTION_CALL, "query_length": 64, "key_length": 64}
+    assert 64 * 64 < MIN_FRAME_ELEMENTS
+    assert "batched matmul" in (onednn_attention_supports(small) or "")
+    assert resolve_kernel("attention", "auto", small).name == "reference"
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"dropout_p": 0.1}, "dropout"),
+        ({"dtype": torch.bfloat16}, "float32"),
+        ({"device": torch.device("cuda")}, "CPU"),
+        ({"query_length": 1}, "batched matmul"),
+    ],
+    ids=["dropout", "bf16", "cuda", "decoding-step"],
+)
+def test_attention_declines_with_a_reason(change: dict[str, Any], reason: str) -> None:
+    call = {**ATTENTION_CALL, **change}
+    declined = onednn_attention_supports(call)
+    assert declined is not None and reason in declined
+    with pytest.raises(KernelError, match="'onednn' cannot serve"):
+        resolve_kernel("attention", "onednn", call)
+
+
+def test_attention_dropout_while_training_raises() -> None:
+    q = torch.zeros(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="dropout"):
+        onednn_attention(
+            q, q, q, None, None, activation="softmax", causal=False, query_offset=0, scale=1.0,
+            dropout_p=0.1, training=True, need_weights=False,
+        )
+
+
+# --- a whole model ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [None, 128], ids=["unchunked", "chunk128"])
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_whole_model_onednn_matches_forced_reference_with_gradients(
+    causal: bool, chunk_size: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every projection and (frames of >= 128 x 128) attention in oneDNN, against all-reference kernels."""
+    from mega_plugin.core.config import MegaCoreConfig
+    from mega_plugin.core.stack import MegaBackbone
+
+    config = MegaCoreConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=24,
+        nffn_hidden_size=20,
+        shared_representation_size=8,
+        ema_projection_size=4,
+        num_hidden_layers=2,
+        bidirectional=not causal,
+        is_decoder=causal,
+        use_chunking=chunk_size is not None,
+        chunk_size=chunk_size or -1,
+        max_positions=512,
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+        initializer_range=0.1,
+    )
+    torch.manual_seed(0)
+    model = MegaBackbone(config)
+    tokens = torch.randint(3, 50, (2, 300))
+    mask = torch.ones(2, 300, dtype=torch.bool)
+    mask[1, 250:] = False
+
+    def run() -> tuple[Tensor, list[Tensor]]:
+        model.zero_grad()
+        hidden = model(tokens, attention_mask=mask).hidden
+        (hidden * torch.linspace(-1, 1, hidden.shape[-1])).sum().backward()
+        return hidden.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    chosen: list[str] = []
+    original = resolve_kernel
+
+    def spy(op: str, requested: str, call: Any) -> Any:
+        spec = original(op, requested, call)
+        chosen.append(f"{op}/{spec.name}")
+        return spec
+
+    monkeypatch.setattr("mega_plugin.core.dense.resolve_kernel", spy)
+    monkeypatch.setattr("mega_plugin.core.attention_dispatch.resolve_kernel", spy)
+    fast, fast_grads = run()
+    assert "linear/onednn" in chosen and "attention/onednn" in chosen
+    for op in ("ATTENTION", "EMA", "LINEAR"):
+        monkeypatch.setenv(f"MEGA_PLUGIN_KERNEL_{op}", "reference")
+    chosen.clear()
+    reference, reference_grads = run()
+    assert set(chosen) == {"linear/reference", "attention/reference"}
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4)
+    assert len(fast_grads) == len(reference_grads)
+    for got, expected in zip(fast_grads, reference_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
