@@ -44,7 +44,7 @@ def _memory_ratio(reference_mib: float | None, ours_mib: float | None) -> str:
 def format_suite_table(result: SuiteResult) -> str:
     """One row per (mode, chunk, length): ours and the reference side by side, with ratios."""
     lines = [
-        f"GEMM (fp32 2048^3, same run): {result.gemm_gflops:.0f} GFLOP/s before the cases, "
+        f"GEMM (fp32 2048^3, faster of torch.mm and oneDNN, same run): {result.gemm_gflops:.0f} GFLOP/s before the cases, "
         f"{result.gemm_gflops_end:.0f} after; load average {result.load_averages[0]:.2f} before, "
         f"{result.load_averages[1]:.2f} after; batch {result.batch}, "
         f"{result.threads} threads, best of {result.repeats}.",

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .attention_query_blocks import query_slice_rows
-from .attention_reference import masked_attention
+from .attention_reference import masked_attention, reference_attention
 from .onednn import matmul_nt, unsupported_context, unsupported_tensor
 
 MIN_FRAME_ELEMENTS: Final = 128 * 128
@@ -28,15 +28,13 @@ frames costs less than a Python loop over them."""
 
 
 def frame_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for one frame: (1, 1, M, K) @ (1, 1, K, N) -> (1, 1, M, N) in oneDNN.
+    """``a @ b`` for one frame: (..., M, K) @ (..., K, N) -> (..., M, N), leading dims all 1, in oneDNN.
 
     ``b`` is read transposed as it lies (``k.T`` is then the contiguous key, ``v`` a strided view).
     """
     rows, inner = a.shape[-2:]
-    left, right = a.reshape(rows, inner), b.reshape(inner, -1).t()
-    if unsupported_tensor(left) or unsupported_tensor(right):  # e.g. a broadcast operand
-        return torch.matmul(a, b)
-    return matmul_nt(left, right).view(1, 1, rows, -1)
+    product = matmul_nt(a.reshape(rows, inner), b.reshape(inner, -1).t())
+    return product.view(*a.shape[:-1], -1)
 
 
 def onednn_attention(
@@ -57,61 +55,67 @@ def onednn_attention(
     """The ``onednn`` attention kernel (signature in :mod:`.signatures`)."""
     if training and dropout_p > 0:
         raise ValueError("the onednn attention kernel does not serve attention dropout while training")
+    options = dict(
+        activation=activation,
+        causal=causal,
+        scale=scale,
+        dropout_p=0.0,
+        training=training,
+        need_weights=need_weights,
+    )
+    if any(unsupported_tensor(t) for t in (query, key, value)):  # e.g. a broadcast operand
+        return reference_attention(query, key, value, bias, key_mask, query_offset=query_offset, **options)
     batch, chunks, query_length, _ = query.shape
     key_length, value_size = key.shape[-2], value.shape[-1]
+    frames = batch * chunks
     step = query_slice_rows(1, key_length, query_length)
+    starts = range(0, query_length, step)
+    biases = [None if bias is None else bias[start : start + step] for start in starts]
+    # Per-frame views made once (a Python loop over frames pays per op): (Lq, Z), (Lk, Z), (Lk, V), (Lk,).
+    queries = query.reshape(frames, query_length, -1).unbind(0)
+    keys = key.reshape(frames, key_length, -1).unbind(0)
+    values = value.reshape(frames, key_length, value_size).unbind(0)
+    masks = [None] * frames if key_mask is None else key_mask.reshape(frames, key_length).unbind(0)
     recording = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (query, key, value, bias)
     )
     # No grad: each slice is copied into one output (and weights) tensor as it is done, so only
     # one slice's temporaries live at a time. With grad: slices are joined once, at the end.
-    output = None if recording else query.new_empty(batch, chunks, query_length, value_size)
-    weights = None
-    if need_weights and not recording:
-        weights = query.new_empty(batch, chunks, query_length, key_length)
     outputs: list[Tensor] = []
     all_weights: list[Tensor] = []
-    for b in range(batch):
-        for c in range(chunks):
-            frame = (slice(b, b + 1), slice(c, c + 1))
-            for start in range(0, query_length, step):
-                stop = min(start + step, query_length)
-                slice_output, slice_weights = masked_attention(
-                    query[frame + (slice(start, stop),)],
-                    key[frame],
-                    value[frame],
-                    None if bias is None else bias[start:stop],
-                    None if key_mask is None else key_mask[frame],
-                    activation=activation,
-                    causal=causal,
-                    query_offset=query_offset + start,
-                    scale=scale,
-                    dropout_p=0.0,
-                    training=training,
-                    need_weights=need_weights,
-                    matmul=frame_matmul,
-                )
-                if output is None:
-                    outputs.append(slice_output)
-                    if slice_weights is not None:
-                        all_weights.append(slice_weights)
-                    continue
-                output[b, c, start:stop] = slice_output[0, 0]
-                if weights is not None and slice_weights is not None:
-                    weights[b, c, start:stop] = slice_weights[0, 0]
-    if output is not None:
+    output_frames = weight_frames = None
+    if not recording:
+        output = query.new_empty(batch, chunks, query_length, value_size)
+        output_frames = output.view(frames, query_length, value_size).unbind(0)
+        weights = query.new_empty(batch, chunks, query_length, key_length) if need_weights else None
+        if weights is not None:
+            weight_frames = weights.view(frames, query_length, key_length).unbind(0)
+    for frame in range(frames):
+        for start, slice_bias in zip(starts, biases):
+            slice_output, slice_weights = masked_attention(
+                queries[frame][start : start + step],
+                keys[frame],
+                values[frame],
+                slice_bias,
+                masks[frame],
+                query_offset=query_offset + start,
+                matmul=frame_matmul,
+                **options,
+            )
+            if output_frames is None:
+                outputs.append(slice_output.view(-1, value_size))
+                if slice_weights is not None:
+                    all_weights.append(slice_weights.view(-1, key_length))
+                continue
+            output_frames[frame][start : start + step].copy_(slice_output.view(-1, value_size))
+            if weight_frames is not None and slice_weights is not None:
+                weight_frames[frame][start : start + step].copy_(slice_weights.view(-1, key_length))
+    if output_frames is not None:
         return output, weights
-    return _join(outputs, batch, chunks), (_join(all_weights, batch, chunks) if need_weights else None)
-
-
-def _join(slices: list[Tensor], batch: int, chunks: int) -> Tensor:
-    """(B, C, Lq, F) from (1, 1, q, F) slices listed frame by frame, query slices in order."""
-    per_frame = len(slices) // (batch * chunks)
-    frames = [
-        torch.cat(slices[index : index + per_frame], dim=2) if per_frame > 1 else slices[index]
-        for index in range(0, len(slices), per_frame)
-    ]
-    return torch.cat(frames, dim=0).view(batch, chunks, *frames[0].shape[2:])
+    joined = torch.cat(outputs).view(batch, chunks, query_length, value_size)
+    if not need_weights:
+        return joined, None
+    return joined, torch.cat(all_weights).view(batch, chunks, query_length, key_length)
 
 
 def onednn_attention_supports(call: Mapping[str, Any]) -> str | None:
