@@ -76,6 +76,7 @@ class MultiDimensionDampedEma(nn.Module):
         state: Tensor | None = None,
         window: Tensor | None = None,
         return_state: bool = False,
+        mix: bool = True,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """EMA over ``x`` (B, L, D).
 
@@ -83,6 +84,9 @@ class MultiDimensionDampedEma(nn.Module):
         (causal only): an untruncated EMA carries ``state`` (B, D, N); a truncated one carries
         ``window`` (B, W, D), the last ``truncation - 1`` inputs, since its output is not a
         function of a small state. Returns (output, new state, new window).
+
+        ``mix=False`` returns the EMA itself, before :meth:`mix` (laid out as the kernel gives
+        it), for callers that mix it with ``x`` themselves, piece by piece.
         """
         signal = x if key_mask is None else x.masked_fill(~key_mask.unsqueeze(-1), 0.0)
         streaming = return_state or state is not None or window is not None
@@ -98,13 +102,19 @@ class MultiDimensionDampedEma(nn.Module):
             new_state = None
         else:
             output, new_state = self._run(signal, initial_state=state, return_state=return_state)
-        # EMA(x) + residual_weight * x, laid out as x: the kernel's output may be a strided view.
         output = output.to(x.dtype)
-        if torch.is_grad_enabled() and (output.requires_grad or x.requires_grad or self.residual_weight.requires_grad):
-            return F.silu(torch.addcmul(output, x, self.residual_weight).contiguous()), new_state, new_window
-        mixed = torch.empty(x.shape, dtype=torch.result_type(output, self.residual_weight), device=x.device)
-        torch.addcmul(output, x, self.residual_weight, out=mixed)
-        return F.silu(mixed, inplace=True), new_state, new_window  # in place: no second (B, L, D)
+        return (self.mix(output, x) if mix else output), new_state, new_window
+
+    def mix(self, ema: Tensor, x: Tensor) -> Tensor:
+        """``silu(ema + residual_weight * x)``, laid out as ``x`` (``ema`` may be a strided view).
+
+        ``ema`` is :meth:`forward`'s ``mix=False`` output for ``x`` (or a piece of both).
+        """
+        if torch.is_grad_enabled() and (ema.requires_grad or x.requires_grad or self.residual_weight.requires_grad):
+            return F.silu(torch.addcmul(ema, x, self.residual_weight).contiguous())
+        mixed = torch.empty(x.shape, dtype=torch.result_type(ema, self.residual_weight), device=x.device)
+        torch.addcmul(ema, x, self.residual_weight, out=mixed)
+        return F.silu(mixed, inplace=True)  # in place: no second (B, L, D)
 
     def _run(self, signal: Tensor, *, initial_state: Tensor | None, return_state: bool) -> tuple[Tensor, Tensor | None]:
         call = {

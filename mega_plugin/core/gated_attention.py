@@ -191,10 +191,13 @@ class MovingAverageGatedAttention(nn.Module):
         batch, length, _ = x.shape
         normed = self.norm(x) if self.prenorm else x
         in_place = out is not None and self.prenorm
-        # The in-place blocks read the EMA output transposed (addmm takes it without a copy):
-        # given a channel-major input, the chunked-scan EMA needs no transposing copy of its
-        # own, returns a channel-major output, and its residual and silu run over contiguous memory.
-        ema_out, _, _ = self.ema_gate(to_channel_major(normed) if in_place else normed, key_mask=key_mask)  # (g, L, D)
+        # Given a channel-major input, the chunked-scan EMA needs no transposing copy of its own
+        # and returns a channel-major output. The in-place blocks then mix it with their rows of
+        # the normed input themselves (``ema_gate.mix``): the transposing read happens block by
+        # block, in cache, instead of over the whole (g, L, D) tensor.
+        ema_out, _, _ = self.ema_gate(
+            to_channel_major(normed) if in_place else normed, key_mask=key_mask, mix=not in_place
+        )  # (g, L, D)
         normed = normed.contiguous()
         if not (in_place and is_channel_major(ema_out)):
             ema_out = ema_out.contiguous()
@@ -259,9 +262,9 @@ class MovingAverageGatedAttention(nn.Module):
         """
         activation = get_activation_in_place(self.activation_name)
         value = activation(project(self.v_proj, normed))  # (n, f, V), a fresh tensor
-        # ema_out may be a transposed (channel-major) view: a 2-d addmm reads it as it lies
-        base = project(self.mx_proj, ema_out.reshape(-1, self.hidden_size))
-        base = base.view(*ema_out.shape[:-1], -1)  # (n, f, 2D + Z + V), a fresh tensor
+        # ema_out is the EMA before its mix, possibly a transposed (channel-major) view
+        mixed = self.ema_gate.mix(ema_out, normed)  # (n, f, D), a fresh tensor laid out as normed
+        base = project(self.mx_proj, mixed)  # (n, f, 2D + Z + V), a fresh tensor
         update_gate, reset_gate, hx, query, key = self._gates(base, in_place=True)
         attended = self._attend_block(query, key, value, key_mask, causal=causal, whole_chunks=whole_chunks)
         # hx + h_proj(a) in the general path's order (the fused addmm_ accumulator rounded
