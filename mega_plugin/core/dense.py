@@ -40,6 +40,7 @@ def project(module: nn.Module, x: Tensor) -> Tensor:
     call = {
         "device": x.device,
         "dtype": x.dtype,
+        "rows": x.numel() // max(1, x.shape[-1]),
         "operand_issue": unsupported_tensor(x) or unsupported_tensor(weight) or unsupported_tensor(bias),
     }
     return resolve_kernel("linear", AUTO, call).fn(x, weight, bias)

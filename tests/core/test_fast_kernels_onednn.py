@@ -25,6 +25,7 @@ from mega_plugin.core.kernels import (
 )
 from mega_plugin.core.kernels import attention_query_blocks
 from mega_plugin.core.kernels.attention_onednn import MIN_FRAME_ELEMENTS, onednn_attention_supports
+from mega_plugin.core.kernels.linear import MIN_ROWS
 from mega_plugin.core.kernels.onednn import matmul_nt, onednn_unavailable, unsupported_tensor
 
 pytestmark = pytest.mark.skipif(onednn_unavailable() is not None, reason=f"oneDNN: {onednn_unavailable()}")
@@ -116,6 +117,7 @@ def linear_choice(module: nn.Linear, x: Tensor) -> str:
     call = {
         "device": x.device,
         "dtype": x.dtype,
+        "rows": x.numel() // x.shape[-1],
         "operand_issue": unsupported_tensor(x) or unsupported_tensor(module.weight) or unsupported_tensor(module.bias),
     }
     return resolve_kernel("linear", "auto", call).name
@@ -123,9 +125,18 @@ def linear_choice(module: nn.Linear, x: Tensor) -> str:
 
 def test_auto_picks_onednn_for_fp32_cpu_projections() -> None:
     module = nn.Linear(8, 6)
-    x = torch.randn(2, 5, 8)
+    x = torch.randn(2, MIN_ROWS, 8)
     assert linear_choice(module, x) == "onednn"
     torch.testing.assert_close(project(module, x), module(x), **FP32)
+
+
+def test_decoding_steps_keep_torch_ops() -> None:
+    """Fewer than MIN_ROWS rows (a decoding step) stay on F.linear: MKL's GEMV has less overhead."""
+    module = nn.Linear(8, 6)
+    step = torch.randn(1, 1, 8)
+    assert linear_choice(module, step) == "reference"
+    assert linear_choice(module, torch.randn(MIN_ROWS - 1, 8)) == "reference"
+    assert torch.equal(project(module, step), module(step))
 
 
 @pytest.mark.parametrize(
@@ -138,8 +149,8 @@ def test_auto_picks_onednn_for_fp32_cpu_projections() -> None:
 )
 def test_contexts_that_keep_torch_ops(context: Callable[[], Any], reason: str) -> None:
     module = nn.Linear(8, 6)
-    x = torch.randn(2, 5, 8)
-    call = {"device": x.device, "dtype": x.dtype, "operand_issue": None}
+    x = torch.randn(2, MIN_ROWS, 8)
+    call = {"device": x.device, "dtype": x.dtype, "rows": MIN_ROWS, "operand_issue": None}
     with context():
         assert resolve_kernel("linear", "auto", call).name == "reference"
         with pytest.raises(KernelError, match=reason):
@@ -153,7 +164,7 @@ def test_contexts_that_keep_torch_ops(context: Callable[[], Any], reason: str) -
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_other_dtypes_keep_torch_ops(dtype: torch.dtype) -> None:
     module = nn.Linear(8, 6).to(dtype)
-    x = torch.randn(4, 8, dtype=dtype)
+    x = torch.randn(MIN_ROWS, 8, dtype=dtype)
     assert linear_choice(module, x) == "reference"
     assert torch.equal(project(module, x), module(x))
 
@@ -161,7 +172,7 @@ def test_other_dtypes_keep_torch_ops(dtype: torch.dtype) -> None:
 def test_env_override_forces_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_LINEAR", "reference")
     module = nn.Linear(8, 6)
-    x = torch.randn(3, 8)
+    x = torch.randn(MIN_ROWS, 8)
     assert linear_choice(module, x) == "reference"
     assert torch.equal(project(module, x), F.linear(x, module.weight, module.bias))
 
@@ -174,7 +185,7 @@ def test_wrappers_and_hooks_see_every_call() -> None:
             return 2 * super().forward(x)
 
     wrapped = Scaled(8, 6)
-    x = torch.randn(3, 8)
+    x = torch.randn(MIN_ROWS, 8)
     torch.testing.assert_close(project(wrapped, x), 2 * F.linear(x, wrapped.weight, wrapped.bias))
     plain = nn.Linear(8, 6)
     calls: list[int] = []
@@ -186,7 +197,7 @@ def test_wrappers_and_hooks_see_every_call() -> None:
 
 
 def test_broadcast_operands_are_declined() -> None:
-    x = torch.randn(1, 8).expand(4, 8)
+    x = torch.randn(1, 8).expand(MIN_ROWS, 8)
     assert unsupported_tensor(x) is not None
     assert linear_choice(nn.Linear(8, 6), x) == "reference"
 
