@@ -145,7 +145,7 @@ class KernelRegistry(_Registry):
         supports: Callable[[Mapping[str, Any]], str | None] | None = None,
         description: str = "",
     ) -> KernelSpec:
-        """Register ``fn`` as kernel ``name`` of ``op`` (``"ema"`` or ``"attention"``); returns its spec.
+        """Register ``fn`` as kernel ``name`` of ``op`` (``"ema"``, ``"attention"`` or ``"linear"``); returns its spec.
 
         ``is_available()`` and ``supports(call)`` return ``None`` when the kernel can serve, or
         the reason it cannot; leave them out when it always can.

@@ -18,6 +18,8 @@ from mega_plugin.core.kernels.attention_onednn import onednn_attention_supports
 from mega_plugin.core.kernels.attention_query_blocks import query_blocks_supports
 from mega_plugin.core.kernels.attention_sdpa import MIN_CPU_KEYS, sdpa_supports
 
+from .helpers import tiny_config
+
 TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
 CASES: Final = [
     # (batch, chunks, query_length, key_length, query_offset, causal, with_bias)
@@ -150,26 +152,9 @@ def test_direct_calls_outside_its_domain_raise() -> None:
 def test_whole_model_fast_kernels_match_forced_reference(causal: bool, kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny unchunked model over 1100 tokens: auto (onednn + chunked_scan on CPU) or a forced
     fast attention kernel gives the same output as the reference kernels."""
-    from mega_plugin.core.config import MegaCoreConfig
     from mega_plugin.core.stack import MegaBackbone
 
-    config = MegaCoreConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=24,
-        nffn_hidden_size=20,
-        shared_representation_size=8,
-        ema_projection_size=4,
-        num_hidden_layers=2,
-        bidirectional=not causal,
-        is_decoder=causal,
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        nffn_activation_dropout_prob=0.0,
-        max_positions=2048,
-        initializer_range=0.1,
-    )
+    config = tiny_config(bidirectional=not causal, is_decoder=causal, max_positions=2048)
     torch.manual_seed(0)
     model = MegaBackbone(config).eval()
     tokens = torch.randint(3, 50, (1, 1100))

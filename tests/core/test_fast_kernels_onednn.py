@@ -20,33 +20,18 @@ from mega_plugin.core.kernels import (
     KernelError,
     onednn_attention,
     onednn_linear,
-    reference_attention,
     resolve_kernel,
 )
-from mega_plugin.core.kernels import attention_query_blocks
 from mega_plugin.core.kernels.attention_onednn import MIN_FRAME_ELEMENTS, onednn_attention_supports
 from mega_plugin.core.kernels.linear import MIN_ROWS
 from mega_plugin.core.kernels.onednn import matmul_nt, onednn_unavailable, unsupported_tensor
+from mega_plugin.core.stack import MegaBackbone
+
+from .helpers import in_float64, tiny_config, with_grads
 
 pytestmark = pytest.mark.skipif(onednn_unavailable() is not None, reason=f"oneDNN: {onednn_unavailable()}")
 
 FP32: Final = dict(rtol=2e-5, atol=2e-5)
-
-
-def in_float64(fn: Callable[..., Tensor], *tensors: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
-    """``fn`` on float64 copies of ``tensors``: its output and the gradients of a fixed upstream."""
-    copies = [None if t is None else t.detach().double().requires_grad_(t.requires_grad) for t in tensors]
-    out = fn(*copies)
-    upstream = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
-    grads = torch.autograd.grad(out, [c for c in copies if c is not None and c.requires_grad], upstream)
-    return out, list(grads)
-
-
-def with_grads(fn: Callable[..., Tensor], *tensors: Tensor | None) -> tuple[Tensor, list[Tensor | None]]:
-    out = fn(*tensors)
-    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
-    grads = torch.autograd.grad(out, [t for t in tensors if t is not None and t.requires_grad], upstream)
-    return out, list(grads)
 
 
 # --- linear -----------------------------------------------------------------------------------
@@ -202,71 +187,7 @@ def test_broadcast_operands_are_declined() -> None:
     assert linear_choice(nn.Linear(8, 6), x) == "reference"
 
 
-# --- attention --------------------------------------------------------------------------------
-
-CASES: Final = [
-    # (batch, chunks, query_length, key_length, query_offset, causal, activation, padded)
-    pytest.param(2, 1, 37, 37, 0, False, "softmax", False, id="B2-L37-softmax"),
-    pytest.param(2, 3, 16, 16, 0, True, "softmax", True, id="B2-C3-L16-causal-padded"),
-    pytest.param(1, 1, 5, 21, 16, True, "softmax", False, id="B1-Lq5-Lk21-offset16-causal"),
-    pytest.param(2, 1, 23, 23, 0, True, "laplace", True, id="B2-L23-laplace-causal-padded"),
-    pytest.param(2, 2, 19, 19, 0, False, "relu2", True, id="B2-C2-L19-relu2-padded"),
-    pytest.param(1, 2, 7, 19, 12, True, "relu2", True, id="B1-C2-Lq7-Lk19-offset12-relu2-causal-padded"),
-]
-
-
-@pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no-weights"])
-@pytest.mark.parametrize("slice_elements", [1, 7 * 37, 1 << 20], ids=["one-row-slices", "uneven-slices", "one-slice"])
-@pytest.mark.parametrize("batch,chunks,query_length,key_length,query_offset,causal,activation,padded", CASES)
-def test_attention_matches_reference_outputs_weights_and_gradients(
-    batch: int,
-    chunks: int,
-    query_length: int,
-    key_length: int,
-    query_offset: int,
-    causal: bool,
-    activation: str,
-    padded: bool,
-    slice_elements: int,
-    need_weights: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(attention_query_blocks, "SLICE_ELEMENTS", slice_elements)
-    generator = torch.Generator().manual_seed(query_length * 31 + key_length)
-    query = torch.randn(batch, chunks, query_length, 8, generator=generator).requires_grad_()
-    key = torch.randn(batch, chunks, key_length, 8, generator=generator).requires_grad_()
-    value = torch.randn(batch, chunks, key_length, 12, generator=generator).requires_grad_()
-    bias = torch.randn(query_length, key_length, generator=generator).requires_grad_()
-    key_mask = None
-    if padded:
-        key_mask = torch.rand(batch, chunks, key_length, generator=generator) > 0.3
-        key_mask[0, 0] = False  # a fully padded frame
-    options = dict(
-        activation=activation,
-        causal=causal,
-        query_offset=query_offset,
-        scale=0.3,
-        dropout_p=0.0,
-        training=False,
-        need_weights=need_weights,
-    )
-
-    def run(kernel: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., Tensor]:
-        def output(q: Tensor, k: Tensor, v: Tensor, b: Tensor) -> Tensor:
-            out, weights = kernel(q, k, v, b, key_mask, **options)
-            assert (weights is not None) == need_weights
-            return out if weights is None else torch.cat([out, weights], dim=-1)
-
-        return output
-
-    expected, expected_grads = in_float64(run(reference_attention), query, key, value, bias)
-    got, got_grads = with_grads(run(onednn_attention), query, key, value, bias)
-    torch.testing.assert_close(got.double(), expected, **FP32)
-    for name, g, e in zip(["query", "key", "value", "bias"], got_grads, expected_grads):
-        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4, msg=name)
-    with torch.no_grad():  # the no-grad path writes each slice into one output tensor
-        out, weights = onednn_attention(query, key, value, bias, key_mask, **options)
-    torch.testing.assert_close(torch.cat([out, weights], -1) if need_weights else out, got.detach(), rtol=0, atol=0)
+# --- attention (outputs and gradients: test_fast_kernels_query_blocks.py) -----------------------
 
 
 ATTENTION_CALL: Final = {
@@ -327,27 +248,12 @@ def test_whole_model_onednn_matches_forced_reference_with_gradients(
     causal: bool, chunk_size: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every projection and (frames of >= 128 x 128) attention in oneDNN, against all-reference kernels."""
-    from mega_plugin.core.config import MegaCoreConfig
-    from mega_plugin.core.stack import MegaBackbone
-
-    config = MegaCoreConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=24,
-        nffn_hidden_size=20,
-        shared_representation_size=8,
-        ema_projection_size=4,
-        num_hidden_layers=2,
+    config = tiny_config(
         bidirectional=not causal,
         is_decoder=causal,
         use_chunking=chunk_size is not None,
         chunk_size=chunk_size or -1,
         max_positions=512,
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        nffn_activation_dropout_prob=0.0,
-        initializer_range=0.1,
     )
     torch.manual_seed(0)
     model = MegaBackbone(config)

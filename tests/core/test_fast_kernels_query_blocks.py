@@ -1,29 +1,33 @@
-"""The ``query_blocks`` attention kernel against the ``reference`` kernel: outputs, weights, gradients.
+"""The kernels that cut frames into query slices (``query_blocks``, ``onednn``) against the reference.
 
-Query slices must reproduce the whole-frame reference exactly up to rounding, for every
-activation, causal frames with a query offset, padding masks (fully padded frames included),
-``need_weights``, and slices that do not divide the queries evenly.
+Query slices must reproduce the whole-frame reference up to rounding (compared with float64
+arithmetic), outputs, weights and gradients, for every activation, causal frames with a query
+offset, padding masks (fully padded frames included), ``need_weights``, and slices that do not
+divide the queries evenly. Then ``query_blocks``'s slice sizes, dispatch and refusals.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 import pytest
 import torch
+from torch import Tensor
 
-from mega_plugin.core.kernels import attention_query_blocks, query_blocks_attention, reference_attention, resolve_kernel
+from mega_plugin.core.kernels import (
+    attention_query_blocks,
+    onednn_attention,
+    query_blocks_attention,
+    reference_attention,
+    resolve_kernel,
+)
 from mega_plugin.core.kernels.attention_query_blocks import MIN_KEYS, query_blocks_supports, query_slice_rows
+from mega_plugin.core.kernels.onednn import onednn_unavailable
 
-TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
-CASES: Final = [
-    # (batch, chunks, query_length, key_length, query_offset, causal, activation, padded)
-    pytest.param(2, 1, 37, 37, 0, False, "softmax", False, id="B2-L37-softmax"),
-    pytest.param(2, 3, 16, 16, 0, True, "softmax", True, id="B2-C3-L16-causal-padded"),
-    pytest.param(1, 1, 5, 21, 16, True, "softmax", False, id="B1-Lq5-Lk21-offset16-causal"),
-    pytest.param(2, 1, 23, 23, 0, True, "laplace", True, id="B2-L23-laplace-causal-padded"),
-    pytest.param(2, 2, 19, 19, 0, False, "relu2", True, id="B2-C2-L19-relu2-padded"),
-]
+from .helpers import ATTENTION_CASE_FIELDS, ATTENTION_CASES, attention_inputs, in_float64, with_grads
+
+requires_onednn = pytest.mark.skipif(onednn_unavailable() is not None, reason=f"oneDNN: {onednn_unavailable()}")
+
 
 
 def options(**overrides: Any) -> dict[str, Any]:
@@ -31,9 +35,14 @@ def options(**overrides: Any) -> dict[str, Any]:
     return {**base, **overrides}
 
 
+@pytest.mark.parametrize(
+    "kernel",
+    [pytest.param(onednn_attention, marks=requires_onednn, id="onednn"), pytest.param(query_blocks_attention, id="query_blocks")],
+)
+@pytest.mark.parametrize("need_weights", [True, False], ids=["weights", "no-weights"])
 @pytest.mark.parametrize("slice_elements", [1, 7 * 37, 1 << 20], ids=["one-row-slices", "uneven-slices", "one-slice"])
-@pytest.mark.parametrize("batch,chunks,query_length,key_length,query_offset,causal,activation,padded", CASES)
-def test_matches_reference_outputs_weights_and_gradients(
+@pytest.mark.parametrize(ATTENTION_CASE_FIELDS, ATTENTION_CASES)
+def test_attention_matches_reference_outputs_weights_and_gradients(
     batch: int,
     chunks: int,
     query_length: int,
@@ -43,32 +52,40 @@ def test_matches_reference_outputs_weights_and_gradients(
     activation: str,
     padded: bool,
     slice_elements: int,
+    need_weights: bool,
+    kernel: Callable[..., tuple[Tensor, Tensor | None]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both kernels that cut frames into query slices (``SLICE_ELEMENTS``) against the reference."""
     monkeypatch.setattr(attention_query_blocks, "SLICE_ELEMENTS", slice_elements)
-    generator = torch.Generator().manual_seed(query_length * 31 + key_length)
-    query = torch.randn(batch, chunks, query_length, 8, generator=generator)
-    key = torch.randn(batch, chunks, key_length, 8, generator=generator)
-    value = torch.randn(batch, chunks, key_length, 12, generator=generator)
-    bias = torch.randn(query_length, key_length, generator=generator)
-    key_mask = None
-    if padded:
-        key_mask = torch.rand(batch, chunks, key_length, generator=generator) > 0.3
-        key_mask[0, 0] = False  # a fully padded frame
-    upstream = torch.randn(batch, chunks, query_length, 12, generator=generator)
-    results = []
-    for kernel in (reference_attention, query_blocks_attention):
-        q, k, v, b = (t.detach().clone().requires_grad_(True) for t in (query, key, value, bias))
-        output, weights = kernel(
-            q, k, v, b, key_mask, **options(activation=activation, causal=causal, query_offset=query_offset)
-        )
-        (output * upstream).sum().backward()
-        results.append((output.detach(), weights.detach(), [t.grad for t in (q, k, v, b)]))
-    (ref_out, ref_weights, ref_grads), (out, weights, grads) = results
-    torch.testing.assert_close(out, ref_out, **TOLERANCE)
-    torch.testing.assert_close(weights, ref_weights, **TOLERANCE)
-    for grad, ref_grad in zip(grads, ref_grads):
-        torch.testing.assert_close(grad, ref_grad, **TOLERANCE)
+    query, key, value, bias, key_mask = attention_inputs(batch, chunks, query_length, key_length, padded=padded)
+    query, key, value, bias = (t.requires_grad_() for t in (query, key, value, bias))
+    options = dict(
+        activation=activation,
+        causal=causal,
+        query_offset=query_offset,
+        scale=0.3,
+        dropout_p=0.0,
+        training=False,
+        need_weights=need_weights,
+    )
+
+    def run(attention: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., Tensor]:
+        def output(q: Tensor, k: Tensor, v: Tensor, b: Tensor) -> Tensor:
+            out, weights = attention(q, k, v, b, key_mask, **options)
+            assert (weights is not None) == need_weights
+            return out if weights is None else torch.cat([out, weights], dim=-1)
+
+        return output
+
+    expected, expected_grads = in_float64(run(reference_attention), query, key, value, bias)
+    got, got_grads = with_grads(run(kernel), query, key, value, bias)
+    torch.testing.assert_close(got.double(), expected, rtol=2e-5, atol=2e-5)
+    for name, g, e in zip(["query", "key", "value", "bias"], got_grads, expected_grads):
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4, msg=name)
+    with torch.no_grad():  # onednn's no-grad path writes each slice into one output tensor
+        out, weights = kernel(query, key, value, bias, key_mask, **options)
+    torch.testing.assert_close(torch.cat([out, weights], -1) if need_weights else out, got.detach(), rtol=0, atol=0)
 
 
 def test_slices_hold_about_the_target_number_of_scores() -> None:

@@ -8,16 +8,17 @@ force many blocks, blocks that span sequences, and blocks that end in a short la
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import torch
 from torch import Tensor
 
 from mega_plugin.core import gated_attention
-from mega_plugin.core.config import MegaCoreConfig
 from mega_plugin.core.kernels.row_blocks import plan_row_blocks
 from mega_plugin.core.stack import MegaBackbone
+
+from .helpers import tiny_config
 
 TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
 CASES: Final = {
@@ -40,24 +41,6 @@ CASES: Final = {
 }
 
 
-def tiny_config(**overrides: Any) -> MegaCoreConfig:
-    fields = dict(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=24,
-        nffn_hidden_size=20,
-        shared_representation_size=8,
-        ema_projection_size=4,
-        num_hidden_layers=2,
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        nffn_activation_dropout_prob=0.0,
-        max_positions=64,
-        initializer_range=0.1,
-    )
-    fields.update(overrides)
-    return MegaCoreConfig(**fields)
 
 
 def set_block_rows(model: torch.nn.Module, rows: int | None) -> int:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .attention_query_blocks import query_slice_rows
-from .attention_reference import masked_attention, reference_attention
+from .attention_reference import reference_attention
 from .onednn import matmul_nt, unsupported_context, unsupported_tensor
 
 MIN_FRAME_ELEMENTS: Final = 128 * 128
@@ -92,7 +92,7 @@ def onednn_attention(
             weight_frames = weights.view(frames, query_length, key_length).unbind(0)
     for frame in range(frames):
         for start, slice_bias in zip(starts, biases):
-            slice_output, slice_weights = masked_attention(
+            slice_output, slice_weights = reference_attention(
                 queries[frame][start : start + step],
                 keys[frame],
                 values[frame],

@@ -71,42 +71,13 @@ def reference_attention(
     dropout_p: float,
     training: bool,
     need_weights: bool,
+    matmul: Callable[[Tensor, Tensor], Tensor] = torch.matmul,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``reference`` attention kernel (matmul, mask, normalise, matmul)."""
-    return masked_attention(
-        query,
-        key,
-        value,
-        bias,
-        key_mask,
-        activation=activation,
-        causal=causal,
-        query_offset=query_offset,
-        scale=scale,
-        dropout_p=dropout_p,
-        training=training,
-        need_weights=need_weights,
-        matmul=torch.matmul,
-    )
+    """The ``reference`` attention kernel (matmul, mask, normalise, matmul).
 
-
-def masked_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
-    matmul: Callable[[Tensor, Tensor], Tensor],
-) -> tuple[Tensor, Tensor | None]:
-    """The reference arithmetic with its two products (``q @ k.T``, ``w @ v``) done by ``matmul``."""
+    ``matmul`` does its two products (``q @ k.T``, ``w @ v``): other kernels reuse the
+    arithmetic with their own GEMMs (``attention_onednn.py``).
+    """
     query_length, key_length = query.shape[-2], key.shape[-2]
     if activation == "softmax" and key_mask is not None:
         # A chunk made only of padding is left unmasked, as the reference does (no NaN rows).

@@ -11,7 +11,7 @@ from typing import Any, Final, Mapping
 import torch.nn.functional as F
 from torch import Tensor
 
-from .onednn import matmul_nt, onednn_unavailable, unsupported_context
+from .onednn import matmul_nt, unsupported_context
 
 
 MIN_ROWS: Final = 32
@@ -39,4 +39,4 @@ def onednn_linear_supports(call: Mapping[str, Any]) -> str | None:
     return unsupported_context(device=call.get("device"), dtype=call.get("dtype"))
 
 
-__all__ = ["onednn_linear", "onednn_linear_supports", "onednn_unavailable", "reference_linear"]
+__all__ = ["MIN_ROWS", "onednn_linear", "onednn_linear_supports", "reference_linear"]
