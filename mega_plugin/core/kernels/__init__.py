@@ -22,6 +22,7 @@ from .registry import (
     is_registered,
     kernels,
     register_kernel,
+    registry_version,
     resolve_kernel,
     set_discovery,
     unregister_kernel,
@@ -112,11 +113,19 @@ BUILTIN_KERNELS: Final = (
 )
 
 
+_builtins_checked_at = -1
+
+
 def _ensure_reference_kernels() -> None:
-    # Keeps the core usable on its own (no plugin manager): the reference kernels always exist.
+    # Keeps the core usable on its own (no plugin manager): the built-in kernels always exist.
+    # Runs before every lookup, so it checks again only after the registry changed.
+    global _builtins_checked_at
+    if _builtins_checked_at == registry_version():
+        return
     for spec in BUILTIN_KERNELS:
         if not is_registered(spec.op, spec.name):
             register_kernel(spec)
+    _builtins_checked_at = registry_version()
 
 
 set_discovery(_ensure_reference_kernels)

@@ -65,6 +65,9 @@ class KernelSpec:
 _lock = threading.RLock()
 _kernels: dict[str, dict[str, KernelSpec]] = {op: {} for op in OPS}
 _discovery: list[Callable[[], None]] = []
+_version = 0
+"""Bumped by every registration and removal: lookups cache their sorted lists per version."""
+_sorted: dict[str, tuple[int, list[KernelSpec]]] = {}
 _REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {}
 _REQUIRED_KEYWORDS: dict[str, tuple[str, ...]] = {}
 
@@ -130,12 +133,24 @@ def register_kernel(spec: KernelSpec, *, replace: bool = False) -> None:
                 f"kernel {spec.op}/{spec.name} is already registered by {existing.source}"
             )
         _kernels[spec.op][spec.name] = spec
+        _bump()
 
 
 def unregister_kernel(op: str, name: str) -> None:
     """Remove a kernel (tests and plugin reloads)."""
     with _lock:
-        _kernels[op].pop(name, None)
+        if _kernels[op].pop(name, None) is not None:
+            _bump()
+
+
+def _bump() -> None:
+    global _version
+    _version += 1
+
+
+def registry_version() -> int:
+    """A number that changes whenever a kernel is registered or removed (for callers' caches)."""
+    return _version
 
 
 def kernels(op: str) -> list[KernelSpec]:
@@ -143,8 +158,14 @@ def kernels(op: str) -> list[KernelSpec]:
     if op not in OPS:
         raise KernelError(f"op={op!r} is unknown; allowed values: {', '.join(OPS)}")
     _discover()
+    # Looked up on every projection, EMA and attention call: sorted once per registry version.
+    cached = _sorted.get(op)
+    if cached is not None and cached[0] == _version:
+        return list(cached[1])
     with _lock:
-        return sorted(_kernels[op].values(), key=lambda s: (-s.priority, s.name))
+        ordered = sorted(_kernels[op].values(), key=lambda s: (-s.priority, s.name))
+        _sorted[op] = (_version, ordered)
+        return list(ordered)
 
 
 def is_registered(op: str, name: str) -> bool:
