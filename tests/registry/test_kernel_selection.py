@@ -10,7 +10,7 @@ import pytest
 from registry_helpers import fake_entry_points
 
 from mega_plugin.core.config import MegaCoreConfig
-from mega_plugin.core.kernels import KernelError, reference_attention, reference_ema, resolve_kernel
+from mega_plugin.core.kernels import KernelError, KernelSpec, reference_attention, reference_ema, resolve_kernel
 from mega_plugin.core.kernels import registry as core_registry
 from mega_plugin.registry import hookimpl
 
@@ -86,16 +86,22 @@ def test_auto_falls_back_to_the_reference_kernel_when_every_other_kernel_decline
     fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_entry_points(monkeypatch, ("declining", DecliningPlugin()))
-    for op in ("ema", "attention"):
-        assert fresh_registry.list_kernels(op)[0].name == f"never_{op}"
-        for spec in fresh_registry.list_kernels(op):  # make every other built-in decline too
-            if spec.name != "reference" and spec.source == "mega-plugin":
-                declining = dataclasses.replace(spec, supports=lambda call: "declines in this test")
-                monkeypatch.setitem(core_registry._kernels[op], spec.name, declining)
-    assert resolve_kernel("ema", "auto", CAUSAL).name == "reference"
-    assert resolve_kernel("attention", "auto", SOFTMAX).name == "reference"
-    with pytest.raises(KernelError, match="declines everything"):
-        resolve_kernel("ema", "never_ema", CAUSAL)
+    originals: list[KernelSpec] = []
+    try:
+        for op in ("ema", "attention"):
+            assert fresh_registry.list_kernels(op)[0].name == f"never_{op}"
+            for spec in fresh_registry.list_kernels(op):  # make every other built-in decline too
+                if spec.name != "reference" and spec.source == "mega-plugin":
+                    originals.append(spec)
+                    declining = dataclasses.replace(spec, supports=lambda call: "declines in this test")
+                    core_registry.register_kernel(declining, replace=True)
+        assert resolve_kernel("ema", "auto", CAUSAL).name == "reference"
+        assert resolve_kernel("attention", "auto", SOFTMAX).name == "reference"
+        with pytest.raises(KernelError, match="declines everything"):
+            resolve_kernel("ema", "never_ema", CAUSAL)
+    finally:  # through the registry, so its lookups see the built-ins again
+        for spec in originals:
+            core_registry.register_kernel(spec, replace=True)
 
 
 def test_unknown_name_lists_the_registered_kernels(example_plugin: ModuleType) -> None:

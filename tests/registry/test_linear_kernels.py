@@ -74,3 +74,18 @@ def test_every_projection_runs_a_registered_linear_kernel(staged: KernelRegistry
     }
     assert set(shapes) == per_layer
     assert len(shapes) == config.num_hidden_layers * 9  # nine projections per layer
+
+
+def test_lookups_see_every_registration_and_removal(staged: KernelRegistry) -> None:
+    """The sorted lists are cached per registry version: both changes must show at once."""
+    from mega_plugin.core.kernels import kernels, registry_version
+
+    before = registry_version()
+    assert kernels("linear")[0].name != "newest"
+    spec = staged.register("linear", "newest", F.linear, priority=1000)
+    register_kernel(spec)
+    assert registry_version() != before
+    assert kernels("linear")[0].name == "newest"
+    unregister_kernel("linear", "newest")
+    assert kernels("linear")[0].name != "newest"
+    assert [s.name for s in kernels("linear")][-1] == "reference"
