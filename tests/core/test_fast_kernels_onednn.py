@@ -288,3 +288,16 @@ def test_whole_model_onednn_matches_forced_reference_with_gradients(
     assert len(fast_grads) == len(reference_grads)
     for got, expected in zip(fast_grads, reference_grads):
         torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(0, 1, 256, 256), (2, 1, 0, 256)], ids=["no-sequences", "no-queries"])
+def test_attention_of_empty_inputs_is_empty(shape: tuple[int, int, int, int]) -> None:
+    batch, chunks, query_length, key_length = shape
+    query = torch.randn(batch, chunks, query_length, 8, requires_grad=True)
+    key = torch.randn(batch, chunks, key_length, 8)
+    value = torch.randn(batch, chunks, key_length, 12)
+    out, weights = onednn_attention(
+        query, key, value, None, None, activation="softmax", causal=True, query_offset=0, scale=1.0,
+        dropout_p=0.0, training=False, need_weights=True,
+    )
+    assert out.shape == (batch, chunks, query_length, 12) and weights.shape == (batch, chunks, query_length, key_length)

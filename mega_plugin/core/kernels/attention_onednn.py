@@ -63,7 +63,7 @@ def onednn_attention(
         training=training,
         need_weights=need_weights,
     )
-    if any(unsupported_tensor(t) for t in (query, key, value)):  # e.g. a broadcast operand
+    if any(unsupported_tensor(t) for t in (query, key, value)):  # e.g. a broadcast or empty operand
         return reference_attention(query, key, value, bias, key_mask, query_offset=query_offset, **options)
     batch, chunks, query_length, _ = query.shape
     key_length, value_size = key.shape[-2], value.shape[-1]
