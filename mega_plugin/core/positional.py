@@ -92,6 +92,8 @@ class RotaryRelativePositionalBias(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.alpha, mean=0.0, std=self.init_std)
         nn.init.normal_(self.b_param, mean=0.0, std=self.init_std)
+        # the unused checkpoint placeholder is garbage after a meta-device ``to_empty``
+        self._float_tensor.zero_()
 
     def forward(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
         recording = torch.is_grad_enabled() and (self.alpha.requires_grad or self.b_param.requires_grad)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .fairseq_config import arg, infer_architecture
-from .hf_layout import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, hf_config_dict
+from .hf_layout import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
 from .records import ConversionError
 
 logger = logging.getLogger("mega_plugin.registry.convert")
@@ -191,7 +191,7 @@ def convert_fairseq_mega(
     _resize_simple_bias(mapped, core.max_positions, arch.original_bias_positions)
 
     scale = math.sqrt(core.hidden_size) if arch.scale_embeddings else 1.0
-    mapped[f"{HF_PREFIX}embedding_layer.word_embeddings.weight"] = embedding * scale if scale != 1.0 else embedding
+    mapped[HF_WORD_EMBEDDINGS] = embedding * scale if scale != 1.0 else embedding
     head = output_projection
     if head is None and causal and arg(args, "share_decoder_input_output_embed", default=False):
         head = embedding

@@ -92,3 +92,14 @@ def test_rotary_odd_dim_raises() -> None:
     with pytest.raises(ValueError, match="even"):
         RotaryRelativePositionalBias(dim=7, init_std=0.02)
     assert math.isfinite(float(rotary_bias(2)(1, 1).detach()[0, 0]))
+
+
+def test_rotary_reset_after_meta_device_init_zeroes_the_placeholder() -> None:
+    """fairseq2 and FSDP build on the meta device, then ``to_empty`` and ``reset_parameters``."""
+    with torch.device("meta"):
+        bias = RotaryRelativePositionalBias(dim=8, init_std=0.02)
+    bias.to_empty(device="cpu")
+    bias._float_tensor.fill_(float("nan"))  # what uninitialised memory may hold
+    bias.reset_parameters()
+    assert torch.equal(bias._float_tensor, torch.zeros(1))
+    assert torch.isfinite(bias(4, 4)).all()

@@ -11,6 +11,7 @@ from typing import Final, Mapping
 
 import torch
 
+from ...registry.hf_layout import HF_WORD_EMBEDDINGS
 from .config import MegaLMConfig
 
 HF_TO_FS2: Final[Mapping[str, str]] = {
@@ -37,7 +38,6 @@ FS2_TO_HF: Final[Mapping[str, str]] = {
 
 _EMBED: Final = "decoder_frontend.embed.weight"
 _OUTPUT: Final = "final_proj.weight"
-_HF_EMBED: Final = "mega.embedding_layer.word_embeddings.weight"
 _HF_OUTPUT: Final = "lm_head.weight"
 
 
@@ -69,9 +69,9 @@ def convert_mega_state_dict(state_dict: dict[str, object], config: MegaLMConfig)
     if _EMBED in state_dict:
         converted = dict(state_dict)
     else:
-        if _HF_EMBED not in state_dict:
+        if HF_WORD_EMBEDDINGS not in state_dict:
             raise ValueError(
-                f"not a MEGA causal-LM checkpoint: neither {_HF_EMBED!r} (HF) nor {_EMBED!r} (fairseq2) is present"
+                f"not a MEGA causal-LM checkpoint: neither {HF_WORD_EMBEDDINGS!r} (HF) nor {_EMBED!r} (fairseq2) is present"
             )
         converted = map_keys(state_dict, HF_TO_FS2, "HF")
     if config.tie_embeddings:

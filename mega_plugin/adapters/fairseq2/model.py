@@ -69,9 +69,6 @@ class MegaDecoder(nn.Module):
 
     def reset_parameters(self) -> None:
         initialize_tree(self.layers, std=self.init_std)
-        for name, buffer in self.layers.named_buffers():
-            if name.endswith("_float_tensor"):  # unused placeholder kept for checkpoint compatibility
-                buffer.zero_()
 
     def forward(
         self, hidden: Tensor, *, key_mask: Tensor | None = None, state: MegaState | None = None

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
 
+from ...registry.hf_layout import HF_WORD_EMBEDDINGS
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
 from .modeling_mega import MegaModel, MegaPreTrainedModel
@@ -18,7 +19,6 @@ from .outputs import cache_field
 
 logger = logging.getLogger(__name__)
 
-_WORD_EMBEDDINGS = "mega.embedding_layer.word_embeddings.weight"
 # The keyword generate() passes the cache under: "cache" on 5.x, "past_key_values" on 4.57.
 CACHE_KEYWORD = cache_field(CausalLMOutputWithCrossAttentions) or "past_key_values"
 
@@ -31,7 +31,7 @@ def _lm_transform(dense: nn.Linear | None, hidden: Tensor) -> Tensor:
 class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     """MEGA with a next-token prediction head; generates through ``generate()``."""
 
-    _tied_weights_keys = {"lm_head.weight": _WORD_EMBEDDINGS}
+    _tied_weights_keys = {"lm_head.weight": HF_WORD_EMBEDDINGS}
     _is_stateful = True
 
     def __init__(self, config: MegaConfig) -> None:
@@ -140,7 +140,7 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
 class MegaForMaskedLM(MegaPreTrainedModel):
     """MEGA with a masked-token prediction head (``mlm_head``, tied to the word embeddings)."""
 
-    _tied_weights_keys = {"mlm_head.weight": _WORD_EMBEDDINGS}
+    _tied_weights_keys = {"mlm_head.weight": HF_WORD_EMBEDDINGS}
 
     def __init__(self, config: MegaConfig) -> None:
         super().__init__(config)
