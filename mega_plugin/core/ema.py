@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernels import EmaCoefficients, resolve_kernel
+from .kernels.recording import records_grad
 
 
 class MultiDimensionDampedEma(nn.Module):
@@ -110,7 +111,7 @@ class MultiDimensionDampedEma(nn.Module):
 
         ``ema`` is :meth:`forward`'s ``mix=False`` output for ``x`` (or a piece of both).
         """
-        if torch.is_grad_enabled() and (ema.requires_grad or x.requires_grad or self.residual_weight.requires_grad):
+        if records_grad((ema, x, self.residual_weight)):
             return F.silu(torch.addcmul(ema, x, self.residual_weight).contiguous())
         mixed = torch.empty(x.shape, dtype=torch.result_type(ema, self.residual_weight), device=x.device)
         torch.addcmul(ema, x, self.residual_weight, out=mixed)

@@ -9,6 +9,7 @@ from .activations import get_activation, get_activation_in_place
 from .config import MegaCoreConfig
 from .dense import project
 from .dropout import MegaDropout
+from .kernels.recording import records_grad
 from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks, split_rows
 from .norms import SequenceNorm
 
@@ -46,7 +47,7 @@ class NormalizedFeedForward(nn.Module):
         blocks = plan_row_blocks(batch, length, chunk=1, target_rows=self.block_rows)
         if len(blocks) <= 1:
             return self._forward(x)
-        recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *self.parameters()))
+        recording = records_grad((x, *self.parameters()))
         if recording:
             results = [self._forward(part) for part in split_rows(x, blocks)]
             return assemble(blocks, results, batch=batch, length=length)

@@ -14,6 +14,7 @@ from .config import MegaCoreConfig
 from .dense import project
 from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
+from .kernels.recording import records_grad
 from .kernels.row_blocks import (
     BLOCK_ROWS,
     SEQUENCE_GROUP_ROWS,
@@ -163,7 +164,7 @@ class MovingAverageGatedAttention(nn.Module):
         """
         x = x.contiguous()
         batch, length, _ = x.shape
-        recording = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        recording = records_grad((x, *self.parameters()))
         out = None
         if not recording:
             # a group reads its rows of x (norm, EMA) before its blocks write them, and each block

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
+from .kernels.recording import records_grad
 
 MAX_CACHED_BIAS: Final = 1 << 22
 """Largest rotary bias kept between calls (elements, 16 MiB in fp32): chunk biases and
@@ -96,7 +97,7 @@ class RotaryRelativePositionalBias(nn.Module):
         self._float_tensor.zero_()
 
     def forward(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
-        recording = torch.is_grad_enabled() and (self.alpha.requires_grad or self.b_param.requires_grad)
+        recording = records_grad((self.alpha, self.b_param))
         if recording or query_length * key_length > MAX_CACHED_BIAS:
             return self._compute(query_length, key_length, query_offset)
         key = (query_length, key_length, query_offset, self.alpha.device, self.alpha.dtype, self.b_param.dtype)

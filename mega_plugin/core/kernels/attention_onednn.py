@@ -21,6 +21,7 @@ from torch import Tensor
 from .attention_query_blocks import query_slice_rows
 from .attention_reference import reference_attention
 from .onednn import matmul_nt, unsupported_context, unsupported_tensor
+from .recording import records_grad
 
 MIN_FRAME_ELEMENTS: Final = 128 * 128
 """Smaller frames (Lq * Lk) go to the reference kernel: one batched matmul over many tiny
@@ -76,9 +77,7 @@ def onednn_attention(
     keys = key.reshape(frames, key_length, -1).unbind(0)
     values = value.reshape(frames, key_length, value_size).unbind(0)
     masks = [None] * frames if key_mask is None else key_mask.reshape(frames, key_length).unbind(0)
-    recording = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (query, key, value, bias)
-    )
+    recording = records_grad((query, key, value, bias))
     # No grad: each slice is copied into one output (and weights) tensor as it is done, so only
     # one slice's temporaries live at a time. With grad: slices are joined once, at the end.
     outputs: list[Tensor] = []

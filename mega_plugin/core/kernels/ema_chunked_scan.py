@@ -27,6 +27,7 @@ from typing import Any, Final, Mapping
 import torch
 from torch import Tensor
 
+from .recording import records_grad
 from .signatures import EmaCoefficients
 
 CHUNK_STEPS: Final = 64
@@ -126,7 +127,7 @@ def _scan_weights(
 ) -> ScanWeights:
     global _cached_weights
     tensors = (*coefficients, *(backward or ()))
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if records_grad(tensors):
         return _compute_scan_weights(coefficients, backward, steps)
     entries = _cached_weights  # read once: another thread may replace the list
     for entry in entries:

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .recording import records_grad
+
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
@@ -91,7 +93,7 @@ def matmul_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
 
     The caller has checked :func:`unsupported_context` and :func:`unsupported_tensor`.
     """
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (a, b, bias)):
+    if records_grad((a, b, bias)):
         return MatmulNT.apply(a, b, bias)
     return _linear_pointwise(a, b, bias)
 
