@@ -15,15 +15,7 @@ from typing import Any, Callable, Final, Mapping, Sequence
 
 from ..core.config import MegaCoreConfig
 from ..core.kernels import OPS, KernelError, KernelSpec
-from ..core.kernels.registry import AUTO, check_signature
-from ..core.kernels.signatures import (
-    ATTENTION_KEYWORDS,
-    ATTENTION_POSITIONAL,
-    EMA_KEYWORDS,
-    EMA_POSITIONAL,
-    LINEAR_KEYWORDS,
-    LINEAR_POSITIONAL,
-)
+from ..core.kernels.registry import AUTO, check_signature, op_signature
 from .discovery import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -36,12 +28,6 @@ from .records import (
 
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
-OP_CALLS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "ema": (EMA_POSITIONAL, EMA_KEYWORDS),
-    "attention": (ATTENTION_POSITIONAL, ATTENTION_KEYWORDS),
-    "linear": (LINEAR_POSITIONAL, LINEAR_KEYWORDS),
-}
-"""How the core calls a kernel of each op: (positional argument names, keyword argument names)."""
 
 
 def guarded_check(check: Callable[..., str | None], what: str) -> Callable[..., str | None]:
@@ -70,7 +56,7 @@ def check_kernel_call(spec: KernelSpec) -> None:
     Stricter than the core's check: an extra required parameter or a keyword that can only be
     passed positionally would make every forward pass fail, so the plugin fails at load instead.
     """
-    positional, keywords = OP_CALLS[spec.op]
+    positional, keywords = op_signature(spec.op)
     try:
         signature = inspect.signature(spec.fn)
     except (TypeError, ValueError) as error:

@@ -78,6 +78,13 @@ def set_signature(op: str, *, positional: tuple[str, ...], keywords: tuple[str, 
     _REQUIRED_KEYWORDS[op] = keywords
 
 
+def op_signature(op: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """How the core calls a kernel of ``op``: (positional argument names, keyword argument names)."""
+    if op not in _REQUIRED_PARAMS:
+        raise KernelError(f"op={op!r} has no declared signature; declared: {', '.join(_REQUIRED_PARAMS)}")
+    return _REQUIRED_PARAMS[op], _REQUIRED_KEYWORDS[op]
+
+
 def set_discovery(callback: Callable[[], None]) -> None:
     """Install a callback run before the first lookup (plugin discovery; idempotent itself)."""
     with _lock:
