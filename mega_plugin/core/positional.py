@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .config import MegaCoreConfig
 from .kernels.recording import records_grad
+from .kernels.value_cache import ValueKeyedCache
 
 MAX_CACHED_BIAS: Final = 1 << 22
 """Largest rotary bias kept between calls (elements, 16 MiB in fp32): chunk biases and
@@ -86,9 +87,7 @@ class RotaryRelativePositionalBias(nn.Module):
         # One cached bias for calls that record no gradient (every layer, block and forward asks
         # for the same chunk x chunk bias): the key holds copies of the parameter values, so any
         # change to them (optimizer step, load_state_dict, in-place init through ``.data``) misses.
-        self._cached_key: tuple[object, ...] | None = None
-        self._cached_parameters: tuple[Tensor, Tensor] | None = None
-        self._cached_bias: Tensor | None = None
+        self._cache: ValueKeyedCache[Tensor] = ValueKeyedCache(capacity=1)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.alpha, mean=0.0, std=self.init_std)
@@ -100,20 +99,11 @@ class RotaryRelativePositionalBias(nn.Module):
         recording = records_grad((self.alpha, self.b_param))
         if recording or query_length * key_length > MAX_CACHED_BIAS:
             return self._compute(query_length, key_length, query_offset)
-        key = (query_length, key_length, query_offset, self.alpha.device, self.alpha.dtype, self.b_param.dtype)
-        parameters = self._cached_parameters
-        if (
-            self._cached_bias is not None
-            and parameters is not None
-            and self._cached_key == key
-            and torch.equal(parameters[0], self.alpha)
-            and torch.equal(parameters[1], self.b_param)
-        ):
-            return self._cached_bias
-        bias = self._compute(query_length, key_length, query_offset)
-        self._cached_key = key
-        self._cached_parameters = (self.alpha.detach().clone(), self.b_param.detach().clone())
-        self._cached_bias = bias
+        key = (query_length, key_length, query_offset)
+        bias = self._cache.get(key, (self.alpha, self.b_param))
+        if bias is None:
+            bias = self._compute(query_length, key_length, query_offset)
+            self._cache.put(key, (self.alpha, self.b_param), bias)
         return bias
 
     def _compute(self, query_length: int, key_length: int, query_offset: int) -> Tensor:

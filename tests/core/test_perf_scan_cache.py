@@ -26,13 +26,13 @@ def test_no_grad_calls_follow_changed_coefficients() -> None:
         for chosen in (first, first, second, first):
             expected = reference_ema(x, chosen, **OPTIONS)[0]
             torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
-        reused = ema_chunked_scan._cached_weights[0]
+        reused = ema_chunked_scan._cached_weights.entries[0]
         chunked_scan_ema(x, first, **OPTIONS)
-        assert ema_chunked_scan._cached_weights[0] is reused  # same values: the weights were reused
+        assert ema_chunked_scan._cached_weights.entries[0] is reused  # same values: the weights were reused
         first.decay.mul_(0.5)  # in place: same tensor object, new values
         expected = reference_ema(x, first, **OPTIONS)[0]
         torch.testing.assert_close(chunked_scan_ema(x, first, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
-        assert ema_chunked_scan._cached_weights[0] is not reused
+        assert ema_chunked_scan._cached_weights.entries[0] is not reused
 
 
 def test_layers_alternating_keep_their_weights() -> None:
@@ -42,11 +42,11 @@ def test_layers_alternating_keep_their_weights() -> None:
     with torch.no_grad():
         for chosen in layers:
             chunked_scan_ema(x, chosen, **OPTIONS)
-        entries = {id(entry) for entry in ema_chunked_scan._cached_weights}
+        entries = {id(entry) for entry in ema_chunked_scan._cached_weights.entries}
         for chosen in layers:  # a second forward: every layer finds its weights
             expected = reference_ema(x, chosen, **OPTIONS)[0]
             torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
-        assert {id(entry) for entry in ema_chunked_scan._cached_weights} == entries
+        assert {id(entry) for entry in ema_chunked_scan._cached_weights.entries} == entries
         assert len(entries) == ema_chunked_scan.CACHED_WEIGHTS
 
 

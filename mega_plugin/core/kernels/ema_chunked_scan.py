@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .recording import records_grad
+from .value_cache import ValueKeyedCache
 from .signatures import EmaCoefficients
 
 CHUNK_STEPS: Final = 64
@@ -117,31 +118,21 @@ CACHED_WEIGHTS: Final = 8
 """How many prepared weights no-grad calls keep (~8 MiB each at D 256, N 16): one per layer of
 a model up to this depth, so repeated inference forwards rebuild none (~10 ms per layer)."""
 
-_cached_weights: list[tuple[tuple[Tensor, ...], int, ScanWeights]] = []
-"""Prepared weights of recent calls that recorded no gradient, most recent first, with copies
-of their coefficients: a lookup compares coefficient values, so an entry is never stale."""
+_cached_weights: ValueKeyedCache[ScanWeights] = ValueKeyedCache(capacity=CACHED_WEIGHTS)
+"""Prepared weights of recent calls that recorded no gradient, under copies of their
+coefficients: a lookup compares coefficient values, so an entry is never stale."""
 
 
 def _scan_weights(
     coefficients: tuple[Tensor, Tensor, Tensor], backward: tuple[Tensor, Tensor, Tensor] | None, steps: int
 ) -> ScanWeights:
-    global _cached_weights
     tensors = (*coefficients, *(backward or ()))
     if records_grad(tensors):
         return _compute_scan_weights(coefficients, backward, steps)
-    entries = _cached_weights  # read once: another thread may replace the list
-    for entry in entries:
-        keys, entry_steps, weights = entry
-        if (
-            entry_steps == steps
-            and len(keys) == len(tensors)
-            and all(a.shape == b.shape and a.device == b.device and torch.equal(a, b) for a, b in zip(keys, tensors))
-        ):
-            _cached_weights = [entry, *(e for e in entries if e is not entry)]
-            return weights
-    weights = _compute_scan_weights(coefficients, backward, steps)
-    entry = (tuple(t.detach().clone() for t in tensors), steps, weights)
-    _cached_weights = [entry, *entries][:CACHED_WEIGHTS]
+    weights = _cached_weights.get(steps, tensors)
+    if weights is None:
+        weights = _compute_scan_weights(coefficients, backward, steps)
+        _cached_weights.put(steps, tensors, weights)
     return weights
 
 
