@@ -301,3 +301,24 @@ def test_attention_of_empty_inputs_is_empty(shape: tuple[int, int, int, int]) ->
         dropout_p=0.0, training=False, need_weights=True,
     )
     assert out.shape == (batch, chunks, query_length, 12) and weights.shape == (batch, chunks, query_length, key_length)
+
+
+def test_torch_func_transforms_keep_torch_ops() -> None:
+    """``torch.func.grad`` through a whole model and ``vmap`` over a projection: the oneDNN
+    Function has no functorch rules, so every kernel must decline under the transforms."""
+    model = MegaBackbone(tiny_config(use_chunking=True, chunk_size=128, max_positions=512)).eval()
+    tokens = torch.randint(3, 50, (2, 160))
+
+    def loss(parameters: dict[str, Tensor]) -> Tensor:
+        return torch.func.functional_call(model, parameters, (tokens,)).hidden.square().mean()
+
+    grads = torch.func.grad(loss)({name: p.detach() for name, p in model.named_parameters()})
+    model.zero_grad()
+    loss(dict(model.named_parameters())).backward()
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            torch.testing.assert_close(grads[name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
+    module = nn.Linear(8, 6)
+    batches = torch.randn(3, MIN_ROWS, 8)
+    batched = torch.func.vmap(lambda rows: project(module, rows))(batches)
+    torch.testing.assert_close(batched, module(batches), **FP32)

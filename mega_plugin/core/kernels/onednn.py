@@ -69,11 +69,17 @@ def unsupported_tensor(tensor: Tensor | None) -> str | None:
     return None
 
 
+def _functorch_active() -> bool:
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
 def unsupported_context(*, device: Any = None, dtype: Any = None) -> str | None:
     """Why a call in the current context cannot use oneDNN, or ``None`` if it can.
 
-    Autocast, tracing and compilation keep torch's own ops, so that they see (and cast, trace
-    or fuse) a plain matmul; ``torch.backends.mkldnn.flags(enabled=False)`` turns oneDNN off.
+    Autocast, tracing, compilation and ``torch.func`` transforms keep torch's own ops, so that
+    they see (and cast, trace, fuse, batch or differentiate) a plain matmul;
+    ``torch.backends.mkldnn.flags(enabled=False)`` turns oneDNN off.
     """
     if device is not None and torch.device(device).type != "cpu":
         return f"device {device}: oneDNN serves CPU tensors"
@@ -85,6 +91,8 @@ def unsupported_context(*, device: Any = None, dtype: Any = None) -> str | None:
         return "CPU autocast is on: torch's matmul casts to the autocast dtype"
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return "tracing or compiling: torch's own matmul is what the compiler should see"
+    if _functorch_active():
+        return "a torch.func transform (vmap, grad, jacrev, ...) is active: torch's ops carry its rules"
     return onednn_unavailable()
 
 
