@@ -322,3 +322,16 @@ def test_torch_func_transforms_keep_torch_ops() -> None:
     batches = torch.randn(3, MIN_ROWS, 8)
     batched = torch.func.vmap(lambda rows: project(module, rows))(batches)
     torch.testing.assert_close(batched, module(batches), **FP32)
+
+
+def test_forward_mode_ad_keeps_torch_ops() -> None:
+    """Inside ``torch.autograd.forward_ad.dual_level`` the projections carry tangents."""
+    import torch.autograd.forward_ad as forward_ad
+
+    module = nn.Linear(8, 6)
+    x, tangent = torch.randn(MIN_ROWS, 8), torch.randn(MIN_ROWS, 8)
+    with forward_ad.dual_level():
+        out = project(module, forward_ad.make_dual(x, tangent))
+        primal, derivative = forward_ad.unpack_dual(out)
+    torch.testing.assert_close(primal, module(x), **FP32)
+    torch.testing.assert_close(derivative, tangent @ module.weight.detach().T, **FP32)

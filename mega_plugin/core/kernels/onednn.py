@@ -74,11 +74,16 @@ def _functorch_active() -> bool:
     return bool(active()) if active is not None else False
 
 
+def _forward_ad_active() -> bool:
+    # torch.autograd.forward_ad keeps the innermost open dual level here (-1: none open)
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
 def unsupported_context(*, device: Any = None, dtype: Any = None) -> str | None:
     """Why a call in the current context cannot use oneDNN, or ``None`` if it can.
 
-    Autocast, tracing, compilation and ``torch.func`` transforms keep torch's own ops, so that
-    they see (and cast, trace, fuse, batch or differentiate) a plain matmul;
+    Autocast, tracing, compilation, ``torch.func`` transforms and forward-mode AD keep torch's
+    own ops, so that they see (and cast, trace, fuse, batch or differentiate) a plain matmul;
     ``torch.backends.mkldnn.flags(enabled=False)`` turns oneDNN off.
     """
     if device is not None and torch.device(device).type != "cpu":
@@ -93,6 +98,8 @@ def unsupported_context(*, device: Any = None, dtype: Any = None) -> str | None:
         return "tracing or compiling: torch's own matmul is what the compiler should see"
     if _functorch_active():
         return "a torch.func transform (vmap, grad, jacrev, ...) is active: torch's ops carry its rules"
+    if _forward_ad_active():
+        return "a forward-mode AD dual level is open: torch's ops carry the forward derivatives"
     return onednn_unavailable()
 
 
