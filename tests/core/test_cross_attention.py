@@ -27,6 +27,8 @@ from torch import Tensor
 from mega_plugin.core import GatedCrossAttention, MegaBackbone, MegaBlock, MegaCoreConfig, initialize_tree
 from mega_plugin.core.cross_attention import EncoderMemory
 
+from .helpers import tiny_config
+
 HIDDEN, SHARED = 16, 8
 TOLERANCE = 1e-5
 ATTENTIONS = ("softmax", "laplace", "relu2")
@@ -34,13 +36,9 @@ ATTENTIONS = ("softmax", "laplace", "relu2")
 
 def make_config(attention: str = "softmax", bias: str = "rotary", **overrides: Any) -> MegaCoreConfig:
     values: dict[str, Any] = dict(
-        vocab_size=50,
         hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        intermediate_size=24,
         shared_representation_size=SHARED,
         ema_projection_size=3,
-        nffn_hidden_size=20,
         normalization_type="layernorm",
         attention_activation=attention,
         relative_positional_bias=bias,
@@ -48,15 +46,11 @@ def make_config(attention: str = "softmax", bias: str = "rotary", **overrides: A
         bidirectional=False,
         is_decoder=True,
         add_cross_attention=True,
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        nffn_activation_dropout_prob=0.0,
         initializer_range=0.3,
         pad_token_id=1,
     )
     values.update(overrides)
-    return MegaCoreConfig(**values)
+    return tiny_config(**values)
 
 
 def perturb_(module: torch.nn.Module, seed: int = 0) -> None:

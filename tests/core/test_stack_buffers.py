@@ -13,29 +13,24 @@ from typing import Any
 import pytest
 import torch
 
-from mega_plugin.core import MegaBackbone, MegaCoreConfig
+from mega_plugin.core import MegaBackbone
+
+from .helpers import tiny_config
 
 LENGTH, BATCH, WIDTH = 24, 3, 16
 
 
 def make_model(**overrides: Any) -> MegaBackbone:
     values: dict[str, Any] = dict(
-        vocab_size=50,
         hidden_size=WIDTH,
-        intermediate_size=24,
-        nffn_hidden_size=20,
-        shared_representation_size=8,
-        ema_projection_size=4,
         num_hidden_layers=3,
         use_chunking=True,
         chunk_size=8,
-        max_positions=64,
-        initializer_range=0.1,
         normalize_before_mega=True,
     )
     values.update(overrides)
     torch.manual_seed(0)
-    model = MegaBackbone(MegaCoreConfig(**values)).eval()
+    model = MegaBackbone(tiny_config(**values)).eval()
     blocked = 0
     for module in model.modules():
         if hasattr(module, "block_rows"):
