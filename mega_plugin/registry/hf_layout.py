@@ -17,9 +17,10 @@ import torch
 from ..core.config import MegaCoreConfig
 
 HF_PREFIX: Final = "mega."
+"""Prefix of the backbone keys in every HF MEGA head model (``base_model_prefix``)."""
+
 HF_WORD_EMBEDDINGS: Final = f"{HF_PREFIX}embedding_layer.word_embeddings.weight"
 """The token embedding in an HF MEGA checkpoint (the LM heads tie their weight to it)."""
-"""Prefix of the backbone keys in every HF MEGA head model (``base_model_prefix``)."""
 
 EXCLUDED_CORE_FIELDS: Final = ("extra", "ema_kernel", "attention_kernel", "norm_eps")
 """Core fields that are not written to config.json (ours, or fixed in the reference)."""
