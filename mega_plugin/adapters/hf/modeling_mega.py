@@ -200,8 +200,8 @@ def resolve_cache(
     found = cache if cache is not None else past_key_values
     if found is not None and not isinstance(found, MegaCache) and is_empty_foreign_cache(found):
         # generate() of a wrapping model (EncoderDecoderModel) builds a standard cache before the
-        # first step; an empty one holds nothing, so MEGA's own cache replaces it and is returned.
-        found = MegaCache() if use_cache else None
+        # first step; an empty one holds nothing, so MEGA's own cache replaces it (below) and is returned.
+        found = None
     if found is not None and not isinstance(found, MegaCache):
         raise TypeError(
             f"MEGA keeps its own streaming cache (MegaCache); got {type(found).__name__}. "

@@ -7,6 +7,7 @@ build outputs through :func:`make_output` and never spell either name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, TypeVar
 
 from transformers.utils import ModelOutput
@@ -14,9 +15,15 @@ from transformers.utils import ModelOutput
 OutputT = TypeVar("OutputT", bound=ModelOutput)
 
 
+@functools.lru_cache(maxsize=None)
+def _field_names(output_class: type[ModelOutput]) -> frozenset[str]:
+    # asked on every forward (and decoding step) of every head: read the dataclass once per class
+    return frozenset(f.name for f in dataclasses.fields(output_class))
+
+
 def cache_field(output_class: type[ModelOutput]) -> str | None:
     """The name of ``output_class``'s cache field on this transformers version (None if it has none)."""
-    names = {f.name for f in dataclasses.fields(output_class)}
+    names = _field_names(output_class)
     for candidate in ("cache", "past_key_values"):
         if candidate in names:
             return candidate
@@ -25,7 +32,7 @@ def cache_field(output_class: type[ModelOutput]) -> str | None:
 
 def has_field(output_class: type[ModelOutput], name: str) -> bool:
     """True if ``output_class`` declares the field ``name`` (e.g. ``cross_attentions``)."""
-    return any(f.name == name for f in dataclasses.fields(output_class))
+    return name in _field_names(output_class)
 
 
 def make_output(output_class: type[OutputT], *, cache: Any = None, **fields: Any) -> OutputT:
