@@ -40,7 +40,6 @@ def available_mib() -> float | None:
 def _high_water_mib(pid: int) -> float | None:
     """The peak resident set (VmHWM) of a running process, or None once it is gone."""
     return _proc_mib(f"/proc/{pid}/status", "VmHWM")
-    return None
 
 
 def _describe_exit(returncode: int) -> str:

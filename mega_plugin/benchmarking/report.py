@@ -26,10 +26,10 @@ def _mib(m: Measurement | None) -> str:
     return "-" if m is None or m.peak_mib is None else f"{m.peak_mib:.0f}"
 
 
-def _ratio(numerator: float | None, denominator: float | None, suffix: str = "x") -> str:
+def _ratio(numerator: float | None, denominator: float | None) -> str:
     if not numerator or not denominator:
         return "-"
-    return f"{numerator / denominator:.2f}{suffix}"
+    return f"{numerator / denominator:.2f}x"
 
 
 def _memory_ratio(reference_mib: float | None, ours_mib: float | None) -> str:
