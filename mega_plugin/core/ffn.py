@@ -10,7 +10,7 @@ from .config import MegaCoreConfig
 from .dense import project
 from .dropout import MegaDropout
 from .kernels.recording import records_grad
-from .kernels.row_blocks import BLOCK_ROWS, assemble, plan_row_blocks, split_rows
+from .kernels.row_blocks import BLOCK_ROWS, assemble, blocks_are_exact, plan_row_blocks, split_rows
 from .norms import SequenceNorm
 
 
@@ -61,10 +61,12 @@ class NormalizedFeedForward(nn.Module):
         return out
 
     def _token_local(self) -> bool:
-        """No batch statistics (batch norm in training) and no dropout masks drawn per sequence."""
-        if not self.training:
-            return True
-        return max(self.dropout.probability, self.hidden_dropout.probability) == 0.0 and not self.norm.is_batch_norm
+        """Whether the NFFN may run in row blocks (see ``blocks_are_exact``)."""
+        return blocks_are_exact(
+            training=self.training,
+            is_batch_norm=self.norm.is_batch_norm,
+            dropout_probabilities=(self.dropout.probability, self.hidden_dropout.probability),
+        )
 
     def _forward_in_place(self, x: Tensor, *, out: Tensor) -> None:
         """Pre-norm :meth:`_forward` without autograd or dropout, written into ``out`` (rows, 1, D).

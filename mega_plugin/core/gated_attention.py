@@ -19,6 +19,7 @@ from .kernels.row_blocks import (
     BLOCK_ROWS,
     SEQUENCE_GROUP_ROWS,
     assemble,
+    blocks_are_exact,
     is_channel_major,
     plan_row_blocks,
     split_rows,
@@ -143,17 +144,12 @@ class MovingAverageGatedAttention(nn.Module):
         return AttentionResult(hidden=out, weights=weights, state=new_state)
 
     def _token_local(self) -> bool:
-        """Whether everything after the EMA depends only on a token and its attention frame.
-
-        Not so with active dropout (feature dropout draws one mask per sequence) or with a
-        post-norm batch norm in training (statistics over all tokens).
-        """
-        if self.training:
-            if max(self.dropout.probability, self.hidden_dropout.probability, self.attention_dropout_p) > 0.0:
-                return False
-            if not self.prenorm and self.norm.is_batch_norm:
-                return False
-        return True
+        """Whether the layer may run in sequence groups and row blocks (see ``blocks_are_exact``)."""
+        return blocks_are_exact(
+            training=self.training,
+            is_batch_norm=self.norm.is_batch_norm,
+            dropout_probabilities=(self.dropout.probability, self.hidden_dropout.probability, self.attention_dropout_p),
+        )
 
     def _forward_blocked(self, x: Tensor, *, key_mask: Tensor | None, causal: bool, overwrite_input: bool = False) -> Tensor:
         """The whole-sequence forward, block by block after the EMA (see :mod:`.kernels.row_blocks`).

@@ -35,6 +35,8 @@ CASES: Final = {
     "relu-activation": dict(use_chunking=True, chunk_size=8, length=24, activation="relu"),
     "gelu-activation": dict(length=20, activation="gelu"),
     "linear-activation": dict(use_chunking=True, chunk_size=8, length=30, activation="linear"),
+    # batch statistics in training: the layer must not cut the batch into sequence groups
+    "prenorm-batchnorm": dict(use_chunking=True, chunk_size=8, length=24, normalization_type="batchnorm"),
     "simple-bias-laplace": dict(
         use_chunking=True, chunk_size=8, length=24, relative_positional_bias="simple", attention_activation="laplace"
     ),

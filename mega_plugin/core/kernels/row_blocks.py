@@ -13,7 +13,7 @@ attention inside a block sees exactly the keys it would see over the whole tenso
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Iterable
 
 import torch
 from torch import Tensor
@@ -76,6 +76,18 @@ def plan_row_blocks(batch: int, length: int, *, chunk: int | None, target_rows: 
         for sequence in range(batch)
         for start in range(0, length, step)
     ]
+
+
+def blocks_are_exact(*, training: bool, is_batch_norm: bool, dropout_probabilities: Iterable[float]) -> bool:
+    """Whether a layer may run in row blocks (and sequence groups) with the same result.
+
+    In eval always. In training not with a batch norm (its statistics span the whole batch,
+    before or after the layer) nor with active dropout (feature dropout draws one mask per
+    sequence, and blocks would draw in another order).
+    """
+    if not training:
+        return True
+    return not is_batch_norm and max(dropout_probabilities, default=0.0) == 0.0
 
 
 def is_channel_major(tensor: Tensor) -> bool:
