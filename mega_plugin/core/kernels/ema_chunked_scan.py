@@ -73,8 +73,8 @@ class ScanWeights:
     matrix: Tensor
     """(D, T, T) intra-chunk Toeplitz matrices (both directions when bidirectional)."""
 
-    gather: list[Tensor]
-    """(D, N, T) per direction: a chunk's inputs -> the state it leaves behind."""
+    gathers: Tensor
+    """(D, N or 2N, T), forward direction first: a chunk's inputs -> the state it leaves behind."""
 
     readouts: Tensor
     """(D, N or 2N, T): the inherited states -> each step of a chunk."""
@@ -108,7 +108,7 @@ def _compute_scan_weights(
         carries.append(back_decay.pow(steps).unsqueeze(1))
     return ScanWeights(
         matrix=_flush_tiny(matrix),
-        gather=[_flush_tiny(g) for g in gather],
+        gathers=_flush_tiny(torch.cat(gather, dim=1)),
         readouts=_flush_tiny(torch.cat(readout, dim=1)),
         carries=[_flush_tiny(c) for c in carries],
     )
@@ -154,14 +154,13 @@ def _chunked_scan(
     chunks = -(-length // steps)
     padded = chunks * steps
     weights = _scan_weights(coefficients, backward, steps)
-    matrix, gather, readouts = weights.matrix, weights.gather, weights.readouts
+    matrix, gathers, readouts = weights.matrix, weights.gathers, weights.readouts
 
     signal = torch.nn.functional.pad(x, (0, 0, 0, padded - length)) if padded != length else x
     # (B, C*T, D) -> (D, B*C, T): channels are the matmul batch, time is contiguous.
     # One explicit transposing copy: a strided view here would make bmm copy every channel twice.
     columns = signal.view(batch, chunks, steps, dim).permute(3, 0, 1, 2).contiguous().view(dim, batch * chunks, steps)
     output = torch.bmm(columns, matrix.transpose(1, 2))  # (D, B*C, T)
-    gathers = torch.cat(gather, dim=1)  # (D, N or 2N, T)
     summaries = torch.bmm(columns, gathers.transpose(1, 2)).view(dim, batch, chunks, -1)
     state = initial_state.float().permute(1, 0, 2) if initial_state is not None else x.new_zeros(dim, batch, components)
     inherited, _ = _carry(summaries[..., :components], weights.carries[0], state, reverse=False)
@@ -177,7 +176,7 @@ def _chunked_scan(
     # Forward state after the last real token: the last chunk holds `tail` real steps.
     tail = length - (chunks - 1) * steps
     last_columns = columns.view(dim, batch, chunks, steps)[:, :, -1, :tail]  # (D, B, tail)
-    tail_gather = gather[0][..., steps - tail :]  # input_gain * q ** (tail - 1 - s), (D, N, tail)
+    tail_gather = gathers[:, :components, steps - tail :]  # input_gain * q ** (tail - 1 - s), (D, N, tail)
     final = torch.bmm(last_columns, tail_gather.transpose(1, 2)) + decay.pow(tail).unsqueeze(1) * last_inherited
     return output[:, :length], final.permute(1, 0, 2)
 
