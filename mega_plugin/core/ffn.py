@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import torch
 from torch import Tensor, nn
 
@@ -47,7 +48,7 @@ class NormalizedFeedForward(nn.Module):
         blocks = plan_row_blocks(batch, length, chunk=1, target_rows=self.block_rows)
         if len(blocks) <= 1:
             return self._forward(x)
-        recording = records_grad((x, *self.parameters()))
+        recording = records_grad(itertools.chain((x,), self.parameters()))
         if recording:
             results = [self._forward(part) for part in split_rows(x, blocks)]
             return assemble(blocks, results, batch=batch, length=length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +63,7 @@ class MovingAverageGatedAttention(nn.Module):
         self.kernel_name = config.attention_kernel
         self.init_std = config.initializer_range
         self.activation = get_activation(config.activation)
-        self.activation_name = config.activation
+        self.activation_in_place = get_activation_in_place(config.activation)
         self.scale = self.shared_size**-0.5
         self.attention_dropout_p = config.attention_probs_dropout_prob
         self.block_rows: int | None = BLOCK_ROWS
@@ -160,7 +161,7 @@ class MovingAverageGatedAttention(nn.Module):
         """
         x = x.contiguous()
         batch, length, _ = x.shape
-        recording = records_grad((x, *self.parameters()))
+        recording = records_grad(itertools.chain((x,), self.parameters()))
         out = None
         if not recording:
             # a group reads its rows of x (norm, EMA) before its blocks write them, and each block
@@ -178,7 +179,8 @@ class MovingAverageGatedAttention(nn.Module):
                 causal=causal,
                 out=None if out is None else out[sequences],
             )
-            pieces.append(piece)
+            if out is None:  # with an output, each group has written its rows into it
+                pieces.append(piece)
         if out is not None:
             return out
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
@@ -209,7 +211,7 @@ class MovingAverageGatedAttention(nn.Module):
         for block, (x_part, normed_part, ema_part, mask_part) in zip(blocks, parts):
             # a sequence's short last chunk is padded to a whole chunk, as over the whole tensor
             whole_chunks = block.sequence is not None
-            if out is not None and self.prenorm:
+            if in_place:
                 # no grad: the block's last op writes straight into the output (no copy)
                 self._block_in_place(
                     x_part, normed_part, ema_part, mask_part, causal=causal, whole_chunks=whole_chunks, out=block.take(out)
@@ -257,7 +259,7 @@ class MovingAverageGatedAttention(nn.Module):
         Same arithmetic, in the same order, with fewer buffers: the gates and activations are
         computed in place in the projection outputs, and the last op writes into ``out``.
         """
-        activation = get_activation_in_place(self.activation_name)
+        activation = self.activation_in_place
         value = activation(project(self.v_proj, normed))  # (n, f, V), a fresh tensor
         # ema_out is the EMA before its mix, possibly a transposed (channel-major) view
         mixed = self.ema_gate.mix(ema_out, normed)  # (n, f, D), a fresh tensor laid out as normed
