@@ -67,7 +67,7 @@ _kernels: dict[str, dict[str, KernelSpec]] = {op: {} for op in OPS}
 _discovery: list[Callable[[], None]] = []
 _version = 0
 """Bumped by every registration and removal: lookups cache their sorted lists per version."""
-_sorted: dict[str, tuple[int, list[KernelSpec]]] = {}
+_sorted: dict[str, tuple[int, tuple[KernelSpec, ...]]] = {}
 _REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {}
 _REQUIRED_KEYWORDS: dict[str, tuple[str, ...]] = {}
 
@@ -162,17 +162,22 @@ def registry_version() -> int:
 
 def kernels(op: str) -> list[KernelSpec]:
     """Registered kernels of ``op``, best first."""
+    return list(_ordered(op))
+
+
+def _ordered(op: str) -> tuple[KernelSpec, ...]:
+    """:func:`kernels` without the copy, for the dispatch of every call."""
     if op not in OPS:
         raise KernelError(f"op={op!r} is unknown; allowed values: {', '.join(OPS)}")
     _discover()
     # Looked up on every projection, EMA and attention call: sorted once per registry version.
     cached = _sorted.get(op)
     if cached is not None and cached[0] == _version:
-        return list(cached[1])
+        return cached[1]
     with _lock:
-        ordered = sorted(_kernels[op].values(), key=lambda s: (-s.priority, s.name))
+        ordered = tuple(sorted(_kernels[op].values(), key=lambda s: (-s.priority, s.name)))
         _sorted[op] = (_version, ordered)
-        return list(ordered)
+        return ordered
 
 
 def is_registered(op: str, name: str) -> bool:
@@ -195,7 +200,7 @@ def resolve_kernel(op: str, requested: str, call: Mapping[str, Any]) -> KernelSp
     such kernels and falls back to the reference kernel.
     """
     name = env_override(op) or requested or AUTO
-    candidates = kernels(op)
+    candidates = _ordered(op)
     if name != AUTO:
         for spec in candidates:
             if spec.name == name:
