@@ -117,10 +117,21 @@ def train_single_process(case: str) -> tuple[dict[str, Tensor], dict[str, Tensor
 
 def train_data_parallel(case: str, rank: int, world_size: int) -> dict[str, Tensor]:
     """Final parameters of ``case`` trained with DDP on this rank's shard of every batch."""
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     model = DistributedDataParallel(build_model(case))
+    train_steps(model, rank, world_size)
+    return parameters_of(model.module)
+
+
+def train_steps(model: torch.nn.Module, rank: int, world_size: int) -> None:
+    """STEPS steps of a data-parallel ``model`` on this rank's shard of each batch.
+
+    The wrapper averages the gradients over the ranks, so each rank's mean loss is rescaled by
+    its share of the target tokens: the update then equals one process on the whole batch.
+    """
+    import torch.distributed as dist
+
     optimizer = make_optimizer(model)
     for step in range(STEPS):
         input_ids, mask, labels = shard(step_batch(step), rank, world_size)
@@ -130,9 +141,8 @@ def train_data_parallel(case: str, rank: int, world_size: int) -> dict[str, Tens
         local_mean = model(input_ids, attention_mask=mask, labels=labels).loss
         loss = local_mean * local_count * world_size / global_count
         optimizer.zero_grad()
-        loss.backward()  # DDP averages the gradients over the ranks
+        loss.backward()
         optimizer.step()
-    return parameters_of(model.module)
 
 
 def train_fully_sharded(case: str, rank: int, world_size: int) -> dict[str, Tensor]:
@@ -142,24 +152,13 @@ def train_fully_sharded(case: str, rank: int, world_size: int) -> dict[str, Tens
     re-gathers a block's weights through the tensors it finds in the block's output (a
     ``BlockResult``, which the core registers as a pytree node).
     """
-    import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
     model = build_model(case)
     for block in model.mega.layers:
         fully_shard(block)
     fully_shard(model)
-    optimizer = make_optimizer(model)
-    for step in range(STEPS):
-        input_ids, mask, labels = shard(step_batch(step), rank, world_size)
-        local_count = target_count(labels)
-        global_count = local_count.clone()
-        dist.all_reduce(global_count)
-        local_mean = model(input_ids, attention_mask=mask, labels=labels).loss
-        loss = local_mean * local_count * world_size / global_count
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_steps(model, rank, world_size)
     # Parameters are DTensors sharded over the ranks: gather the full tensors (a collective).
     return {name: p.full_tensor().detach().clone() for name, p in model.named_parameters()}
 
