@@ -11,7 +11,8 @@ from typing import Final
 
 import torch
 
-from ..core.stack import MegaBackbone
+from ..backends import accelerate
+from ..core.backbone import MegaBackbone
 from ..core.state import MegaState
 from .common import Progress, benchmark_config, best_time
 
@@ -52,6 +53,7 @@ def run_decode_benchmark(
     for chunk_size in chunk_sizes:
         torch.manual_seed(0)
         model = MegaBackbone(benchmark_config(chunk_size=chunk_size, causal=True)).eval()
+        accelerate(model)
         for context in contexts:
             progress.step(f"chunk={chunk_size} context={context}")
             if chunk_size is None and context > UNCHUNKED_CONTEXT_LIMIT:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..core.config import MegaCoreConfig
-from ..core.kernels.onednn import matmul_nt, onednn_unavailable
+from ..backends.cpu_fast.onednn import matmul_nt, onednn_available
 from .common import best_time
 
 
@@ -35,7 +35,7 @@ def gemm_gflops(*, size: int = 2048, repeats: int = 3) -> float:
     a = torch.randn(size, size)
     b = torch.randn(size, size)
     candidates = [lambda: a @ b]
-    if onednn_unavailable() is None:
+    if onednn_available().ok:
         candidates.append(lambda: matmul_nt(a, b))
     seconds = min(best_time(candidate, repeats=repeats, warmup=1) for candidate in candidates)
     return 2.0 * size**3 / seconds / 1e9

@@ -13,7 +13,8 @@ from typing import Callable, Final
 import torch
 from torch import Tensor, nn
 
-from ..core.stack import MegaBackbone
+from ..backends import accelerate
+from ..core.backbone import MegaBackbone
 from .common import benchmark_config
 
 IMPLEMENTATIONS: Final = ("ours", "reference")
@@ -38,6 +39,7 @@ def build_model(
     config = benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
     torch.manual_seed(seed)
     ours = MegaBackbone(config)
+    accelerate(ours)
     if implementation == "ours":
         return ours, lambda tokens: ours(tokens).hidden
     reason = reference_unavailable()

@@ -1,4 +1,4 @@
-"""``mega-plugin info``: plugins, kernels, presets, converters, adapters and ecosystems.
+"""``mega-plugin info``: plugins, kernels, backends, presets, converters, adapters and ecosystems.
 
 Nothing of transformers or fairseq2 is imported: versions come from ``importlib.metadata``.
 """
@@ -11,7 +11,7 @@ import os
 from typing import Any, Final, Sequence
 
 NAME: Final = "info"
-HELP: Final = "Show installed plugins, kernels (with availability), presets, converters, adapters and ecosystems."
+HELP: Final = "Show installed plugins, kernels and backends (with availability), presets, converters, adapters and ecosystems."
 
 ECOSYSTEMS: Final = ("torch", "transformers", "fairseq2", "safetensors", "pluggy")
 
@@ -31,16 +31,26 @@ def _version(distribution: str) -> str | None:
 
 
 def _check(fn: Any, *args: Any) -> str | None:
+    """Why ``fn(*args)`` says no (a Support, a reason string or None), or None when it says yes."""
+    from mega_plugin.core.ops import as_support
+
     try:
-        return fn(*args)
+        return as_support(fn(*args)).reason
     except Exception as error:  # an availability check must not break the report
         return f"check failed: {type(error).__name__}: {error}"
 
 
 def collect() -> dict[str, Any]:
     """Everything ``info`` shows, as plain data."""
-    from mega_plugin.core.kernels import OPS
-    from mega_plugin.registry import list_adapters, list_converters, list_kernels, list_plugins, list_presets
+    from mega_plugin.core.ops import OPS
+    from mega_plugin.registry import (
+        list_adapters,
+        list_backends,
+        list_converters,
+        list_kernels,
+        list_plugins,
+        list_presets,
+    )
 
     kernels = []
     for op in OPS:
@@ -65,6 +75,11 @@ def collect() -> dict[str, Any]:
             for p in list_plugins()
         ],
         "kernels": kernels,
+        "backends": [
+            {"name": b.name, "priority": b.priority, "source": b.source, "available": _check(b.is_available) is None,
+             "reason": _check(b.is_available), "description": b.description}
+            for b in list_backends()
+        ],
         "presets": [{"name": p.name, "source": p.source, "description": p.description} for p in list_presets()],
         "converters": [
             {"name": c.name, "source": c.source, "description": c.description} for c in list_converters()
@@ -105,6 +120,9 @@ def render(report: dict[str, Any]) -> str:
     sections = [
         _table("Plugins:", ("distribution", "version", "entry point", "status", "error"), plugins),
         _table("Kernels:", ("op", "name", "priority", "source", "available", "description"), kernels),
+        _table("Backends:", ("name", "priority", "source", "available", "description"),
+               [(b["name"], b["priority"], b["source"], "yes" if b["available"] else f"no: {b['reason']}",
+                 b["description"]) for b in report["backends"]]),
         _table("Presets:", ("name", "source", "description"),
                [(p["name"], p["source"], p["description"]) for p in report["presets"]]),
         _table("Converters:", ("name", "source", "description"),

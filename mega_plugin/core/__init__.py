@@ -1,11 +1,14 @@
 """The backend-neutral MEGA core (imports torch only).
 
 Config (:class:`MegaCoreConfig`), modules (EMA, gated attention, NFFN, block, stack,
-backbone), streaming state, and the kernel ops with their reference implementations.
+backbone), streaming state, and the kernel ops with their reference implementations
+(:mod:`.ops`). Each sub-layer is written once, as the paper writes it; fast schedules live
+in ``mega_plugin.backends``.
 """
 
 from __future__ import annotations
 
+from .backbone import MegaBackbone
 from .block import BlockResult, MegaBlock
 from .config import (
     ACTIVATIONS,
@@ -23,7 +26,8 @@ from .gated_attention import MovingAverageGatedAttention
 from .init import initialize_module, initialize_tree
 from .norms import RMSNorm, ScaleNorm, SequenceNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
-from .stack import MegaBackbone, MegaLayerStack, StackOutput, encoder_key_mask, padding_to_key_mask
+from .masks import encoder_key_mask, padding_to_key_mask
+from .stack import MegaLayerStack, StackOutput
 from .state import LayerState, MegaState
 
 __all__ = [

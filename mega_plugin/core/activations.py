@@ -37,29 +37,3 @@ def get_activation(name: str) -> Callable[[Tensor], Tensor]:
         return _ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"activation={name!r} is not supported; allowed values: {', '.join(ACTIVATIONS)}") from None
-
-
-def _silu_in_place(x: Tensor) -> Tensor:
-    return F.silu(x, inplace=True)
-
-
-def _relu_in_place(x: Tensor) -> Tensor:
-    return F.relu(x, inplace=True)
-
-
-_IN_PLACE: Final[dict[str, Callable[[Tensor], Tensor]]] = {
-    "silu": _silu_in_place,
-    "relu": _relu_in_place,
-    "linear": identity,
-}
-
-
-def get_activation_in_place(name: str) -> Callable[[Tensor], Tensor]:
-    """Like :func:`get_activation`, overwriting its argument where torch can (silu, relu).
-
-    For calls that record no gradient on tensors nobody else holds: writing in place saves a
-    fresh (rows, F) buffer per call. The others (gelu, gelu_accurate) return a new tensor;
-    always use the returned tensor.
-    """
-    get_activation(name)  # the same error for an unknown name
-    return _IN_PLACE.get(name, _ACTIVATIONS[name])

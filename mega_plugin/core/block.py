@@ -77,14 +77,9 @@ class MegaBlock(nn.Module):
         encoder_hidden: Tensor | None = None,
         encoder_mask: Tensor | None = None,
         position: int = 0,
-        overwrite_input: bool = False,
     ) -> BlockResult:
         """``hidden`` (B, L, D) at absolute positions ``position ..``; ``encoder_hidden`` (B, S, D)
-        with ``encoder_mask`` (B, S) bool (True = real token) feeds the cross-attention.
-
-        ``overwrite_input``: the caller hands ``hidden`` over (nobody reads it afterwards), so a
-        no-grad call may write the block's output into it instead of into fresh memory.
-        """
+        with ``encoder_mask`` (B, S) bool (True = real token) feeds the cross-attention."""
         result = self.mega_layer(
             hidden,
             key_mask=key_mask,
@@ -92,7 +87,6 @@ class MegaBlock(nn.Module):
             state=state,
             update_state=update_state,
             need_weights=need_weights,
-            overwrite_input=overwrite_input,
         )
         hidden, new_state = result.hidden, result.state
         cross_weights = None
@@ -108,8 +102,7 @@ class MegaBlock(nn.Module):
         elif encoder_hidden is not None or encoder_mask is not None:
             raise ValueError(NO_CROSS_ATTENTION)
         if self.nffn is not None:
-            # The attention output is this block's own tensor: the NFFN may always write into it.
-            hidden = self.nffn(hidden, overwrite_input=True)
+            hidden = self.nffn(hidden)
         return BlockResult(hidden=hidden, weights=result.weights, cross_weights=cross_weights, state=new_state)
 
     def _memory(

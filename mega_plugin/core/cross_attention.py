@@ -32,11 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import get_activation
-from .attention_dispatch import dispatch_attention
 from .config import MegaCoreConfig
-from .dense import project
 from .dropout import MegaDropout
 from .norms import SequenceNorm
+from .ops import run_attention
 from .positional import SimpleRelativePositionalBias, relative_positional_bias
 
 
@@ -87,8 +86,8 @@ class GatedCrossAttention(nn.Module):
                 f"encoder_hidden_states must have shape (batch, source_length, hidden_size={self.hidden_size}), "
                 f"got {tuple(encoder_hidden.shape)}"
             )
-        keys = project(self.k_proj, encoder_hidden)
-        values = self.activation(project(self.v_proj, encoder_hidden))
+        keys = self.k_proj(encoder_hidden)
+        values = self.activation(self.v_proj(encoder_hidden))
         return EncoderMemory(keys=keys, values=values, key_mask=key_mask)
 
     def forward(
@@ -108,19 +107,19 @@ class GatedCrossAttention(nn.Module):
         residual = x
         normed = self.norm(x) if self.prenorm else x
         update_gate, reset_gate, query = torch.split(
-            project(self.q_proj, normed), [self.hidden_size, self.hidden_size, self.shared_size], dim=-1
+            self.q_proj(normed), [self.hidden_size, self.hidden_size, self.shared_size], dim=-1
         )
         update_gate = torch.sigmoid(update_gate)
         reset_gate = F.silu(reset_gate)
         values = self.hidden_dropout(memory.values)
         bias = self._bias(length, source_length, query_offset)
-        attended, weights = dispatch_attention(
+        attended, weights = run_attention(
             query.unsqueeze(1),  # (B, 1, L, Z): one "chunk" spanning the whole decoder input
             memory.keys.unsqueeze(1),
             values.unsqueeze(1),
             bias,
             None if memory.key_mask is None else memory.key_mask.unsqueeze(1),
-            kernel_name=self.kernel_name,
+            kernel=self.kernel_name,
             activation=self.attention_activation,
             causal=False,
             query_offset=0,
@@ -129,7 +128,7 @@ class GatedCrossAttention(nn.Module):
             training=self.training,
             need_weights=need_weights,
         )
-        gated = self.activation(project(self.h_proj, attended.squeeze(1) * reset_gate))
+        gated = self.activation(self.h_proj(attended.squeeze(1) * reset_gate))
         out = torch.addcmul(residual, update_gate, self.dropout(gated) - residual)
         if not self.prenorm:
             out = self.norm(out)

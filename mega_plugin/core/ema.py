@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import EmaCoefficients, resolve_kernel
-from .kernels.recording import records_grad
+from .ops import EmaCoefficients, run_ema
 
 
 class MultiDimensionDampedEma(nn.Module):
@@ -77,59 +76,40 @@ class MultiDimensionDampedEma(nn.Module):
         state: Tensor | None = None,
         window: Tensor | None = None,
         return_state: bool = False,
-        mix: bool = True,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """EMA over ``x`` (B, L, D).
+        """``silu(EMA(x) + residual_weight * x)`` over ``x`` (B, L, D).
 
         ``key_mask`` (B, L) marks real tokens (padding enters the EMA as zero). For streaming
         (causal only): an untruncated EMA carries ``state`` (B, D, N); a truncated one carries
         ``window`` (B, W, D), the last ``truncation - 1`` inputs, since its output is not a
         function of a small state. Returns (output, new state, new window).
-
-        ``mix=False`` returns the EMA itself, before :meth:`mix` (laid out as the kernel gives
-        it), for callers that mix it with ``x`` themselves, piece by piece.
         """
         signal = x if key_mask is None else x.masked_fill(~key_mask.unsqueeze(-1), 0.0)
         streaming = return_state or state is not None or window is not None
         if streaming and self.bidirectional:
             raise ValueError("a bidirectional EMA cannot stream: set bidirectional=False for decoding")
-        new_window = None
+        new_state = new_window = None
         if streaming and self.truncation is not None:
+            # the truncated kernel reaches truncation - 1 inputs back: run it over them again
             length = signal.shape[1]
             full = signal if window is None else torch.cat([window.to(signal.dtype), signal], dim=1)
-            output, _ = self._run(full, initial_state=None, return_state=False)
-            output = output[:, -length:] if length > 0 else output[:, :0]
-            new_window = full[:, max(0, full.shape[1] - (self.truncation - 1)) :] if return_state else None
-            new_state = None
+            ema, _ = self.run(full)
+            ema = ema[:, full.shape[1] - length :]
+            if return_state:
+                new_window = full[:, max(0, full.shape[1] - (self.truncation - 1)) :]
         else:
-            output, new_state = self._run(signal, initial_state=state, return_state=return_state)
-        output = output.to(x.dtype)
-        return (self.mix(output, x) if mix else output), new_state, new_window
+            ema, new_state = self.run(signal, initial_state=state, return_state=return_state)
+        mixed = torch.addcmul(ema.to(x.dtype), x, self.residual_weight)  # EMA(x) + residual_weight * x
+        return F.silu(mixed), new_state, new_window
 
-    def mix(self, ema: Tensor, x: Tensor) -> Tensor:
-        """``silu(ema + residual_weight * x)``, laid out as ``x`` (``ema`` may be a strided view).
-
-        ``ema`` is :meth:`forward`'s ``mix=False`` output for ``x`` (or a piece of both).
-        """
-        if records_grad((ema, x, self.residual_weight)):
-            return F.silu(torch.addcmul(ema, x, self.residual_weight).contiguous())
-        mixed = torch.empty(x.shape, dtype=torch.result_type(ema, self.residual_weight), device=x.device)
-        torch.addcmul(ema, x, self.residual_weight, out=mixed)
-        return F.silu(mixed, inplace=True)  # in place: no second (B, L, D)
-
-    def _run(self, signal: Tensor, *, initial_state: Tensor | None, return_state: bool) -> tuple[Tensor, Tensor | None]:
-        call = {
-            "bidirectional": self.bidirectional,
-            "truncation": self.truncation,
-            "length": signal.shape[1],
-            "has_state": initial_state is not None or return_state,
-            "dtype": signal.dtype,
-            "device": signal.device,
-        }
-        kernel = resolve_kernel("ema", self.kernel_name, call)
-        return kernel.fn(
+    def run(
+        self, signal: Tensor, *, initial_state: Tensor | None = None, return_state: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """The EMA itself (before the residual mix) of ``signal`` (B, L, D): (fp32 (B, L, D), state or None)."""
+        return run_ema(
             signal,
             self.coefficients(),
+            kernel=self.kernel_name,
             bidirectional=self.bidirectional,
             truncation=self.truncation,
             initial_state=initial_state,

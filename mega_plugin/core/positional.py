@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
-from .kernels.recording import records_grad
-from .kernels.value_cache import ValueKeyedCache
+from .memo import ValueKeyedCache, records_grad
 
 MAX_CACHED_BIAS: Final = 1 << 22
 """Largest rotary bias kept between calls (elements, 16 MiB in fp32): chunk biases and

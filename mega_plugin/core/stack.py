@@ -1,4 +1,4 @@
-"""The MEGA layer stack (``layers`` in checkpoints) and a standalone backbone."""
+"""The MEGA layer stack (``layers`` in checkpoints): every block in turn, with streaming state."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .block import ENCODER_STATES_NEEDED, NO_CROSS_ATTENTION, MegaBlock
 from .config import MegaCoreConfig
-from .embeddings import MegaEmbeddings
-from .init import initialize_tree
+from .masks import encoder_key_mask, same_mask
 from .state import MegaState
 
 
@@ -33,48 +32,6 @@ class StackOutput:
 
     cross_attentions: tuple[Tensor, ...] | None = None
     """Every layer's cross-attention weights (B, L, S), when asked for (cross-attention only)."""
-
-
-def padding_to_key_mask(
-    attention_mask: Tensor | None, *, batch: int, length: int, position: int
-) -> Tensor | None:
-    """HF-style (B, L) or (B, position + L) 0/1 mask -> (B, L) bool for the new tokens.
-
-    Returns None when every token is real (the fast path, and exactly the reference's
-    unmasked computation).
-    """
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] not in (
-        length,
-        position + length,
-    ):
-        expected = f"({batch}, {length})" + (f" or ({batch}, {position + length})" if position else "")
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {expected}")
-    mask = attention_mask[:, -length:] if length else attention_mask[:, :0]
-    mask = mask if mask.dtype == torch.bool else mask != 0
-    return None if bool(mask.all()) else mask
-
-
-def encoder_key_mask(encoder_attention_mask: Tensor | None, *, batch: int, source_length: int) -> Tensor | None:
-    """HF-style (B, S) 0/1 encoder mask -> (B, S) bool, or None when every encoder token is real."""
-    if encoder_attention_mask is None:
-        return None
-    if encoder_attention_mask.dim() != 2 or tuple(encoder_attention_mask.shape) != (batch, source_length):
-        raise ValueError(
-            f"encoder_attention_mask has shape {tuple(encoder_attention_mask.shape)}, expected "
-            f"({batch}, {source_length}) = (batch, encoder length) with 1 for real encoder tokens and 0 for padding"
-        )
-    mask = encoder_attention_mask if encoder_attention_mask.dtype == torch.bool else encoder_attention_mask != 0
-    return None if bool(mask.all()) else mask
-
-
-def same_mask(first: Tensor | None, second: Tensor | None) -> bool:
-    """True if two (B, S) bool masks from :func:`encoder_key_mask` agree (None means all real,
-    and that function never returns an all-real tensor)."""
-    if first is None or second is None:
-        return first is second
-    return first.shape == second.shape and bool(torch.equal(first, second.to(first.device)))
 
 
 class MegaLayerStack(nn.ModuleList):
@@ -134,9 +91,6 @@ class MegaLayerStack(nn.ModuleList):
                 encoder_hidden=encoder_hidden,
                 encoder_mask=encoder_mask,
                 position=position,
-                # Layer 0's input may be the caller's tensor (inputs_embeds) and kept hidden states
-                # must survive; otherwise each layer's input is the previous layer's private output.
-                overwrite_input=index > 0 and all_hidden is None,
             )
             if self.gradient_checkpointing and self.training and not use_cache and torch.is_grad_enabled():
                 result = checkpoint(layer, hidden, use_reentrant=False, **kwargs)
@@ -200,47 +154,3 @@ class MegaLayerStack(nn.ModuleList):
                     "start a new cache for a new encoder output"
                 )
         return mask
-
-
-class MegaBackbone(nn.Module):
-    """Embeddings plus the layer stack: the whole MEGA encoder/decoder without a head."""
-
-    def __init__(self, config: MegaCoreConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embedding_layer = MegaEmbeddings(config)
-        self.layers = MegaLayerStack(config)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        initialize_tree(self, std=self.config.initializer_range)
-
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        *,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        state: MegaState | None = None,
-        use_cache: bool = False,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        encoder_hidden: Tensor | None = None,
-        encoder_attention_mask: Tensor | None = None,
-    ) -> StackOutput:
-        hidden = self.embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
-        batch, length = hidden.shape[:2]
-        key_mask = padding_to_key_mask(
-            attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
-        )
-        return self.layers(
-            hidden,
-            key_mask=key_mask,
-            state=state,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            encoder_hidden=encoder_hidden,
-            encoder_attention_mask=encoder_attention_mask,
-        )

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.config import MegaCoreConfig
-from ..core.kernels import KernelSpec, kernels, set_discovery
+from ..backends import registry as backend_store
+from ..core.ops import KernelSpec, kernels, set_discovery
 from .hf_layout import hf_config_dict
 from .hookspecs import HOOK_NAMES, PROJECT_NAME, hookimpl, hookspec
 from .manager import host, is_loaded, load_plugins, reset
@@ -32,8 +33,9 @@ from .registries import AdapterRegistry, ConverterRegistry, KernelRegistry, Pres
 
 
 def install() -> None:
-    """Make the core kernel registry load plugins before its first lookup (idempotent, cheap)."""
+    """Make the kernel and backend registries load plugins before their first lookup (idempotent, cheap)."""
     set_discovery(load_plugins)
+    backend_store.set_discovery(load_plugins)
 
 
 def get_preset(name: str, **overrides: Any) -> MegaCoreConfig:
@@ -86,6 +88,11 @@ def list_kernels(op: str) -> list[KernelSpec]:
     return kernels(op)
 
 
+def list_backends() -> list[backend_store.BackendSpec]:
+    """Every registered backend, highest priority first, after loading plugins."""
+    return backend_store.backends()
+
+
 def list_plugins() -> list[PluginRecord]:
     """One record per plugin: distribution, version, entry point, status and error."""
     return list(host().plugins)
@@ -117,6 +124,7 @@ __all__ = [
     "is_loaded",
     "list_adapters",
     "list_converters",
+    "list_backends",
     "list_kernels",
     "list_plugins",
     "list_presets",

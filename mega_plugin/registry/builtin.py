@@ -7,19 +7,30 @@ from a source checkout that is not pip-installed.
 
 from __future__ import annotations
 
-from ..core.kernels import BUILTIN_KERNELS
+from ..backends import cpu_fast, portable
 from ..core.presets import PRESETS
 from .fairseq_mega import NAME as FAIRSEQ_MEGA
 from .fairseq_mega import convert_fairseq_mega
 from .hookspecs import hookimpl
-from .registries import AdapterRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
+from .registries import AdapterRegistry, BackendRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
 
 
 @hookimpl
 def mega_plugin_register_kernels(registry: KernelRegistry) -> None:
-    """The reference EMA and attention kernels (priority 0, accept every call)."""
-    for spec in BUILTIN_KERNELS:
+    """The fast kernels of the backends (the core registers its reference kernels itself)."""
+    for spec in (*portable.KERNELS, *cpu_fast.KERNELS):
         registry.register_spec(spec)
+
+
+@hookimpl
+def mega_plugin_register_backends(registry: BackendRegistry) -> None:
+    """``cpu_fast``: row-blocked, in-place and oneDNN modules for CPU models."""
+    registry.register(
+        cpu_fast.NAME,
+        accelerate=cpu_fast.accelerate,
+        restore=cpu_fast.restore,
+        description="CPU schedule: row blocks of whole frames, in-place no-grad layers, oneDNN fp32 GEMMs",
+    )
 
 
 @hookimpl

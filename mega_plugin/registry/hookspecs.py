@@ -7,7 +7,7 @@ A plugin is a module (or any object) named by an entry point in the ``mega_plugi
 
 Each hook receives one *registry object* and calls its ``register(...)`` methods; nothing is
 returned. Hooks run once per process, lazily (at the first kernel lookup, preset lookup, ...),
-in the order kernels, presets, converters, adapters. Everything one plugin registers is
+in the order kernels, backends, presets, converters, adapters. Everything one plugin registers is
 committed together: if any hook of a plugin raises, none of its registrations are kept.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 import pluggy
 
 if TYPE_CHECKING:
-    from .registries import AdapterRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
+    from .registries import AdapterRegistry, BackendRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
 
 PROJECT_NAME: Final = "mega_plugin"
 """The pluggy project name and the entry-point group."""
@@ -32,13 +32,25 @@ def mega_plugin_register_kernels(registry: KernelRegistry) -> None:
     """Register kernel implementations of the ``ema`` and ``attention`` ops.
 
     Call ``registry.register(op, name, fn, *, priority=..., is_available=..., supports=...,
-    description=...)`` or ``registry.register_spec(KernelSpec(...))``. ``fn`` must accept the
-    op's signature (see :mod:`mega_plugin.core.kernels.signatures`); a wrong signature, a
+    guard=..., description=...)`` or ``registry.register_spec(KernelSpec(...))``. ``fn`` must
+    accept the op's call (see :mod:`mega_plugin.core.ops.calls`); a wrong signature, a
     reserved name (``auto``) or a name another distribution registered makes the plugin fail.
     Models pick kernels by name from their config (``ema_kernel``, ``attention_kernel``), by
     the ``MEGA_PLUGIN_KERNEL_EMA`` / ``MEGA_PLUGIN_KERNEL_ATTENTION`` environment variables,
     or with ``auto`` (highest priority first, skipping kernels that are unavailable or decline
     the call).
+    """
+
+
+@hookspec
+def mega_plugin_register_backends(registry: BackendRegistry) -> None:
+    """Register backends: module-level fast paths applied to a model once, when it is built.
+
+    Call ``registry.register(name, *, accelerate, restore, priority=0, is_available=None,
+    description="")``. ``accelerate(model)`` swaps modules of a MEGA model in place for
+    subclasses with the same parameters, state-dict keys and hooks, and returns how many it
+    changed; ``restore(model)`` undoes it. ``mega_plugin.backends.accelerate(model)`` applies
+    every available backend (``MEGA_PLUGIN_BACKENDS`` picks others, or ``none``).
     """
 
 
@@ -75,6 +87,7 @@ def mega_plugin_register_adapters(registry: AdapterRegistry) -> None:
 
 HOOK_NAMES: Final = (
     "mega_plugin_register_kernels",
+    "mega_plugin_register_backends",
     "mega_plugin_register_presets",
     "mega_plugin_register_converters",
     "mega_plugin_register_adapters",

@@ -2,7 +2,7 @@
 
 Loading runs once per process (or after :func:`reset`): the built-in plugin first, then every
 installed entry point of the ``mega_plugin`` group, sorted by distribution and name. Each plugin
-is imported, registered with pluggy, and its four hooks are called with registries bound to a
+is imported, registered with pluggy, and its hooks are called with registries bound to a
 private :class:`~mega_plugin.registry.registries.Staging`; the staging is committed only when
 all of that succeeded. A plugin that fails at any step is logged, recorded in
 :func:`list_plugins` with its distribution, entry point and error, and skipped (nothing it
@@ -19,7 +19,8 @@ from typing import Any
 
 import pluggy
 
-from ..core.kernels import is_registered, kernels, register_kernel, unregister_kernel
+from ..backends import registry as backend_store
+from ..core.ops import is_registered, kernels, register_kernel, unregister_kernel
 from . import hookspecs
 from .discovery import (
     BUILTIN_NAME,
@@ -64,6 +65,7 @@ class PluginHost:
         self.adapters: dict[str, AdapterRecord] = {}
         self.plugins: list[PluginRecord] = []
         self.owned_kernels: list[tuple[str, str]] = []
+        self.owned_backends: list[str] = []
         self.loaded = False
         self.loading = False
 
@@ -142,6 +144,10 @@ class PluginHost:
             owner = next((k.source for k in kernels(spec.op) if k.name == spec.name), None)
             if owner is not None and canonical(owner) != canonical(staging.distribution):
                 raise PluginError(f"kernel {spec.op}/{spec.name} is already registered by {owner}")
+        for backend in staging.backends:
+            present = backend_store.lookup(backend.name)
+            if present is not None and canonical(present.source) != canonical(staging.distribution):
+                raise PluginError(f"backend {backend.name!r} is already registered by {present.source}")
         added: list[tuple[str, str]] = []
         try:
             for spec in staging.kernels:
@@ -154,6 +160,9 @@ class PluginHost:
                 unregister_kernel(op, name)
             raise
         self.owned_kernels.extend(added)
+        for backend in staging.backends:
+            backend_store.register_backend(backend, replace=True)
+            self.owned_backends.append(backend.name)
         self.presets.update((p.name, p) for p in staging.presets)
         self.converters.update((c.name, c) for c in staging.converters)
         self.adapters.update((a.name, a) for a in staging.adapters)
@@ -192,6 +201,9 @@ class PluginHost:
         for op, name in self.owned_kernels:
             unregister_kernel(op, name)
         self.owned_kernels.clear()
+        for name in self.owned_backends:
+            backend_store.unregister_backend(name)
+        self.owned_backends.clear()
 
 
 _lock = threading.RLock()

@@ -8,14 +8,13 @@ the manager commits the staging only when all four hooks of the plugin succeeded
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Final, Mapping, Sequence
+from typing import Any, Callable, Final, Sequence
 
 from ..core.config import MegaCoreConfig
-from ..core.kernels import OPS, KernelError, KernelSpec
-from ..core.kernels.registry import AUTO, check_signature, op_signature
+from ..backends.registry import BackendSpec
+from ..core.ops import AUTO, OPS, KernelError, KernelSpec, Support, as_support, check_kernel_signature
 from .discovery import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -30,15 +29,15 @@ NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 
-def guarded_check(check: Callable[..., str | None], what: str) -> Callable[..., str | None]:
+def guarded_check(check: Callable[..., Support | str | None], what: str) -> Callable[..., Support | str | None]:
     """``check`` made safe to run on every call: an exception becomes the reason to decline.
 
-    A plugin's ``is_available()`` or ``supports(call)`` runs inside every ``auto`` dispatch, so
-    one that raises would break every model; instead the kernel is skipped with the error as
-    its reason. Under ``MEGA_PLUGIN_STRICT=1`` the exception propagates (for plugin authors).
+    A plugin's ``is_available()``, ``supports(call)`` or ``guard()`` runs inside ``auto``
+    dispatch, so one that raises would break every model; instead the kernel is skipped with
+    the error as its reason. Under ``MEGA_PLUGIN_STRICT=1`` the exception propagates.
     """
 
-    def guarded(*args: Any) -> str | None:
+    def guarded(*args: Any) -> Support | str | None:
         try:
             return check(*args)
         except Exception as error:
@@ -50,22 +49,14 @@ def guarded_check(check: Callable[..., str | None], what: str) -> Callable[..., 
     return guarded
 
 
-def check_kernel_call(spec: KernelSpec) -> None:
-    """Raise ``KernelError`` unless ``spec.fn`` accepts exactly the call its op makes.
+def guarded_support(check: Callable[[], Support | str | None], what: str) -> Callable[[], Support]:
+    """:func:`guarded_check` of an availability check, answering a :class:`Support` always."""
+    guarded = guarded_check(check, what)
 
-    Stricter than the core's check: an extra required parameter or a keyword that can only be
-    passed positionally would make every forward pass fail, so the plugin fails at load instead.
-    """
-    positional, keywords = op_signature(spec.op)
-    try:
-        signature = inspect.signature(spec.fn)
-    except (TypeError, ValueError) as error:
-        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot inspect its signature ({error})") from error
-    try:
-        signature.bind(*positional, **dict.fromkeys(keywords))
-    except TypeError as error:
-        call = f"fn({', '.join(positional)}, *, {', '.join(keywords)})"
-        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot be called as {call}: {error}") from None
+    def support() -> Support:
+        return as_support(guarded())
+
+    return support
 
 
 def check_name(kind: str, name: object) -> str:
@@ -89,6 +80,7 @@ class Staging:
     """Distribution name filled into every record's ``source``."""
 
     kernels: list[KernelSpec] = field(default_factory=list)
+    backends: list[BackendSpec] = field(default_factory=list)
     presets: list[PresetRecord] = field(default_factory=list)
     converters: list[ConverterRecord] = field(default_factory=list)
     adapters: list[AdapterRecord] = field(default_factory=list)
@@ -101,6 +93,7 @@ class Staging:
         """Human-readable list of the staged registrations."""
         return (
             tuple(f"kernel {k.op}/{k.name}" for k in self.kernels)
+            + tuple(f"backend {b.name}" for b in self.backends)
             + tuple(f"preset {p.name}" for p in self.presets)
             + tuple(f"converter {c.name}" for c in self.converters)
             + tuple(f"adapter {a.name}" for a in self.adapters)
@@ -127,14 +120,17 @@ class KernelRegistry(_Registry):
         fn: Callable[..., Any],
         *,
         priority: int = 0,
-        is_available: Callable[[], str | None] | None = None,
-        supports: Callable[[Mapping[str, Any]], str | None] | None = None,
+        is_available: Callable[[], Support | str | None] | None = None,
+        supports: Callable[[Any], Support | str | None] | None = None,
+        guard: Callable[[], Support | str | None] | None = None,
         description: str = "",
     ) -> KernelSpec:
-        """Register ``fn`` as kernel ``name`` of ``op`` (``"ema"``, ``"attention"`` or ``"linear"``); returns its spec.
+        """Register ``fn`` as kernel ``name`` of ``op`` (``"ema"`` or ``"attention"``); returns its spec.
 
-        ``is_available()`` and ``supports(call)`` return ``None`` when the kernel can serve, or
-        the reason it cannot; leave them out when it always can.
+        ``is_available()``, ``supports(call)`` and ``guard()`` answer a
+        :class:`~mega_plugin.core.ops.Support` (or ``None`` / a reason string) ; leave them
+        out when the kernel always serves. ``supports`` is asked once per distinct call,
+        ``guard`` on every call (for process state such as autocast).
         """
         spec = KernelSpec(
             name=name,
@@ -147,6 +143,8 @@ class KernelRegistry(_Registry):
             spec = dataclasses.replace(spec, is_available=is_available)
         if supports is not None:
             spec = dataclasses.replace(spec, supports=supports)
+        if guard is not None:
+            spec = dataclasses.replace(spec, guard=guard)
         return self.register_spec(spec)
 
     def register_spec(self, spec: KernelSpec) -> KernelSpec:
@@ -158,20 +156,54 @@ class KernelRegistry(_Registry):
         check_name("kernel", spec.name)
         if spec.name == AUTO:
             raise KernelError(f"kernel name {AUTO!r} is reserved")
-        check_signature(spec)
-        check_kernel_call(spec)
+        check_kernel_signature(spec)
         label = f"kernel {spec.op}/{spec.name} of {self.distribution}"
         staged = dataclasses.replace(
             spec,
             source=self.distribution,
             is_available=guarded_check(spec.is_available, f"{label}: is_available()"),
             supports=guarded_check(spec.supports, f"{label}: supports(call)"),
+            guard=None if spec.guard is None else guarded_check(spec.guard, f"{label}: guard()"),
         )
         self._staging._check_unique(
             "kernel", f"{spec.op}/{spec.name}", [f"{k.op}/{k.name}" for k in self._staging.kernels]
         )
         self._staging.kernels.append(staged)
         return staged
+
+
+class BackendRegistry(_Registry):
+    """Passed to ``mega_plugin_register_backends``; forwards to ``mega_plugin.backends``."""
+
+    def register(
+        self,
+        name: str,
+        *,
+        accelerate: Callable[..., int],
+        restore: Callable[..., int],
+        priority: int = 0,
+        is_available: Callable[[], Support | str | None] | None = None,
+        description: str = "",
+    ) -> BackendSpec:
+        """Register backend ``name``: ``accelerate(model)`` swaps modules in place, ``restore(model)`` undoes it."""
+        check_name("backend", name)
+        for role, fn in (("accelerate", accelerate), ("restore", restore)):
+            if not callable(fn):
+                raise PluginError(f"backend {name!r}: {role} must be callable, got {type(fn).__name__}")
+        label = f"backend {name} of {self.distribution}"
+        spec = BackendSpec(
+            name=name,
+            accelerate=accelerate,
+            restore=restore,
+            priority=priority,
+            description=description or _first_line(getattr(accelerate, "__doc__", None)),
+            source=self.distribution,
+        )
+        if is_available is not None:
+            spec = dataclasses.replace(spec, is_available=guarded_support(is_available, f"{label}: is_available()"))
+        self._staging._check_unique("backend", name, [b.name for b in self._staging.backends])
+        self._staging.backends.append(spec)
+        return spec
 
 
 class PresetRegistry(_Registry):
@@ -250,6 +282,7 @@ class AdapterRegistry(_Registry):
 
 REGISTRY_FOR_HOOK: Final = {
     "mega_plugin_register_kernels": KernelRegistry,
+    "mega_plugin_register_backends": BackendRegistry,
     "mega_plugin_register_presets": PresetRegistry,
     "mega_plugin_register_converters": ConverterRegistry,
     "mega_plugin_register_adapters": AdapterRegistry,

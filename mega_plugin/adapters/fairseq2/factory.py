@@ -7,6 +7,7 @@ from functools import partial
 from fairseq2.nn import Linear, StandardEmbedding
 from torch import nn
 
+from ...backends import accelerate
 from ...core.stack import MegaLayerStack
 from .config import MegaLMConfig
 from .model import MegaCausalLM, MegaDecoder, MegaFrontend, MegaLMHead
@@ -69,7 +70,9 @@ class MegaFactory:
         return MegaFrontend(embed, token_type)
 
     def create_decoder(self) -> MegaDecoder:
-        return MegaDecoder(MegaLayerStack(self._core), init_std=self._config.initializer_range)
+        layers = MegaLayerStack(self._core)
+        accelerate(layers)  # the backends' fast modules, chosen once at build (mega_plugin.backends)
+        return MegaDecoder(layers, init_std=self._config.initializer_range)
 
     def create_head(self) -> MegaLMHead:
         config = self._config

@@ -17,7 +17,9 @@ from transformers.utils import ModelOutput
 
 from ...core.embeddings import MegaEmbeddings
 from ...core.init import initialize_module
-from ...core.stack import MegaLayerStack, padding_to_key_mask
+from ...backends import accelerate
+from ...core.masks import padding_to_key_mask
+from ...core.stack import MegaLayerStack
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
 from .loading import (
@@ -80,6 +82,11 @@ class MegaPreTrainedModel(PreTrainedModel):
         if not kwargs.get("ignore_mismatched_sizes", False):
             check_layer_count(source, directory, model.config, info)
         return (model, info) if wants_info else model
+
+    def post_init(self) -> None:
+        super().post_init()
+        # the backends (mega_plugin.backends) swap in their fast modules once, at build
+        accelerate(self)
 
     def _init_weights(self, module: nn.Module) -> None:
         if loaded_from_checkpoint(module):

@@ -13,15 +13,16 @@ attention dropout while training is declined (its random draws would come in ano
 
 from __future__ import annotations
 
-from typing import Any, Final, Mapping
+from typing import Final
 
 import torch
 from torch import Tensor
 
-from .attention_query_blocks import query_slice_rows
-from .attention_reference import reference_attention
-from .onednn import matmul_nt, unsupported_context, unsupported_tensor
-from .recording import records_grad
+from ...core.memo import records_grad
+from ...core.ops import SUPPORTED, AttentionCall, Support, declined
+from ...core.ops.attention.reference import reference_attention
+from ..portable.attention_query_blocks import query_slice_rows
+from .onednn import matmul_nt, serves, unsupported_tensor
 
 MIN_FRAME_ELEMENTS: Final = 128 * 128
 """Smaller frames (Lq * Lk) go to the reference kernel: one batched matmul over many tiny
@@ -53,7 +54,7 @@ def onednn_attention(
     training: bool,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``onednn`` attention kernel (signature in :mod:`.signatures`)."""
+    """The ``onednn`` attention kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
     if training and dropout_p > 0:
         raise ValueError("the onednn attention kernel does not serve attention dropout while training")
     options = dict(
@@ -117,11 +118,11 @@ def onednn_attention(
     return joined, torch.cat(all_weights).view(batch, chunks, query_length, key_length)
 
 
-def onednn_attention_supports(call: Mapping[str, Any]) -> str | None:
+def onednn_attention_supports(call: AttentionCall) -> Support:
     """Accept fp32 CPU frames of at least :data:`MIN_FRAME_ELEMENTS` without attention dropout."""
-    if call.get("dropout_p", 0.0) > 0.0:
-        return "attention dropout while training: the random draws would come in another order"
-    frame = call.get("query_length", 0) * call.get("key_length", 0)
+    if call.dropout_p > 0.0:
+        return declined("attention dropout while training: the random draws would come in another order")
+    frame = call.query_length * call.key_length
     if frame < MIN_FRAME_ELEMENTS:
-        return f"frames of {frame} < {MIN_FRAME_ELEMENTS} scores: one batched matmul is faster"
-    return unsupported_context(device=call.get("device"), dtype=call.get("dtype"))
+        return declined(f"frames of {frame} < {MIN_FRAME_ELEMENTS} scores: one batched matmul is faster")
+    return serves(call.device, call.dtype)

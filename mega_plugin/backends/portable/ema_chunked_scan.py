@@ -22,14 +22,13 @@ A truncated kernel shorter than the sequence is not a finite-state recurrence:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Mapping
+from typing import Final
 
 import torch
 from torch import Tensor
 
-from .recording import records_grad
-from .value_cache import ValueKeyedCache
-from .signatures import EmaCoefficients
+from ...core.memo import ValueKeyedCache, records_grad
+from ...core.ops import EmaCall, EmaCoefficients, SUPPORTED, Support, declined
 
 CHUNK_STEPS: Final = 64
 """Chunk length T: intra-chunk work grows with T, the sequential carry loop with L / T."""
@@ -190,7 +189,7 @@ def chunked_scan_ema(
     initial_state: Tensor | None,
     return_state: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``chunked_scan`` EMA kernel (signature in :mod:`.signatures`)."""
+    """The ``chunked_scan`` EMA kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
     batch, length, dim = x.shape
     if truncation is not None and truncation < length:
         raise ValueError(
@@ -219,13 +218,13 @@ def chunked_scan_ema(
     return output, (final if return_state else None)
 
 
-def chunked_scan_supports(call: Mapping[str, Any]) -> str | None:
+def chunked_scan_supports(call: EmaCall) -> Support:
     """Accept every call whose kernel is not truncated below the length.
 
     Short causal decoding steps still go to the ``recurrent`` kernel, which has a higher priority.
     """
-    length = call.get("length", 0)
-    truncation = call.get("truncation")
+    length = call.length
+    truncation = call.truncation
     if truncation is not None and truncation < length:
-        return f"truncation={truncation} < length={length}: a truncated EMA is not a finite-state scan"
-    return None
+        return declined(f"truncation={truncation} < length={length}: a truncated EMA is not a finite-state scan")
+    return SUPPORTED

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .signatures import EmaCoefficients
+from ..calls import EmaCoefficients
 
 _FAST_FFT_PRIMES = (2, 3, 5)
 

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .recording import records_grad
+from ...core.memo import records_grad
+from ...core.ops import SUPPORTED, Support, declined
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
@@ -30,14 +31,14 @@ def _linear_pointwise(a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def onednn_unavailable() -> str | None:
-    """``None`` when oneDNN fp32 GEMMs work here, else the reason (probed once per process)."""
+def onednn_available() -> Support:
+    """Whether oneDNN fp32 GEMMs work here: probed once per process against ``torch.addmm``."""
     if not torch.backends.mkldnn.is_available():
-        return "torch was built without oneDNN (mkldnn)"
+        return declined("torch was built without oneDNN (mkldnn)")
     try:
         op = torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError) as error:
-        return f"torch.ops.mkldnn._linear_pointwise is missing ({error})"
+        return declined(f"torch.ops.mkldnn._linear_pointwise is missing ({error})")
     try:
         generator = torch.Generator().manual_seed(0)
         a = torch.randn(5, 7, generator=generator)
@@ -45,11 +46,11 @@ def onednn_unavailable() -> str | None:
         bias = torch.randn(3, generator=generator)
         got = op(a, b.t(), bias, "none", [], "")
     except Exception as error:  # any failure of a private op means: do not use it
-        return f"torch.ops.mkldnn._linear_pointwise failed on a probe ({type(error).__name__}: {error})"
+        return declined(f"torch.ops.mkldnn._linear_pointwise failed on a probe ({type(error).__name__}: {error})")
     expected = torch.addmm(bias, a, b)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
-        return "torch.ops.mkldnn._linear_pointwise disagrees with torch.addmm on a probe"
-    return None
+        return declined("torch.ops.mkldnn._linear_pointwise disagrees with torch.addmm on a probe")
+    return SUPPORTED
 
 
 def unsupported_tensor(tensor: Tensor | None) -> str | None:
@@ -79,34 +80,39 @@ def _forward_ad_active() -> bool:
     return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
 
 
-def unsupported_context(*, device: Any = None, dtype: Any = None) -> str | None:
-    """Why a call in the current context cannot use oneDNN, or ``None`` if it can.
+def serves(device: torch.device, dtype: torch.dtype) -> Support:
+    """Whether oneDNN's fp32 GEMM serves tensors of this device and dtype (fixed per call signature)."""
+    if device.type != "cpu":
+        return declined(f"device {device}: oneDNN serves CPU tensors")
+    if dtype != torch.float32:
+        return declined(f"dtype {dtype}: only float32")
+    return onednn_available()
+
+
+def context_allows() -> Support:
+    """Whether the current context lets a call use oneDNN (checked per call: it can change any time).
 
     Autocast, tracing, compilation, ``torch.func`` transforms and forward-mode AD keep torch's
     own ops, so that they see (and cast, trace, fuse, batch or differentiate) a plain matmul;
     ``torch.backends.mkldnn.flags(enabled=False)`` turns oneDNN off.
     """
-    if device is not None and torch.device(device).type != "cpu":
-        return f"device {device}: oneDNN serves CPU tensors"
-    if dtype is not None and dtype != torch.float32:
-        return f"dtype {dtype}: only float32"
     if not torch.backends.mkldnn.enabled:
-        return "oneDNN is disabled (torch.backends.mkldnn.enabled is False)"
+        return declined("oneDNN is disabled (torch.backends.mkldnn.enabled is False)")
     if torch.is_autocast_enabled("cpu"):
-        return "CPU autocast is on: torch's matmul casts to the autocast dtype"
+        return declined("CPU autocast is on: torch's matmul casts to the autocast dtype")
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return "tracing or compiling: torch's own matmul is what the compiler should see"
+        return declined("tracing or compiling: torch's own matmul is what the compiler should see")
     if _functorch_active():
-        return "a torch.func transform (vmap, grad, jacrev, ...) is active: torch's ops carry its rules"
+        return declined("a torch.func transform (vmap, grad, jacrev, ...) is active: torch's ops carry its rules")
     if _forward_ad_active():
-        return "a forward-mode AD dual level is open: torch's ops carry the forward derivatives"
-    return onednn_unavailable()
+        return declined("a forward-mode AD dual level is open: torch's ops carry the forward derivatives")
+    return SUPPORTED
 
 
 def matmul_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``a @ b.T (+ bias)`` for 2-d ``a`` (M, K) and ``b`` (N, K): (M, N), differentiable.
 
-    The caller has checked :func:`unsupported_context` and :func:`unsupported_tensor`.
+    The caller has checked :func:`serves`, :func:`context_allows` and :func:`unsupported_tensor`.
     """
     if records_grad((a, b, bias)):
         return MatmulNT.apply(a, b, bias)

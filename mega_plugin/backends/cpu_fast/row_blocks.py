@@ -1,4 +1,4 @@
-"""Cut (B, L, ...) activations into row blocks of whole attention frames.
+"""Row blocks: (B, L, ...) activations cut into blocks of whole attention frames.
 
 Why: on CPU every op over a whole (B, L, F) activation allocates tens of MiB that the C
 allocator maps fresh from the kernel, and touching fresh pages costs more than the arithmetic

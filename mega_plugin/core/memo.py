@@ -1,4 +1,9 @@
-"""Results of no-grad computations keyed by the *values* of their input tensors.
+"""Remembering no-grad results: whether a call records autograd, and a cache keyed by tensor values.
+
+``records_grad`` is the switch between a remembered (or in-place) result and a differentiable
+computation, asked by layers and kernels alike.
+
+``ValueKeyedCache`` keeps results of no-grad computations keyed by the *values* of their inputs.
 
 Why by value: a parameter changed in place (an optimizer step, ``load_state_dict``, init
 through ``.data``) keeps its identity and, through ``.data``, even its ``_version``; a key
@@ -8,12 +13,17 @@ rotary bias (one entry per module) and the EMA scan weights (one per layer, shar
 
 from __future__ import annotations
 
-from typing import Generic, Hashable, Sequence, TypeVar
+from typing import Generic, Hashable, Iterable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
 Value = TypeVar("Value")
+
+
+def records_grad(tensors: Iterable[Tensor | None]) -> bool:
+    """True when grad mode is on and any of ``tensors`` (``None`` skipped) requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class ValueKeyedCache(Generic[Value]):

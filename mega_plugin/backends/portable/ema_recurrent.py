@@ -6,12 +6,12 @@ building the kernel and transforming; the recurrence touches each state entry on
 
 from __future__ import annotations
 
-from typing import Any, Final, Mapping
+from typing import Final
 
 from torch import Tensor
 
-from .ema_reference import ema_recurrent
-from .signatures import EmaCoefficients
+from ...core.ops.ema.reference import ema_recurrent
+from ...core.ops import EmaCall, EmaCoefficients, SUPPORTED, Support, declined
 
 MAX_STEP_LENGTH: Final = 16
 """Longest input the recurrent kernel accepts; longer prefills go to the convolution."""
@@ -33,12 +33,12 @@ def recurrent_ema(
     return output, (state if return_state else None)
 
 
-def recurrent_supports(call: Mapping[str, Any]) -> str | None:
+def recurrent_supports(call: EmaCall) -> Support:
     """Accept short causal untruncated calls (decoding steps)."""
-    if call.get("bidirectional"):
-        return "bidirectional EMA has no recurrence"
-    if call.get("truncation") is not None:
-        return "a truncated EMA is not a finite-state recurrence"
-    if call.get("length", 0) > MAX_STEP_LENGTH:
-        return f"length {call.get('length')} > {MAX_STEP_LENGTH}: the convolution is faster"
-    return None
+    if call.bidirectional:
+        return declined("bidirectional EMA has no recurrence")
+    if call.truncation is not None:
+        return declined("a truncated EMA is not a finite-state recurrence")
+    if call.length > MAX_STEP_LENGTH:
+        return declined(f"length {call.length} > {MAX_STEP_LENGTH}: the convolution is faster")
+    return SUPPORTED

@@ -1,6 +1,6 @@
 """Reference single-head MEGA attention (softmax, laplace, relu2) over chunks.
 
-Shapes follow :mod:`mega_plugin.core.kernels.signatures`. Masks are combined once into
+Shapes follow :mod:`mega_plugin.core.ops.calls`. Masks are combined once into
 ``allowed`` (B or 1, C or 1, Lq, Lk); nothing of size Lq x Lk is built when no mask applies.
 """
 
@@ -76,7 +76,7 @@ def reference_attention(
     """The ``reference`` attention kernel (matmul, mask, normalise, matmul).
 
     ``matmul`` does its two products (``q @ k.T``, ``w @ v``): other kernels reuse the
-    arithmetic with their own GEMMs (``attention_onednn.py``).
+    arithmetic with their own GEMMs (a backend's per-frame matmul).
     """
     query_length, key_length = query.shape[-2], key.shape[-2]
     if activation == "softmax" and key_mask is not None:

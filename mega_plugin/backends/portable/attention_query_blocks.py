@@ -13,12 +13,13 @@ attention dropout while training is declined (its random draws would come in ano
 
 from __future__ import annotations
 
-from typing import Any, Final, Mapping
+from typing import Final
 
 import torch
 from torch import Tensor
 
-from .attention_reference import reference_attention
+from ...core.ops import AttentionCall, SUPPORTED, Support, declined
+from ...core.ops.attention.reference import reference_attention
 
 MIN_KEYS: Final = 1024
 """Shorter frames (chunks) go to the reference kernel, whose temporaries are small already."""
@@ -51,7 +52,7 @@ def query_blocks_attention(
     training: bool,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``query_blocks`` attention kernel (signature in :mod:`.signatures`)."""
+    """The ``query_blocks`` attention kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
     if training and dropout_p > 0:
         raise ValueError("the query_blocks attention kernel does not serve attention dropout while training")
     batch, chunks, query_length, _ = query.shape
@@ -82,13 +83,13 @@ def query_blocks_attention(
     return torch.cat(outputs, dim=2), (torch.cat(weights, dim=2) if need_weights else None)
 
 
-def query_blocks_supports(call: Mapping[str, Any]) -> str | None:
+def query_blocks_supports(call: AttentionCall) -> Support:
     """Accept long frames on CPU without attention dropout."""
-    device = call.get("device")
+    device = call.device
     if device is not None and torch.device(device).type != "cpu":
-        return f"device {device}: fused SDPA kernels serve long frames on accelerators"
-    if call.get("dropout_p", 0.0) > 0.0:
-        return "attention dropout while training: the random draws would come in another order"
-    if call.get("key_length", 0) < MIN_KEYS:
-        return f"key_length {call.get('key_length')} < {MIN_KEYS}: the reference's temporaries are small already"
-    return None
+        return declined(f"device {device}: fused SDPA kernels serve long frames on accelerators")
+    if call.dropout_p > 0.0:
+        return declined("attention dropout while training: the random draws would come in another order")
+    if call.key_length < MIN_KEYS:
+        return declined(f"key_length {call.key_length} < {MIN_KEYS}: the reference's temporaries are small already")
+    return SUPPORTED

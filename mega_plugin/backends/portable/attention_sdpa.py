@@ -13,13 +13,14 @@ while training (SDPA's random stream differs from the reference's), and padding 
 
 from __future__ import annotations
 
-from typing import Any, Final, Mapping
+from typing import Final
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention_reference import causal_allowed
+from ...core.ops import AttentionCall, SUPPORTED, Support, declined
+from ...core.ops.attention.reference import causal_allowed
 
 MIN_CPU_KEYS: Final = 1024
 """On CPU, shorter frames run as fast through the reference and gain little memory."""
@@ -40,7 +41,7 @@ def sdpa_attention(
     training: bool,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``sdpa`` attention kernel (signature in :mod:`.signatures`)."""
+    """The ``sdpa`` attention kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
     if activation != "softmax":
         raise ValueError(f"the sdpa attention kernel serves activation='softmax' only, got {activation!r}")
     if need_weights or key_mask is not None or (training and dropout_p > 0):
@@ -78,17 +79,17 @@ def _fused(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, *, sc
     return output.transpose(1, 2).reshape(batch, chunks, query_length, value_size)
 
 
-def sdpa_supports(call: Mapping[str, Any]) -> str | None:
+def sdpa_supports(call: AttentionCall) -> Support:
     """Accept softmax calls without weights, padding or dropout; on CPU long frames only."""
-    if call.get("activation") != "softmax":
-        return f"activation={call.get('activation')!r}: only softmax is fused"
-    if call.get("need_weights"):
-        return "need_weights=True: SDPA does not return the weights"
-    if call.get("dropout_p", 0.0) > 0.0:
-        return "attention dropout while training: SDPA's random stream differs from the reference's"
-    if call.get("has_key_mask", True):
-        return "a padding mask (or a caller that does not say): the reference handles padded chunks"
-    device = call.get("device")
-    if (device is None or torch.device(device).type == "cpu") and call.get("key_length", 0) < MIN_CPU_KEYS:
-        return f"key_length {call.get('key_length')} < {MIN_CPU_KEYS} on CPU: matmul-softmax-matmul is as fast"
-    return None
+    if call.activation != "softmax":
+        return declined(f"activation={call.activation!r}: only softmax is fused")
+    if call.need_weights:
+        return declined("need_weights=True: SDPA does not return the weights")
+    if call.dropout_p > 0.0:
+        return declined("attention dropout while training: SDPA's random stream differs from the reference's")
+    if call.has_key_mask:
+        return declined("a padding mask (or a caller that does not say): the reference handles padded chunks")
+    device = call.device
+    if (device is None or torch.device(device).type == "cpu") and call.key_length < MIN_CPU_KEYS:
+        return declined(f"key_length {call.key_length} < {MIN_CPU_KEYS} on CPU: matmul-softmax-matmul is as fast")
+    return SUPPORTED

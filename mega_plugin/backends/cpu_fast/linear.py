@@ -1,0 +1,41 @@
+"""``OneDnnLinear``: an ``nn.Linear`` whose fp32 CPU GEMM runs in oneDNN.
+
+The backend swaps the class of a model's ``nn.Linear`` modules to this subclass (same
+parameters, same state-dict keys, same hooks), so every projection is still a module call
+that forward hooks, PEFT and accelerate's offload see. Calls oneDNN does not serve, or serves
+slower, run ``nn.Linear.forward``: other devices and dtypes, autocast, tracing and
+compilation, ``torch.func`` transforms, tensor subclasses, broadcast operands and
+decoding-sized inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from torch import Tensor, nn
+
+from .onednn import context_allows, matmul_nt, serves, unsupported_tensor
+
+MIN_ROWS: Final = 32
+"""Fewer rows (decoding steps) stay on MKL, whose matrix-vector path has less overhead per call
+than a oneDNN primitive (1 row of 256 -> 1088: 20 against 41 us; equal near 32 rows)."""
+
+
+class OneDnnLinear(nn.Linear):
+    """``nn.Linear`` with the GEMM in oneDNN where that is faster (see the module doc)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not self._onednn_serves(input):
+            return super().forward(input)
+        rows = input.reshape(-1, input.shape[-1])  # a view where the strides allow
+        return matmul_nt(rows, self.weight, self.bias).view(*input.shape[:-1], self.out_features)
+
+    def _onednn_serves(self, input: Tensor) -> bool:
+        if input.numel() < MIN_ROWS * input.shape[-1] or not serves(input.device, input.dtype).ok:
+            return False
+        if any(unsupported_tensor(tensor) is not None for tensor in (input, self.weight, self.bias)):
+            return False
+        return context_allows().ok
+
+
+__all__ = ["MIN_ROWS", "OneDnnLinear"]

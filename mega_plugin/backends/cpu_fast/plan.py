@@ -1,0 +1,35 @@
+"""When a layer may run in row blocks: decided once per call signature and remembered on the layer.
+
+Row blocks (and sequence groups) give exactly the whole-tensor result in eval; in training
+only without a batch norm (its statistics span the whole batch) and without active dropout
+(feature dropout draws one mask per sequence, and blocks would draw in another order). They
+are a CPU schedule: other devices, and compilers, get the core's whole-tensor path.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+class BlockableLayer(Protocol):
+    training: bool
+    norm: torch.nn.Module
+
+
+def runs_in_blocks(layer: BlockableLayer, x: Tensor, *, dropouts: tuple[float, ...]) -> bool:
+    """Whether ``layer`` runs ``x`` (B, L, D) in row blocks."""
+    if x.dim() != 3:
+        return False
+    compiling = torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    signature = (x.device.type, layer.training, compiling, dropouts)
+    plans: dict[tuple[object, ...], bool] | None = layer.__dict__.get("_row_block_plans")
+    if plans is None:
+        plans = layer.__dict__["_row_block_plans"] = {}
+    plan = plans.get(signature)
+    if plan is None:
+        exact = not layer.training or (not getattr(layer.norm, "is_batch_norm", False) and max(dropouts, default=0.0) == 0.0)
+        plan = plans[signature] = x.device.type == "cpu" and not compiling and exact
+    return plan

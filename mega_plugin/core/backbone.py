@@ -1,0 +1,56 @@
+"""The standalone MEGA backbone: embeddings plus the layer stack, without a head."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .config import MegaCoreConfig
+from .embeddings import MegaEmbeddings
+from .init import initialize_tree
+from .masks import padding_to_key_mask
+from .stack import MegaLayerStack, StackOutput
+from .state import MegaState
+
+
+class MegaBackbone(nn.Module):
+    """Embeddings plus the layer stack: the whole MEGA encoder/decoder without a head."""
+
+    def __init__(self, config: MegaCoreConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding_layer = MegaEmbeddings(config)
+        self.layers = MegaLayerStack(config)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        initialize_tree(self, std=self.config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        *,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        state: MegaState | None = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        encoder_hidden: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+    ) -> StackOutput:
+        hidden = self.embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
+        batch, length = hidden.shape[:2]
+        key_mask = padding_to_key_mask(
+            attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
+        )
+        return self.layers(
+            hidden,
+            key_mask=key_mask,
+            state=state,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            encoder_hidden=encoder_hidden,
+            encoder_attention_mask=encoder_attention_mask,
+        )

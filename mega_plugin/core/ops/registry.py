@@ -1,0 +1,228 @@
+"""The kernel registry: kernels are data, chosen once per distinct call.
+
+A kernel implements one op (``"ema"`` or ``"attention"``, conventions in :mod:`.calls`) and is
+registered as a :class:`KernelSpec`. :func:`select` is the one place that chooses:
+
+* the name asked for comes from the model config (``ema_kernel`` / ``attention_kernel``),
+  overridden by the environment variable ``MEGA_PLUGIN_KERNEL_<OP>``; ``auto`` by default;
+* ``auto`` takes the available kernels by descending priority and keeps the first whose
+  ``supports(call)`` accepts; the ``reference`` kernel accepts every call;
+* the choice depends only on the (frozen) call, the name and the registry's contents, so it is
+  made once and remembered; a kernel's ``guard()`` is then the only check left per call, for
+  process state that can change between two identical calls (autocast, tracing, ...).
+
+Torch only: plugin discovery comes in as a callback (:func:`set_discovery`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Final, Hashable
+
+from .calls import SIGNATURES, SUPPORTED, Support, declined
+
+OPS: Final = tuple(SIGNATURES)
+AUTO: Final = "auto"
+REFERENCE: Final = "reference"
+
+
+class KernelError(ValueError):
+    """A kernel was asked for by a name that does not exist or cannot serve the call."""
+
+
+def _always() -> Support:
+    return SUPPORTED
+
+
+def _accepts_every_call(call: Any) -> Support:
+    return SUPPORTED
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel implementation of one op."""
+
+    name: str
+    """Unique within the op, e.g. ``"reference"``, ``"chunked_scan"``."""
+
+    op: str
+    """``"ema"`` or ``"attention"``."""
+
+    fn: Callable[..., Any]
+    """The implementation; takes the op's call (see :mod:`.calls`)."""
+
+    priority: int = 0
+    """``auto`` tries higher priorities first; the reference kernel has 0."""
+
+    is_available: Callable[[], Support] = field(default=_always)
+    """Whether the kernel can run on this machine at all (checked when choosing)."""
+
+    supports: Callable[[Any], Support] = field(default=_accepts_every_call)
+    """Whether it accepts a given call (an :class:`~.calls.EmaCall` / :class:`~.calls.AttentionCall`)."""
+
+    guard: Callable[[], Support] | None = None
+    """Checked on every call, for state outside the call that may change (autocast, tracing)."""
+
+    description: str = ""
+    """One line shown by ``mega-plugin info``."""
+
+    source: str = "mega-plugin"
+    """Distribution that registered it."""
+
+
+def as_support(answer: Support | str | None) -> Support:
+    """A check's answer as a :class:`Support` (plugins may answer ``None`` or a reason string)."""
+    if isinstance(answer, Support):
+        return answer
+    return SUPPORTED if answer is None else declined(str(answer))
+
+
+REMOVED_OPS: Final = {
+    "linear": "projections are nn.Linear modules called as modules; a faster GEMM comes in through a "
+    "backend that swaps them (hook mega_plugin_register_backends, see docs/plugins.md)",
+}
+"""Ops kernels could once be registered for, and where that moved."""
+
+
+def check_kernel_signature(spec: KernelSpec) -> None:
+    """Raise ``KernelError`` unless ``spec.fn`` can be called exactly as its op calls kernels."""
+    if spec.op in REMOVED_OPS:
+        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} no longer exists: {REMOVED_OPS[spec.op]}")
+    if spec.op not in SIGNATURES:
+        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} is unknown; allowed values: {', '.join(OPS)}")
+    positional, keywords = SIGNATURES[spec.op]
+    try:
+        signature = inspect.signature(spec.fn)
+    except (TypeError, ValueError) as error:
+        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot inspect its signature ({error})") from error
+    try:
+        signature.bind(*positional, **dict.fromkeys(keywords))
+    except TypeError as error:
+        call = f"fn({', '.join(positional)}, *, {', '.join(keywords)})"
+        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot be called as {call}: {error}") from None
+
+
+_lock = threading.RLock()
+_kernels: dict[str, dict[str, KernelSpec]] = {op: {} for op in OPS}
+_discovery: list[Callable[[], None]] = []
+_version = 0
+"""Bumped by every registration and removal; the remembered choices belong to one version."""
+_choices: dict[Hashable, tuple[KernelSpec, ...]] = {}
+MAX_REMEMBERED: Final = 4096
+"""Choices kept before starting over (unchunked decoding asks with a new key length every step)."""
+_ordered_cache: dict[str, tuple[int, tuple[KernelSpec, ...]]] = {}
+
+
+def set_discovery(callback: Callable[[], None]) -> None:
+    """Install a callback run before lookups (plugin discovery; it must be idempotent and cheap)."""
+    with _lock:
+        if callback not in _discovery:
+            _discovery.append(callback)
+
+
+def register_kernel(spec: KernelSpec, *, replace: bool = False) -> None:
+    """Add a kernel. ``KernelError`` for an unknown op, a bad signature or a name taken by another."""
+    if not spec.name or spec.name == AUTO:
+        raise KernelError(f"kernel name {spec.name!r} is reserved or empty")
+    check_kernel_signature(spec)
+    with _lock:
+        existing = _kernels[spec.op].get(spec.name)
+        if existing is not None and not replace and existing.fn is not spec.fn:
+            raise KernelError(f"kernel {spec.op}/{spec.name} is already registered by {existing.source}")
+        _kernels[spec.op][spec.name] = spec
+        _changed()
+
+
+def unregister_kernel(op: str, name: str) -> None:
+    """Remove a kernel (plugin unloading, tests)."""
+    with _lock:
+        if _kernels.get(op, {}).pop(name, None) is not None:
+            _changed()
+
+
+def is_registered(op: str, name: str) -> bool:
+    """Whether ``op`` has a kernel called ``name`` (no discovery)."""
+    with _lock:
+        return name in _kernels.get(op, {})
+
+
+def registry_version() -> int:
+    """A number that changes whenever a kernel is registered or removed."""
+    return _version
+
+
+def _changed() -> None:
+    global _version
+    _version += 1
+    _choices.clear()
+
+
+def kernels(op: str) -> list[KernelSpec]:
+    """Registered kernels of ``op``, best first (after discovery)."""
+    return list(_ordered(op))
+
+
+def _ordered(op: str) -> tuple[KernelSpec, ...]:
+    if op not in OPS:
+        raise KernelError(f"op={op!r} is unknown; allowed values: {', '.join(OPS)}")
+    for callback in list(_discovery):
+        callback()
+    cached = _ordered_cache.get(op)
+    if cached is not None and cached[0] == _version:
+        return cached[1]
+    with _lock:
+        ordered = tuple(sorted(_kernels[op].values(), key=lambda spec: (-spec.priority, spec.name)))
+        _ordered_cache[op] = (_version, ordered)
+        return ordered
+
+
+def env_override(op: str) -> str | None:
+    """The kernel name forced by ``MEGA_PLUGIN_KERNEL_<OP>``, if set."""
+    return os.environ.get(f"MEGA_PLUGIN_KERNEL_{op.upper()}", "").strip() or None
+
+
+def _candidates(op: str, name: str, call: Hashable) -> tuple[KernelSpec, ...]:
+    """The kernels that may serve ``call`` under ``name``, best first, ending with one without a guard."""
+    ordered = _ordered(op)
+    if name != AUTO:
+        for spec in ordered:
+            if spec.name == name:
+                support = as_support(spec.is_available())
+                if support.ok:
+                    support = as_support(spec.supports(call))
+                if not support.ok:
+                    raise KernelError(f"{op} kernel {name!r} cannot serve this call: {support.reason}")
+                return (spec,)
+        known = ", ".join([AUTO] + [spec.name for spec in ordered])
+        raise KernelError(f"{op}_kernel={name!r} is not registered; allowed values: {known}")
+    chosen: list[KernelSpec] = []
+    for spec in ordered:
+        if as_support(spec.is_available()).ok and as_support(spec.supports(call)).ok:
+            chosen.append(spec)
+            if spec.guard is None:
+                return tuple(chosen)
+    raise KernelError(f"no registered {op} kernel accepts this call (is the reference kernel registered?)")
+
+
+def select(op: str, requested: str, call: Hashable) -> KernelSpec:
+    """The kernel that runs ``call`` (see the module doc); the one function that chooses."""
+    name = env_override(op) or requested or AUTO
+    key = (op, name, call)
+    candidates = _choices.get(key)
+    if candidates is None:
+        candidates = _candidates(op, name, call)
+        if len(_choices) >= MAX_REMEMBERED:
+            _choices.clear()
+        _choices[key] = candidates
+    for spec in candidates:
+        if spec.guard is None:
+            return spec
+        support = as_support(spec.guard())
+        if support.ok:
+            return spec
+        if name != AUTO:
+            raise KernelError(f"{op} kernel {name!r} cannot serve this call now: {support.reason}")
+    raise KernelError(f"no registered {op} kernel accepts this call now")  # unreachable: the last has no guard
