@@ -69,9 +69,7 @@ class GatedCrossAttention(nn.Module):
 
         self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
-        self.norm = SequenceNorm(
-            config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.norm_affine
-        )
+        self.norm = SequenceNorm.from_config(config)
         self.k_proj = nn.Linear(config.hidden_size, config.shared_representation_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         # One projection yields the update gate (D), the reset gate (D) and the query (Z).

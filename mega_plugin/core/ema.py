@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import MegaCoreConfig
 from .ops import EmaCoefficients, run_ema
 
 
@@ -46,6 +47,20 @@ class MultiDimensionDampedEma(nn.Module):
         self.ema_expansion_matrix = nn.Parameter(torch.zeros(channels, ema_size, 1))
         self.kernel_projection_matrix = nn.Parameter(torch.zeros(channels, ema_size))
         self.residual_weight = nn.Parameter(torch.zeros(hidden_size))
+
+    @classmethod
+    def from_config(cls, config: MegaCoreConfig) -> MultiDimensionDampedEma:
+        """The ``ema_gate`` of a layer built from ``config``."""
+        return cls(
+            config.hidden_size,
+            config.ema_projection_size,
+            bidirectional=config.bidirectional,
+            truncation=config.truncation,
+            kernel_name=config.ema_kernel,
+            damping_std=config.ema_delta_alpha_range,
+            expansion_std=config.ema_beta_range,
+            projection_std=config.ema_gamma_omega_range,
+        )
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.damping_factor, mean=0.0, std=self.damping_std)

@@ -20,9 +20,7 @@ class NormalizedFeedForward(nn.Module):
         self.activation = get_activation(config.activation)
         self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.nffn_activation_dropout_prob, featurewise=config.use_feature_dropout)
-        self.norm = SequenceNorm(
-            config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.norm_affine
-        )
+        self.norm = SequenceNorm.from_config(config)
         self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
         self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
 

@@ -51,18 +51,14 @@ class AttentionResult:
 
 @dataclass
 class Gates:
-    """``mx_proj``'s output split into the gates and the shared representation's query and key."""
+    """``mx_proj``'s output split up: the update gate u (..., D) after its sigmoid, the reset gate
+    r (..., V) after its silu, ``hx`` (..., D), and the query and key (..., Z)."""
 
     update: Tensor
-    """(..., D) u, after the sigmoid."""
     reset: Tensor
-    """(..., V) r, after the silu."""
     hx: Tensor
-    """(..., D) the EMA's direct contribution to the output."""
     query: Tensor
-    """(..., Z)"""
     key: Tensor
-    """(..., Z)"""
 
 
 class MovingAverageGatedAttention(nn.Module):
@@ -85,19 +81,8 @@ class MovingAverageGatedAttention(nn.Module):
 
         self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
-        self.norm = SequenceNorm(
-            config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.norm_affine
-        )
-        self.ema_gate = MultiDimensionDampedEma(
-            config.hidden_size,
-            config.ema_projection_size,
-            bidirectional=config.bidirectional,
-            truncation=config.truncation,
-            kernel_name=config.ema_kernel,
-            damping_std=config.ema_delta_alpha_range,
-            expansion_std=config.ema_beta_range,
-            projection_std=config.ema_gamma_omega_range,
-        )
+        self.norm = SequenceNorm.from_config(config)
+        self.ema_gate = MultiDimensionDampedEma.from_config(config)
         self.v_proj = nn.Linear(config.hidden_size, config.intermediate_size)
         # One projection yields the update gate (D), the shared q/k + reset gate (Z + V), and hx (D).
         self.mx_proj = nn.Linear(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .config import NORMALIZATION_TYPES
+from .config import NORMALIZATION_TYPES, MegaCoreConfig
 
 
 def mean_square(x: Tensor) -> Tensor:
@@ -84,6 +84,11 @@ class SequenceNorm(nn.Module):
                 f"normalization_type={norm_type!r} is not supported; allowed values: {', '.join(NORMALIZATION_TYPES)}"
             )
         self.is_batch_norm = isinstance(self.norm, nn.modules.batchnorm._BatchNorm)
+
+    @classmethod
+    def from_config(cls, config: MegaCoreConfig) -> SequenceNorm:
+        """The norm of a sub-layer built from ``config`` (type, width, eps, affine)."""
+        return cls(config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.norm_affine)
 
     def reset_parameters(self) -> None:
         self.norm.reset_parameters()

@@ -23,11 +23,15 @@ The calling conventions::
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .registry import KernelSpec
 
 EMA_POSITIONAL: Final = ("x", "coefficients")
 EMA_KEYWORDS: Final = ("bidirectional", "truncation", "initial_state", "return_state")
@@ -39,6 +43,35 @@ SIGNATURES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "attention": (ATTENTION_POSITIONAL, ATTENTION_KEYWORDS),
 }
 """Per op: the positional and the keyword parameters every kernel must accept."""
+
+
+class KernelError(ValueError):
+    """A kernel was asked for by a name that does not exist, cannot serve the call, or cannot take it."""
+
+
+REMOVED_OPS: Final = {
+    "linear": "projections are nn.Linear modules called as modules; a faster GEMM comes in through a "
+    "backend that swaps them (hook mega_plugin_register_backends, see docs/plugins.md)",
+}
+"""Ops kernels could once be registered for, and where that moved."""
+
+
+def check_kernel_signature(spec: KernelSpec) -> None:
+    """Raise ``KernelError`` unless ``spec.fn`` can be called exactly as its op calls kernels."""
+    if spec.op in REMOVED_OPS:
+        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} no longer exists: {REMOVED_OPS[spec.op]}")
+    if spec.op not in SIGNATURES:
+        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} is unknown; allowed values: {', '.join(SIGNATURES)}")
+    positional, keywords = SIGNATURES[spec.op]
+    try:
+        signature = inspect.signature(spec.fn)
+    except (TypeError, ValueError) as error:
+        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot inspect its signature ({error})") from error
+    try:
+        signature.bind(*positional, **dict.fromkeys(keywords))
+    except TypeError as error:
+        call = f"fn({', '.join(positional)}, *, {', '.join(keywords)})"
+        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot be called as {call}: {error}") from None
 
 
 @dataclass(frozen=True)

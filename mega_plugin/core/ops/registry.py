@@ -16,21 +16,16 @@ Torch only: plugin discovery comes in as a callback (:func:`set_discovery`).
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Hashable
 
-from .calls import SIGNATURES, SUPPORTED, Support, declined
+from .calls import SIGNATURES, SUPPORTED, KernelError, Support, check_kernel_signature, declined
 
 OPS: Final = tuple(SIGNATURES)
 AUTO: Final = "auto"
 REFERENCE: Final = "reference"
-
-
-class KernelError(ValueError):
-    """A kernel was asked for by a name that does not exist or cannot serve the call."""
 
 
 def _always() -> Support:
@@ -78,31 +73,6 @@ def as_support(answer: Support | str | None) -> Support:
     if isinstance(answer, Support):
         return answer
     return SUPPORTED if answer is None else declined(str(answer))
-
-
-REMOVED_OPS: Final = {
-    "linear": "projections are nn.Linear modules called as modules; a faster GEMM comes in through a "
-    "backend that swaps them (hook mega_plugin_register_backends, see docs/plugins.md)",
-}
-"""Ops kernels could once be registered for, and where that moved."""
-
-
-def check_kernel_signature(spec: KernelSpec) -> None:
-    """Raise ``KernelError`` unless ``spec.fn`` can be called exactly as its op calls kernels."""
-    if spec.op in REMOVED_OPS:
-        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} no longer exists: {REMOVED_OPS[spec.op]}")
-    if spec.op not in SIGNATURES:
-        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} is unknown; allowed values: {', '.join(OPS)}")
-    positional, keywords = SIGNATURES[spec.op]
-    try:
-        signature = inspect.signature(spec.fn)
-    except (TypeError, ValueError) as error:
-        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot inspect its signature ({error})") from error
-    try:
-        signature.bind(*positional, **dict.fromkeys(keywords))
-    except TypeError as error:
-        call = f"fn({', '.join(positional)}, *, {', '.join(keywords)})"
-        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot be called as {call}: {error}") from None
 
 
 _lock = threading.RLock()
