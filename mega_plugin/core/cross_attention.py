@@ -31,11 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import get_activation
 from .config import MegaCoreConfig
-from .dropout import MegaDropout
-from .norms import SequenceNorm
-from .ops import run_attention
+from .gated_sublayer import GatedSublayer
 from .positional import SimpleRelativePositionalBias, relative_positional_bias
 
 
@@ -53,23 +50,11 @@ class EncoderMemory:
     """(B, S) bool, True for real encoder tokens; None when all are real."""
 
 
-class GatedCrossAttention(nn.Module):
+class GatedCrossAttention(GatedSublayer):
     """Single-head attention from decoder queries to encoder keys, gated like ``mega_layer``."""
 
     def __init__(self, config: MegaCoreConfig) -> None:
-        super().__init__()
-        self.hidden_size = config.hidden_size
-        self.shared_size = config.shared_representation_size
-        self.prenorm = config.normalize_before_mega
-        self.attention_activation = config.attention_activation
-        self.kernel_name = config.attention_kernel
-        self.activation = get_activation(config.activation)
-        self.scale = self.shared_size**-0.5
-        self.attention_dropout_p = config.attention_probs_dropout_prob
-
-        self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
-        self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
-        self.norm = SequenceNorm.from_config(config)
+        super().__init__(config)
         self.k_proj = nn.Linear(config.hidden_size, config.shared_representation_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         # One projection yields the update gate (D), the reset gate (D) and the query (Z).
@@ -111,25 +96,17 @@ class GatedCrossAttention(nn.Module):
         reset_gate = F.silu(reset_gate)
         values = self.hidden_dropout(memory.values)
         bias = self._bias(length, source_length, query_offset)
-        attended, weights = run_attention(
-            query.unsqueeze(1),  # (B, 1, L, Z): one "chunk" spanning the whole decoder input
+        attended, weights = self.attend_frames(
+            query.unsqueeze(1),  # (B, 1, L, Z): one frame spanning the whole decoder input
             memory.keys.unsqueeze(1),
             values.unsqueeze(1),
             bias,
             None if memory.key_mask is None else memory.key_mask.unsqueeze(1),
-            kernel=self.kernel_name,
-            activation=self.attention_activation,
+            0,
             causal=False,
-            query_offset=0,
-            scale=self.scale,
-            dropout_p=self.attention_dropout_p if self.training else 0.0,
-            training=self.training,
             need_weights=need_weights,
         )
-        gated = self.activation(self.h_proj(attended.squeeze(1) * reset_gate))
-        out = torch.addcmul(residual, update_gate, self.dropout(gated) - residual)
-        if not self.prenorm:
-            out = self.norm(out)
+        out = self.gated_residual(residual, update_gate, self.activation(self.h_proj(attended.squeeze(1) * reset_gate)))
         return out, (weights.squeeze(1) if weights is not None else None)
 
     def _bias(self, query_length: int, key_length: int, query_offset: int) -> Tensor:

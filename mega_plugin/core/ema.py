@@ -115,7 +115,9 @@ class MultiDimensionDampedEma(nn.Module):
         else:
             ema, new_state = self.run(signal, initial_state=state, return_state=return_state)
         mixed = torch.addcmul(ema.to(x.dtype), x, self.residual_weight)  # EMA(x) + residual_weight * x
-        return F.silu(mixed), new_state, new_window
+        # contiguous whatever layout the kernel returned: dropout draws its mask in memory order,
+        # and a seeded run must draw the same mask whichever kernel ran
+        return F.silu(mixed.contiguous()), new_state, new_window
 
     def run(
         self, signal: Tensor, *, initial_state: Tensor | None = None, return_state: bool = False

@@ -24,13 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import get_activation
 from .chunking import attend_in_chunks
 from .config import MegaCoreConfig
-from .dropout import MegaDropout
 from .ema import MultiDimensionDampedEma
-from .norms import SequenceNorm
-from .ops import run_attention
+from .gated_sublayer import GatedSublayer
 from .positional import relative_positional_bias
 from .state import LayerState
 
@@ -61,27 +58,13 @@ class Gates:
     key: Tensor
 
 
-class MovingAverageGatedAttention(nn.Module):
+class MovingAverageGatedAttention(GatedSublayer):
     """EMA, then single-head attention over chunks, gated by update and reset gates."""
 
     def __init__(self, config: MegaCoreConfig) -> None:
-        super().__init__()
-        self.hidden_size = config.hidden_size
-        self.shared_size = config.shared_representation_size
+        super().__init__(config)
         self.value_size = config.intermediate_size
         self.chunk_size = config.attention_chunk
-        self.prenorm = config.normalize_before_mega
-        self.attention_activation = config.attention_activation
-        self.kernel_name = config.attention_kernel
-        self.init_std = config.initializer_range
-        self.activation_name = config.activation
-        self.activation = get_activation(config.activation)
-        self.scale = self.shared_size**-0.5
-        self.attention_dropout_p = config.attention_probs_dropout_prob
-
-        self.dropout = MegaDropout(config.dropout_prob, featurewise=config.use_feature_dropout)
-        self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, featurewise=config.use_feature_dropout)
-        self.norm = SequenceNorm.from_config(config)
         self.ema_gate = MultiDimensionDampedEma.from_config(config)
         self.v_proj = nn.Linear(config.hidden_size, config.intermediate_size)
         # One projection yields the update gate (D), the shared q/k + reset gate (Z + V), and hx (D).
@@ -169,37 +152,6 @@ class MovingAverageGatedAttention(nn.Module):
             key=torch.addcmul(self.qk_bias[1], shared, self.qk_weight[1]),
         )
 
-    def attend_frames(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        bias: Tensor,
-        key_mask: Tensor | None,
-        query_offset: int,
-        *,
-        causal: bool,
-        need_weights: bool,
-    ) -> tuple[Tensor, Tensor | None]:
-        """The attention function over frames (see :class:`~.chunking.FrameAttention`) by the chosen kernel."""
-        return run_attention(
-            query,
-            key,
-            value,
-            bias,
-            key_mask,
-            kernel=self.kernel_name,
-            activation=self.attention_activation,
-            causal=causal,
-            query_offset=query_offset,
-            scale=self.scale,
-            dropout_p=self.attention_dropout_p if self.training else 0.0,
-            training=self.training,
-            need_weights=need_weights,
-        )
-
     def output(self, residual: Tensor, gates: Gates, attended: Tensor) -> Tensor:
         """``Y = X + u * (act(hx + h_proj(O * r)) - X)``, normalised here when post-norm."""
-        hidden = self.activation(gates.hx + self.h_proj(attended * gates.reset))
-        out = torch.addcmul(residual, gates.update, self.dropout(hidden) - residual)
-        return out if self.prenorm else self.norm(out)
+        return self.gated_residual(residual, gates.update, self.activation(gates.hx + self.h_proj(attended * gates.reset)))
