@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
-from .ops import EmaCoefficients, run_ema
+from .ops import EmaCoefficients, EmaOptions, run_ema
 
 
 class MultiDimensionDampedEma(nn.Module):
@@ -123,15 +123,8 @@ class MultiDimensionDampedEma(nn.Module):
         self, signal: Tensor, *, initial_state: Tensor | None = None, return_state: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """The EMA itself (before the residual mix) of ``signal`` (B, L, D): (fp32 (B, L, D), state or None)."""
-        return run_ema(
-            signal,
-            self.coefficients(),
-            kernel=self.kernel_name,
-            bidirectional=self.bidirectional,
-            truncation=self.truncation,
-            initial_state=initial_state,
-            return_state=return_state,
-        )
+        options = EmaOptions(bidirectional=self.bidirectional, truncation=self.truncation, return_state=return_state)
+        return run_ema(signal, self.coefficients(), initial_state, options, kernel=self.kernel_name)
 
     def extra_repr(self) -> str:
         return (

@@ -14,7 +14,7 @@ from .activations import get_activation
 from .config import MegaCoreConfig
 from .dropout import MegaDropout
 from .norms import SequenceNorm
-from .ops import run_attention
+from .ops import AttentionOptions, run_attention
 
 
 class GatedSublayer(nn.Module):
@@ -51,13 +51,7 @@ class GatedSublayer(nn.Module):
         need_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """Attention over frames (see :class:`~.chunking.FrameAttention`) by the kernel chosen for the call."""
-        return run_attention(
-            query,
-            key,
-            value,
-            bias,
-            key_mask,
-            kernel=self.kernel_name,
+        options = AttentionOptions(
             activation=self.attention_activation,
             causal=causal,
             query_offset=query_offset,
@@ -66,6 +60,7 @@ class GatedSublayer(nn.Module):
             training=self.training,
             need_weights=need_weights,
         )
+        return run_attention(query, key, value, bias, key_mask, options, kernel=self.kernel_name)
 
     def gated_residual(self, residual: Tensor, update: Tensor, hidden: Tensor) -> Tensor:
         """``X + u * (dropout(H) - X)``, normalised here when post-norm; each (B, L, D)."""

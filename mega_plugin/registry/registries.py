@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Sequence
 
 from ..core.config import MegaCoreConfig
 from ..backends.registry import BackendSpec
-from ..core.ops import AUTO, OPS, KernelError, KernelSpec, Support, as_support, check_kernel_signature
+from ..core.ops import AUTO, OPS, KernelError, KernelSpec, Support, adapt_kernel, as_support
 from .discovery import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -156,7 +156,7 @@ class KernelRegistry(_Registry):
         check_name("kernel", spec.name)
         if spec.name == AUTO:
             raise KernelError(f"kernel name {AUTO!r} is reserved")
-        check_kernel_signature(spec)
+        spec = adapt_kernel(spec)  # a kernel of the earlier keyword convention comes back wrapped
         label = f"kernel {spec.op}/{spec.name} of {self.distribution}"
         staged = dataclasses.replace(
             spec,

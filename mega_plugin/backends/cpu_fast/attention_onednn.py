@@ -13,13 +13,14 @@ attention dropout while training is declined (its random draws would come in ano
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 import torch
 from torch import Tensor
 
 from ...core.memo import records_grad
-from ...core.ops import SUPPORTED, AttentionCall, Support, declined
+from ...core.ops import SUPPORTED, AttentionCall, AttentionOptions, Support, declined
 from ...core.ops.attention.reference import reference_attention
 from ..portable.attention_query_blocks import query_slice_rows
 from .onednn import matmul_nt, serves, unsupported_tensor
@@ -45,34 +46,21 @@ def onednn_attention(
     value: Tensor,
     bias: Tensor | None,
     key_mask: Tensor | None,
-    *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
+    options: AttentionOptions,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``onednn`` attention kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
-    if training and dropout_p > 0:
+    """The ``onednn`` attention kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
+    if options.training and options.dropout_p > 0:
         raise ValueError("the onednn attention kernel does not serve attention dropout while training")
-    options = dict(
-        activation=activation,
-        causal=causal,
-        scale=scale,
-        dropout_p=0.0,
-        training=training,
-        need_weights=need_weights,
-    )
     if any(unsupported_tensor(t) for t in (query, key, value)):  # e.g. a broadcast or empty operand
-        return reference_attention(query, key, value, bias, key_mask, query_offset=query_offset, **options)
+        return reference_attention(query, key, value, bias, key_mask, options)
+    need_weights = options.need_weights
     batch, chunks, query_length, _ = query.shape
     key_length, value_size = key.shape[-2], value.shape[-1]
     frames = batch * chunks
     step = query_slice_rows(1, key_length, query_length)
     starts = range(0, query_length, step)
     biases = [None if bias is None else bias[start : start + step] for start in starts]
+    slice_options = [dataclasses.replace(options, query_offset=options.query_offset + start) for start in starts]
     # Per-frame views made once (a Python loop over frames pays per op): (Lq, Z), (Lk, Z), (Lk, V), (Lk,).
     queries = query.reshape(frames, query_length, -1).unbind(0)
     keys = key.reshape(frames, key_length, -1).unbind(0)
@@ -91,16 +79,15 @@ def onednn_attention(
         if weights is not None:
             weight_frames = weights.view(frames, query_length, key_length).unbind(0)
     for frame in range(frames):
-        for start, slice_bias in zip(starts, biases):
+        for start, slice_bias, options_of_slice in zip(starts, biases, slice_options):
             slice_output, slice_weights = reference_attention(
                 queries[frame][start : start + step],
                 keys[frame],
                 values[frame],
                 slice_bias,
                 masks[frame],
-                query_offset=query_offset + start,
+                options_of_slice,
                 matmul=frame_matmul,
-                **options,
             )
             if output_frames is None:
                 outputs.append(slice_output.view(-1, value_size))

@@ -13,12 +13,13 @@ attention dropout while training is declined (its random draws would come in ano
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 import torch
 from torch import Tensor
 
-from ...core.ops import AttentionCall, SUPPORTED, Support, declined
+from ...core.ops import AttentionCall, AttentionOptions, SUPPORTED, Support, declined
 from ...core.ops.attention.reference import reference_attention
 
 MIN_KEYS: Final = 1024
@@ -43,17 +44,10 @@ def query_blocks_attention(
     value: Tensor,
     bias: Tensor | None,
     key_mask: Tensor | None,
-    *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
+    options: AttentionOptions,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``query_blocks`` attention kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
-    if training and dropout_p > 0:
+    """The ``query_blocks`` attention kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
+    if options.training and options.dropout_p > 0:
         raise ValueError("the query_blocks attention kernel does not serve attention dropout while training")
     batch, chunks, query_length, _ = query.shape
     step = query_slice_rows(batch * chunks, key.shape[-2], query_length)
@@ -67,20 +61,14 @@ def query_blocks_attention(
             value,
             None if bias is None else bias[start:stop],
             key_mask,
-            activation=activation,
-            causal=causal,
-            query_offset=query_offset + start,
-            scale=scale,
-            dropout_p=0.0,
-            training=training,
-            need_weights=need_weights,
+            dataclasses.replace(options, query_offset=options.query_offset + start),
         )
         outputs.append(output)
         if slice_weights is not None:
             weights.append(slice_weights)
     if len(outputs) == 1:
-        return outputs[0], (weights[0] if need_weights else None)
-    return torch.cat(outputs, dim=2), (torch.cat(weights, dim=2) if need_weights else None)
+        return outputs[0], (weights[0] if weights else None)
+    return torch.cat(outputs, dim=2), (torch.cat(weights, dim=2) if weights else None)
 
 
 def query_blocks_supports(call: AttentionCall) -> Support:

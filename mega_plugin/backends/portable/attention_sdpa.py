@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...core.ops import AttentionCall, SUPPORTED, Support, declined
+from ...core.ops import AttentionCall, AttentionOptions, SUPPORTED, Support, declined
 from ...core.ops.attention.reference import causal_allowed
 
 MIN_CPU_KEYS: Final = 1024
@@ -32,28 +32,21 @@ def sdpa_attention(
     value: Tensor,
     bias: Tensor | None,
     key_mask: Tensor | None,
-    *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
+    options: AttentionOptions,
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``sdpa`` attention kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
-    if activation != "softmax":
-        raise ValueError(f"the sdpa attention kernel serves activation='softmax' only, got {activation!r}")
-    if need_weights or key_mask is not None or (training and dropout_p > 0):
+    """The ``sdpa`` attention kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
+    if options.activation != "softmax":
+        raise ValueError(f"the sdpa attention kernel serves activation='softmax' only, got {options.activation!r}")
+    if options.need_weights or key_mask is not None or (options.training and options.dropout_p > 0):
         raise ValueError("the sdpa attention kernel serves calls without need_weights, key_mask or dropout")
     query_length, key_length = query.shape[-2], key.shape[-2]
     mask = None if bias is None else bias.to(query.dtype)
-    if causal:
-        allowed = causal_allowed(query_length, key_length, query_offset, query.device)  # (Lq, Lk)
+    if options.causal:
+        allowed = causal_allowed(query_length, key_length, options.query_offset, query.device)  # (Lq, Lk)
         if mask is None:
             mask = torch.zeros(query_length, key_length, dtype=query.dtype, device=query.device)
         mask = mask.masked_fill(~allowed, float("-inf"))
-    return _fused(query, key, value, mask, scale=scale), None
+    return _fused(query, key, value, mask, scale=options.scale), None
 
 
 def _fused(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, *, scale: float) -> Tensor:

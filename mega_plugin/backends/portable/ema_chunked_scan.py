@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ...core.memo import ValueKeyedCache, records_grad
-from ...core.ops import EmaCall, EmaCoefficients, SUPPORTED, Support, declined
+from ...core.ops import EmaCall, EmaCoefficients, EmaOptions, SUPPORTED, Support, declined
 
 CHUNK_STEPS: Final = 64
 """Chunk length T: intra-chunk work grows with T, the sequential carry loop with L / T."""
@@ -181,15 +181,10 @@ def _chunked_scan(
 
 
 def chunked_scan_ema(
-    x: Tensor,
-    coefficients: EmaCoefficients,
-    *,
-    bidirectional: bool,
-    truncation: int | None,
-    initial_state: Tensor | None,
-    return_state: bool,
+    x: Tensor, coefficients: EmaCoefficients, initial_state: Tensor | None, options: EmaOptions
 ) -> tuple[Tensor, Tensor | None]:
-    """The ``chunked_scan`` EMA kernel (conventions in :mod:`mega_plugin.core.ops.calls`)."""
+    """The ``chunked_scan`` EMA kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
+    bidirectional, truncation, return_state = options.bidirectional, options.truncation, options.return_state
     batch, length, dim = x.shape
     if truncation is not None and truncation < length:
         raise ValueError(

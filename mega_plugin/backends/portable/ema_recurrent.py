@@ -11,26 +11,20 @@ from typing import Final
 from torch import Tensor
 
 from ...core.ops.ema.reference import ema_recurrent
-from ...core.ops import EmaCall, EmaCoefficients, SUPPORTED, Support, declined
+from ...core.ops import EmaCall, EmaCoefficients, EmaOptions, SUPPORTED, Support, declined
 
 MAX_STEP_LENGTH: Final = 16
 """Longest input the recurrent kernel accepts; longer prefills go to the convolution."""
 
 
 def recurrent_ema(
-    x: Tensor,
-    coefficients: EmaCoefficients,
-    *,
-    bidirectional: bool,
-    truncation: int | None,
-    initial_state: Tensor | None,
-    return_state: bool,
+    x: Tensor, coefficients: EmaCoefficients, initial_state: Tensor | None, options: EmaOptions
 ) -> tuple[Tensor, Tensor | None]:
     """The ``recurrent`` EMA kernel (causal, untruncated)."""
-    if bidirectional or truncation is not None:
+    if options.bidirectional or options.truncation is not None:
         raise ValueError("the recurrent EMA kernel serves causal, untruncated calls only")
     output, state = ema_recurrent(x, coefficients, initial_state)
-    return output, (state if return_state else None)
+    return output, (state if options.return_state else None)
 
 
 def recurrent_supports(call: EmaCall) -> Support:

@@ -16,20 +16,21 @@ from .attention.reference import reference_attention
 from .calls import (
     SUPPORTED,
     AttentionCall,
+    AttentionOptions,
     EmaCall,
     EmaCoefficients,
+    EmaOptions,
     Support,
     declined,
 )
+from .conventions import SIGNATURES, KernelError, adapt_kernel
 from .ema.reference import reference_ema
 from .registry import (
     AUTO,
     OPS,
     REFERENCE,
-    KernelError,
     KernelSpec,
     as_support,
-    check_kernel_signature,
     is_registered,
     kernels,
     register_kernel,
@@ -56,32 +57,18 @@ for _spec in (REFERENCE_EMA, REFERENCE_ATTENTION):
 
 
 def run_ema(
-    x: Tensor,
-    coefficients: EmaCoefficients,
-    *,
-    kernel: str,
-    bidirectional: bool,
-    truncation: int | None,
-    initial_state: Tensor | None,
-    return_state: bool,
+    x: Tensor, coefficients: EmaCoefficients, initial_state: Tensor | None, options: EmaOptions, *, kernel: str
 ) -> tuple[Tensor, Tensor | None]:
     """The EMA of ``x`` (B, L, D) by the kernel chosen for this call: (y (B, L, D) fp32, state or None)."""
     call = EmaCall(
-        bidirectional=bidirectional,
-        truncation=truncation,
+        bidirectional=options.bidirectional,
+        truncation=options.truncation,
         length=x.shape[1],
-        has_state=initial_state is not None or return_state,
+        has_state=initial_state is not None or options.return_state,
         dtype=x.dtype,
         device=x.device,
     )
-    return select("ema", kernel, call).fn(
-        x,
-        coefficients,
-        bidirectional=bidirectional,
-        truncation=truncation,
-        initial_state=initial_state,
-        return_state=return_state,
-    )
+    return select("ema", kernel, call).fn(x, coefficients, initial_state, options)
 
 
 def run_attention(
@@ -90,43 +77,25 @@ def run_attention(
     value: Tensor,
     bias: Tensor | None,
     key_mask: Tensor | None,
+    options: AttentionOptions,
     *,
     kernel: str,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Attention of ``query`` (B, C, Lq, Z) over ``key``/``value`` by the kernel chosen for this call."""
     call = AttentionCall(
-        activation=activation,
-        causal=causal,
+        activation=options.activation,
+        causal=options.causal,
         query_length=query.shape[-2],
         key_length=key.shape[-2],
         num_chunks=query.shape[1],
-        need_weights=need_weights,
+        need_weights=options.need_weights,
         has_key_mask=key_mask is not None,
-        dropout_p=dropout_p,
+        dropout_p=options.dropout_p,
         dtype=query.dtype,
         device=query.device,
     )
-    return select("attention", kernel, call).fn(
-        query,
-        key,
-        value,
-        None if bias is None else bias.to(query.dtype),
-        key_mask,
-        activation=activation,
-        causal=causal,
-        query_offset=query_offset,
-        scale=scale,
-        dropout_p=dropout_p,
-        training=training,
-        need_weights=need_weights,
-    )
+    kernel_bias = None if bias is None else bias.to(query.dtype)
+    return select("attention", kernel, call).fn(query, key, value, kernel_bias, key_mask, options)
 
 
 __all__ = [
@@ -136,14 +105,17 @@ __all__ = [
     "REFERENCE_ATTENTION",
     "REFERENCE_EMA",
     "SUPPORTED",
+    "SIGNATURES",
     "AttentionCall",
+    "AttentionOptions",
     "EmaCall",
     "EmaCoefficients",
+    "EmaOptions",
     "KernelError",
     "KernelSpec",
     "Support",
+    "adapt_kernel",
     "as_support",
-    "check_kernel_signature",
     "declined",
     "is_registered",
     "kernels",

@@ -1,77 +1,49 @@
-"""What a kernel is asked to do: the typed calls of the ``ema`` and ``attention`` ops.
+"""What a kernel is asked to do: typed options, typed calls and typed answers.
 
-A call describes one invocation by everything a kernel may decline it for (sizes, options,
-dtype, device), never by the tensors themselves. Calls are frozen and hashable: the registry
-chooses a kernel once per distinct call and remembers the choice (:mod:`.registry`).
-
-Kernels answer with a :class:`Support`: :data:`SUPPORTED`, or :func:`declined` with the reason.
-
-The calling conventions::
-
-    ema:       fn(x, coefficients, *, bidirectional, truncation, initial_state, return_state)
-               x (B, L, D), zero at padded positions; coefficients: EmaCoefficients, each (K, N),
-               K = 2D when bidirectional (forward rows first); initial_state (B, D, N) or None;
-               -> (y (B, L, D) float32, final state (B, D, N) or None)
-
-    attention: fn(query, key, value, bias, key_mask, *, activation, causal, query_offset, scale,
-                  dropout_p, training, need_weights)
-               query (B, C, Lq, Z), key (B, C, Lk, Z), value (B, C, Lk, V): C frames (chunks);
-               bias (Lq, Lk) or None; key_mask (B, C, Lk) bool (True: real key) or None;
-               causal: query i sees key j only if j <= query_offset + i;
-               -> (output (B, C, Lq, V), weights (B, C, Lq, Lk) before dropout or None)
+* :class:`EmaOptions` / :class:`AttentionOptions`: how to run an op, handed to the kernel with
+  its tensors (the conventions are in :mod:`.conventions`);
+* :class:`EmaCall` / :class:`AttentionCall`: one invocation described by everything a kernel
+  may decline it for (options, sizes, dtype, device), never by the tensors themselves. Calls
+  are frozen and hashable: the registry chooses a kernel once per distinct call (:mod:`.registry`);
+* :class:`Support`: a kernel's answer, :data:`SUPPORTED` or :func:`declined` with the reason.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .registry import KernelSpec
 
-EMA_POSITIONAL: Final = ("x", "coefficients")
-EMA_KEYWORDS: Final = ("bidirectional", "truncation", "initial_state", "return_state")
-ATTENTION_POSITIONAL: Final = ("query", "key", "value", "bias", "key_mask")
-ATTENTION_KEYWORDS: Final = ("activation", "causal", "query_offset", "scale", "dropout_p", "training", "need_weights")
+@dataclass(frozen=True)
+class EmaOptions:
+    """How to run an EMA (besides its tensors)."""
 
-SIGNATURES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "ema": (EMA_POSITIONAL, EMA_KEYWORDS),
-    "attention": (ATTENTION_POSITIONAL, ATTENTION_KEYWORDS),
-}
-"""Per op: the positional and the keyword parameters every kernel must accept."""
+    bidirectional: bool
+    truncation: int | None
+    """None, or the number of kernel lags to keep."""
+    return_state: bool
+    """Also return the (B, D, N) state after the last token (causal only)."""
 
 
-class KernelError(ValueError):
-    """A kernel was asked for by a name that does not exist, cannot serve the call, or cannot take it."""
+@dataclass(frozen=True)
+class AttentionOptions:
+    """How to run an attention (besides its tensors)."""
 
-
-REMOVED_OPS: Final = {
-    "linear": "projections are nn.Linear modules called as modules; a faster GEMM comes in through a "
-    "backend that swaps them (hook mega_plugin_register_backends, see docs/plugins.md)",
-}
-"""Ops kernels could once be registered for, and where that moved."""
-
-
-def check_kernel_signature(spec: KernelSpec) -> None:
-    """Raise ``KernelError`` unless ``spec.fn`` can be called exactly as its op calls kernels."""
-    if spec.op in REMOVED_OPS:
-        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} no longer exists: {REMOVED_OPS[spec.op]}")
-    if spec.op not in SIGNATURES:
-        raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} is unknown; allowed values: {', '.join(SIGNATURES)}")
-    positional, keywords = SIGNATURES[spec.op]
-    try:
-        signature = inspect.signature(spec.fn)
-    except (TypeError, ValueError) as error:
-        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot inspect its signature ({error})") from error
-    try:
-        signature.bind(*positional, **dict.fromkeys(keywords))
-    except TypeError as error:
-        call = f"fn({', '.join(positional)}, *, {', '.join(keywords)})"
-        raise KernelError(f"kernel {spec.op}/{spec.name}: cannot be called as {call}: {error}") from None
+    activation: str
+    """``softmax``, ``laplace`` or ``relu2``."""
+    causal: bool
+    query_offset: int
+    """Position of query 0 inside the key frame (streaming)."""
+    scale: float
+    """Softmax temperature applied to q.k (Z ** -0.5)."""
+    dropout_p: float
+    """Dropout on the attention weights, applied when ``training``."""
+    training: bool
+    need_weights: bool
+    """Also return the weights before dropout."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Hashable
 
-from .calls import SIGNATURES, SUPPORTED, KernelError, Support, check_kernel_signature, declined
+from .calls import SUPPORTED, Support, declined
+from .conventions import SIGNATURES, KernelError, adapt_kernel
 
 OPS: Final = tuple(SIGNATURES)
 AUTO: Final = "auto"
@@ -97,13 +98,18 @@ def register_kernel(spec: KernelSpec, *, replace: bool = False) -> None:
     """Add a kernel. ``KernelError`` for an unknown op, a bad signature or a name taken by another."""
     if not spec.name or spec.name == AUTO:
         raise KernelError(f"kernel name {spec.name!r} is reserved or empty")
-    check_kernel_signature(spec)
+    spec = adapt_kernel(spec)
     with _lock:
         existing = _kernels[spec.op].get(spec.name)
-        if existing is not None and not replace and existing.fn is not spec.fn:
+        if existing is not None and not replace and _implementation(existing) is not _implementation(spec):
             raise KernelError(f"kernel {spec.op}/{spec.name} is already registered by {existing.source}")
         _kernels[spec.op][spec.name] = spec
         _changed()
+
+
+def _implementation(spec: KernelSpec) -> Callable[..., Any]:
+    """The function a spec was registered with (a kernel of the earlier convention is wrapped)."""
+    return getattr(spec.fn, "__wrapped__", spec.fn)
 
 
 def unregister_kernel(op: str, name: str) -> None:

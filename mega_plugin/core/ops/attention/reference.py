@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..calls import AttentionOptions
+
 LAPLACE_MU: Final = math.sqrt(0.5)
 LAPLACE_SIGMA: Final = math.sqrt(0.25 / math.pi)
 
@@ -63,14 +65,8 @@ def reference_attention(
     value: Tensor,
     bias: Tensor | None,
     key_mask: Tensor | None,
+    options: AttentionOptions,
     *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
     matmul: Callable[[Tensor, Tensor], Tensor] = torch.matmul,
 ) -> tuple[Tensor, Tensor | None]:
     """The ``reference`` attention kernel (matmul, mask, normalise, matmul).
@@ -78,6 +74,7 @@ def reference_attention(
     ``matmul`` does its two products (``q @ k.T``, ``w @ v``): other kernels reuse the
     arithmetic with their own GEMMs (a backend's per-frame matmul).
     """
+    activation, causal = options.activation, options.causal
     query_length, key_length = query.shape[-2], key.shape[-2]
     if activation == "softmax" and key_mask is not None:
         # A chunk made only of padding is left unmasked, as the reference does (no NaN rows).
@@ -87,12 +84,12 @@ def reference_attention(
         causal=causal,
         query_length=query_length,
         key_length=key_length,
-        query_offset=query_offset,
+        query_offset=options.query_offset,
         device=query.device,
     )
     scores = matmul(query, key.transpose(-1, -2))  # (B, C, Lq, Lk)
     if activation == "softmax":
-        scores = scores * scale
+        scores = scores * options.scale
         if bias is not None:
             scores = scores + bias
         if allowed is not None:
@@ -118,6 +115,6 @@ def reference_attention(
         weights = function(scores)
         if allowed is not None:
             weights = weights * allowed.to(weights.dtype)
-    dropped = F.dropout(weights, p=dropout_p, training=training) if dropout_p > 0 else weights
+    dropped = F.dropout(weights, p=options.dropout_p, training=options.training) if options.dropout_p > 0 else weights
     output = matmul(dropped.to(value.dtype), value)
-    return output, (weights if need_weights else None)
+    return output, (weights if options.need_weights else None)

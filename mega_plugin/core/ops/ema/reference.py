@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..calls import EmaCoefficients
+from ..calls import EmaCoefficients, EmaOptions
 
 _FAST_FFT_PRIMES = (2, 3, 5)
 
@@ -104,21 +104,15 @@ def ema_final_state(
 
 
 def reference_ema(
-    x: Tensor,
-    coefficients: EmaCoefficients,
-    *,
-    bidirectional: bool,
-    truncation: int | None,
-    initial_state: Tensor | None,
-    return_state: bool,
+    x: Tensor, coefficients: EmaCoefficients, initial_state: Tensor | None, options: EmaOptions
 ) -> tuple[Tensor, Tensor | None]:
     """The ``reference`` EMA kernel: FFT convolution plus exact state algebra (see module doc)."""
-    if bidirectional and (initial_state is not None or return_state):
+    if options.bidirectional and (initial_state is not None or options.return_state):
         raise ValueError("a bidirectional EMA has no streaming state (bidirectional=True)")
-    output = ema_fft(x, coefficients, bidirectional=bidirectional, truncation=truncation)
+    output = ema_fft(x, coefficients, bidirectional=options.bidirectional, truncation=options.truncation)
     if initial_state is not None:
         output = output + ema_state_contribution(coefficients, initial_state, x.shape[1])
-    state = ema_final_state(x, coefficients, initial_state) if return_state else None
+    state = ema_final_state(x, coefficients, initial_state) if options.return_state else None
     return output, state
 
 
