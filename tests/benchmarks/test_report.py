@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from mega_plugin.benchmarking.decode import DecodeResult, format_decode_table
-from mega_plugin.benchmarking.isolated import _describe_exit
+from mega_plugin.benchmarks.decode import DecodeResult, format_decode_table
+from mega_plugin.benchmarks.isolated import _describe_exit
 
 
 def test_decode_table_prints_skipped_rows_with_their_reason() -> None:
@@ -25,7 +25,7 @@ def test_killed_child_is_described_by_its_signal() -> None:
 
 
 def test_memory_ratio_says_more_when_ours_needs_more() -> None:
-    from mega_plugin.benchmarking.report import _memory_ratio
+    from mega_plugin.benchmarks.report import _memory_ratio
 
     assert _memory_ratio(400.0, 100.0) == "4.00x less"
     assert _memory_ratio(81.0, 108.0) == "1.33x more"

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from mega_plugin.benchmarking.flops import gemm_gflops
-from mega_plugin.benchmarking.models import build_model
+from .flops import gemm_gflops
+from .models import build_model
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import sys
 
 import torch
 
-from mega_plugin.benchmarking.common import best_time
-from mega_plugin.benchmarking.flops import gemm_gflops
-from mega_plugin.benchmarking.models import build_model
+from .common import best_time
+from .flops import gemm_gflops
+from .models import build_model
 
 
 def main(argv: list[str]) -> int:
