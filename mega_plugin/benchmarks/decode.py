@@ -18,6 +18,7 @@ import torch
 from ..core.stack import MegaBackbone
 from ..core.state import MegaState
 from .common import Progress, benchmark_config, best_time
+from .models import build_ours
 from .suite_command import run_bench_suite
 
 
@@ -56,7 +57,7 @@ def run_decode_benchmark(
     progress = Progress(total=len(contexts) * len(chunk_sizes), label="decode")
     for chunk_size in chunk_sizes:
         torch.manual_seed(0)
-        model = MegaBackbone(benchmark_config(chunk_size=chunk_size, causal=True)).eval()
+        model = build_ours(benchmark_config(chunk_size=chunk_size, causal=True)).eval()
         for context in contexts:
             progress.step(f"chunk={chunk_size} context={context}")
             if chunk_size is None and context > UNCHUNKED_CONTEXT_LIMIT:

@@ -1,18 +1,21 @@
-"""The two implementations the forward benchmarks compare, built with the same weights.
+"""The two implementations the benchmarks compare, each built in exactly one function.
 
-``ours`` is :class:`~mega_plugin.core.stack.MegaBackbone` with the kernels ``auto`` picks;
-``reference`` is transformers' deprecated ``MegaModel`` (transformers 4.57, the fairseq2
-environment), loaded with our state dict so both compute the same function on the same inputs.
+``ours`` is :class:`~mega_plugin.core.stack.MegaBackbone` with the kernels ``auto`` picks, built
+by :func:`build_ours`; every benchmark that runs our model gets it from there. ``reference``
+is transformers' deprecated ``MegaModel`` (transformers 4.57, the fairseq2 environment), built
+by :func:`build_reference` and loaded with our state dict so both compute the same function
+on the same inputs.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable, Final
+from typing import Callable, Final, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from ..core.config import MegaCoreConfig
 from ..core.stack import MegaBackbone
 from .common import benchmark_config
 
@@ -29,17 +32,17 @@ def reference_unavailable() -> str | None:
     return None if found else f"{REFERENCE_MODULE} is not importable (it ships with transformers 4.57)"
 
 
-def build_model(
-    implementation: str, *, chunk_size: int | None, max_length: int, seed: int = 0
-) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
-    """(model, forward(tokens) -> (B, L, D) hidden states) for ``implementation``."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation={implementation!r}; allowed values: {', '.join(IMPLEMENTATIONS)}")
-    config = benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
-    torch.manual_seed(seed)
-    ours = MegaBackbone(config)
-    if implementation == "ours":
-        return ours, lambda tokens: ours(tokens).hidden
+def build_ours(config: MegaCoreConfig) -> MegaBackbone:
+    """Our model for ``config``, the one place any benchmark builds it (seed the RNG first)."""
+    return MegaBackbone(config)
+
+
+def build_reference(config: MegaCoreConfig, *, state_dict: Mapping[str, Tensor]) -> nn.Module:
+    """Transformers' deprecated ``MegaModel`` for ``config`` (bidirectional), holding ``state_dict``.
+
+    ``state_dict`` is the state dict of our model for the same ``config`` (:func:`build_ours`):
+    both implementations then hold the same weights.
+    """
     reason = reference_unavailable()
     if reason is not None:
         raise RuntimeError(reason)
@@ -53,8 +56,8 @@ def build_model(
         ema_projection_size=config.ema_projection_size,
         bidirectional=True,
         shared_representation_size=config.shared_representation_size,
-        use_chunking=chunk_size is not None,
-        chunk_size=chunk_size if chunk_size is not None else -1,
+        use_chunking=config.use_chunking,
+        chunk_size=config.chunk_size,
         normalization_type="scalenorm",
         relative_positional_bias="rotary",
         dropout_prob=0.0,
@@ -62,11 +65,26 @@ def build_model(
         attention_probs_dropout_prob=0.0,
         nffn_activation_dropout_prob=0.0,
         nffn_hidden_size=config.nffn_hidden_size,
-        max_positions=max(max_length, config.max_positions),
+        max_positions=config.max_positions,
         is_decoder=False,
     )
     reference = MegaModel(reference_config, add_pooling_layer=False)
-    missing, unexpected = reference.load_state_dict(ours.state_dict(), strict=False)
+    missing, unexpected = reference.load_state_dict(state_dict, strict=False)
     if unexpected or any(not key.endswith("_float_tensor") for key in missing):
         raise RuntimeError(f"weight transfer to the reference failed: missing={missing}, unexpected={unexpected}")
+    return reference
+
+
+def build_model(
+    implementation: str, *, chunk_size: int | None, max_length: int, seed: int = 0
+) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
+    """(model, forward(tokens) -> (B, L, D) hidden states) for ``implementation``."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}; allowed values: {', '.join(IMPLEMENTATIONS)}")
+    config = benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
+    torch.manual_seed(seed)
+    ours = build_ours(config)
+    if implementation == "ours":
+        return ours, lambda tokens: ours(tokens).hidden
+    reference = build_reference(config, state_dict=ours.state_dict())
     return reference, lambda tokens: reference(tokens).last_hidden_state
