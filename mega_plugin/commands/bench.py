@@ -52,14 +52,14 @@ def _check_positive(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..benchmarking.common import describe_machine
+    from ..benchmarks.common import describe_machine
 
     _check_positive(args)
     torch.set_num_threads(args.threads)
     sections: list[str] = []
     if args.suite in ("forward", "train", "all"):
-        from ..benchmarking.forward import run_suite
-        from ..benchmarking.report import format_suite_table, save_plot
+        from ..benchmarks.forward import run_suite
+        from ..benchmarks.report import format_suite_table, save_plot
 
         runs = []
         if args.suite in ("forward", "all"):
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                     sections.append(save_plot(result, args.output_dir / "forward.png"))
             print(sections[-1] if mode == "train" else "\n\n".join(sections[-2:] if args.output_dir else sections[-1:]), flush=True)
     if args.suite in ("decode", "all"):
-        from ..benchmarking.decode import format_decode_table, run_decode_benchmark
+        from ..benchmarks.decode import format_decode_table, run_decode_benchmark
 
         results = run_decode_benchmark(contexts=tuple(args.contexts), steps=args.steps)
         sections.append(f"## Decoding, batch 1, hidden 256, 4 layers ({describe_machine()})\n\n{format_decode_table(results)}")

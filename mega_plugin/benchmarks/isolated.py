@@ -1,6 +1,6 @@
 """Run each benchmark case in a fresh Python process (clean peak-memory accounting).
 
-``python -m mega_plugin.benchmarking.isolated '<json>'`` measures one case and prints one
+``python -m mega_plugin.benchmarks.isolated '<json>'`` measures one case and prints one
 JSON line; :func:`run_isolated` is the parent side.
 """
 

@@ -5,7 +5,7 @@ on CPU and ``torch.compile`` help, on the benchmark configuration, in one proces
 tokens. It also reports how far the bf16 output is from fp32 and checks that the compiled
 model returns what eager returns.
 
-    python benchmarks/variants.py --length 8192 --chunk 256 --threads 2
+    python -m mega_plugin.benchmarks.variants --length 8192 --chunk 256 --threads 2
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Sequence
 
 import torch
 
-from mega_plugin.benchmarking.common import best_time
-from mega_plugin.benchmarking.flops import gemm_gflops
-from mega_plugin.benchmarking.models import build_model
+from .common import best_time
+from .flops import gemm_gflops
+from .models import build_model
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=8192)
     parser.add_argument("--chunk", default="256", help="chunk size, or 'none'")
@@ -71,4 +72,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

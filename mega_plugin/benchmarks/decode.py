@@ -1,20 +1,25 @@
 """Decoding benchmark: ms per new token and state bytes versus context length.
 
 With chunking, the per-token cost and the state must not grow with the context: the state
-holds the EMA state (B, D, N) and the keys/values of the current chunk only.
+holds the EMA state (B, D, N) and the keys/values of the current chunk only. The same as
+``mega-plugin bench decode``::
+
+    python -m mega_plugin.benchmarks.decode --contexts 128 1024 8192 32768
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Sequence
 
 import torch
 
-from ..backends import accelerate
 from ..core.backbone import MegaBackbone
 from ..core.state import MegaState
 from .common import Progress, benchmark_config, best_time
+from .models import build_ours
+from .suite_command import run_bench_suite
 
 
 UNCHUNKED_CONTEXT_LIMIT: Final = 8192
@@ -52,8 +57,7 @@ def run_decode_benchmark(
     progress = Progress(total=len(contexts) * len(chunk_sizes), label="decode")
     for chunk_size in chunk_sizes:
         torch.manual_seed(0)
-        model = MegaBackbone(benchmark_config(chunk_size=chunk_size, causal=True)).eval()
-        accelerate(model)
+        model = build_ours(benchmark_config(chunk_size=chunk_size, causal=True)).eval()
         for context in contexts:
             progress.step(f"chunk={chunk_size} context={context}")
             if chunk_size is None and context > UNCHUNKED_CONTEXT_LIMIT:
@@ -84,3 +88,11 @@ def format_decode_table(results: list[DecodeResult]) -> str:
             f"| {r.chunk_size or 'none'} | {r.context} | {r.ms_per_token:.2f} | {r.tokens_per_second:.0f} | {r.state_bytes:,} |"
         )
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_bench_suite("decode", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,19 +2,26 @@
 
 For every (mode, chunk, length) the two implementations run one after the other, each in a
 fresh process, on the same tokens and the same weights, so their ratio is measured under the
-same machine load. A GEMM measured in the same run gives the achieved fraction of peak.
+same machine load. A GEMM measured in the same run gives the achieved fraction of peak. The
+same as ``mega-plugin bench forward`` (fairseq2 environment, where transformers 4.57's
+deprecated MEGA is importable)::
+
+    python -m mega_plugin.benchmarks.forward --lengths 512 2048 8192 --chunks 256 none --output-dir bench-out
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from .common import Progress, benchmark_config
 from .flops import gemm_gflops, model_flops_per_token
 from .isolated import available_mib, run_isolated
 from .measure import Case, Measurement
 from .models import reference_unavailable
+from .suite_command import run_bench_suite
 
 
 @dataclass
@@ -114,3 +121,11 @@ def useful_gflops(measurement: Measurement) -> float | None:
     if case.mode == "train":
         flops *= 3.0  # backward = two matmuls per forward matmul
     return flops * tokens_per_second / 1e9
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_bench_suite("forward", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""Benchmarks behind ``mega-plugin bench`` and ``benchmarks/*.py`` (measurements, never tests)."""

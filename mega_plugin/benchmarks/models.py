@@ -1,0 +1,97 @@
+"""The two implementations the benchmarks compare, each built in exactly one function.
+
+``ours`` is :class:`~mega_plugin.core.stack.MegaBackbone` with the kernels ``auto`` picks, built
+by :func:`build_ours`; every benchmark that runs our model gets it from there. ``reference``
+is transformers' deprecated ``MegaModel`` (transformers 4.57, the fairseq2 environment), built
+by :func:`build_reference` and loaded with our state dict so both compute the same function
+on the same inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable, Final, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..backends import accelerate
+from ..core.backbone import MegaBackbone
+from ..core.config import MegaCoreConfig
+from .common import benchmark_config
+
+IMPLEMENTATIONS: Final = ("ours", "reference")
+REFERENCE_MODULE: Final = "transformers.models.deprecated.mega"
+
+
+def reference_unavailable() -> str | None:
+    """Why transformers' deprecated MEGA cannot be benchmarked here, or None."""
+    try:
+        found = importlib.util.find_spec(REFERENCE_MODULE) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else f"{REFERENCE_MODULE} is not importable (it ships with transformers 4.57)"
+
+
+def build_ours(config: MegaCoreConfig) -> MegaBackbone:
+    """Our model for ``config``, the one place any benchmark builds it (seed the RNG first).
+
+    The backends are applied as the HF and fairseq2 adapters apply them (``MEGA_PLUGIN_BACKENDS``
+    chooses, ``none`` measures the core's reference path).
+    """
+    model = MegaBackbone(config)
+    accelerate(model)
+    return model
+
+
+def build_reference(config: MegaCoreConfig, *, state_dict: Mapping[str, Tensor]) -> nn.Module:
+    """Transformers' deprecated ``MegaModel`` for ``config`` (bidirectional), holding ``state_dict``.
+
+    ``state_dict`` is the state dict of our model for the same ``config`` (:func:`build_ours`):
+    both implementations then hold the same weights.
+    """
+    reason = reference_unavailable()
+    if reason is not None:
+        raise RuntimeError(reason)
+    from transformers.models.deprecated.mega import MegaConfig, MegaModel
+
+    reference_config = MegaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        intermediate_size=config.intermediate_size,
+        ema_projection_size=config.ema_projection_size,
+        bidirectional=True,
+        shared_representation_size=config.shared_representation_size,
+        use_chunking=config.use_chunking,
+        chunk_size=config.chunk_size,
+        normalization_type="scalenorm",
+        relative_positional_bias="rotary",
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+        nffn_hidden_size=config.nffn_hidden_size,
+        max_positions=config.max_positions,
+        is_decoder=False,
+    )
+    reference = MegaModel(reference_config, add_pooling_layer=False)
+    missing, unexpected = reference.load_state_dict(state_dict, strict=False)
+    if unexpected or any(not key.endswith("_float_tensor") for key in missing):
+        raise RuntimeError(f"weight transfer to the reference failed: missing={missing}, unexpected={unexpected}")
+    return reference
+
+
+def build_model(
+    implementation: str, *, chunk_size: int | None, max_length: int, seed: int = 0
+) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
+    """(model, forward(tokens) -> (B, L, D) hidden states) for ``implementation``."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}; allowed values: {', '.join(IMPLEMENTATIONS)}")
+    config = benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
+    torch.manual_seed(seed)
+    ours = build_ours(config)
+    if implementation == "ours":
+        return ours, lambda tokens: ours(tokens).hidden
+    reference = build_reference(config, state_dict=ours.state_dict())
+    return reference, lambda tokens: reference(tokens).last_hidden_state
