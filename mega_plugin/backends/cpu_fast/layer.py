@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,6 @@ from torch import Tensor
 from ...core.chunking import attend_in_chunks
 from ...core.gated_attention import AttentionResult, MovingAverageGatedAttention
 from ...core.memo import records_grad
-from ...core.state import LayerState
 from .in_place import activation_in_place
 from .ownership import may_overwrite
 from .plan import runs_in_blocks
@@ -36,21 +35,14 @@ class BlockedGatedAttention(MovingAverageGatedAttention):
     block_rows: int = BLOCK_ROWS
     """Target tokens per row block (a class default; set on an instance to change one layer)."""
 
-    def forward(
-        self,
-        x: Tensor,
-        *,
-        key_mask: Tensor | None = None,
-        causal: bool = False,
-        state: LayerState | None = None,
-        update_state: bool = False,
-        need_weights: bool = False,
-    ) -> AttentionResult:
-        if state is not None or update_state or need_weights or not runs_in_blocks(self, x, dropouts=self._dropouts()):
-            return super().forward(
-                x, key_mask=key_mask, causal=causal, state=state, update_state=update_state, need_weights=need_weights
-            )
-        return AttentionResult(hidden=self._forward_blocked(x, key_mask=key_mask, causal=causal), weights=None, state=None)
+    def forward(self, x: Tensor, **options: Any) -> AttentionResult:
+        """The core's ``forward`` (same options); in row blocks when no state, no weights are asked for
+        and :func:`.plan.runs_in_blocks` says the blocks give the same result."""
+        streams = options.get("state") is not None or options.get("update_state") or options.get("need_weights")
+        if streams or not runs_in_blocks(self, x, dropouts=self._dropouts()):
+            return super().forward(x, **options)
+        hidden = self._forward_blocked(x, key_mask=options.get("key_mask"), causal=bool(options.get("causal")))
+        return AttentionResult(hidden=hidden, weights=None, state=None)
 
     def _dropouts(self) -> tuple[float, ...]:
         return (self.dropout.probability, self.hidden_dropout.probability, self.attention_dropout_p)
