@@ -39,26 +39,37 @@ class MegaEmbeddings(nn.Module):
             embeddings = self.word_embeddings(input_ids)
         else:
             embeddings = inputs_embeds
-        if token_type_ids is not None:
-            if token_type_ids.shape != embeddings.shape[:-1]:
-                raise ValueError(
-                    f"token_type_ids has shape {tuple(token_type_ids.shape)}, expected {tuple(embeddings.shape[:-1])}"
-                )
-            if self.token_type_embeddings is None:
-                if bool((token_type_ids != 0).any()):
-                    raise ValueError(
-                        "token_type_ids has non-zero entries but the model has no token-type embeddings "
-                        "(add_token_type_embeddings=False); they would be ignored"
-                    )
-                return embeddings
-            check_ids(token_type_ids, "token_type_ids", self.type_vocab_size, "type_vocab_size")
-        if self.token_type_embeddings is not None:
-            if token_type_ids is None:
-                # Type 0 everywhere: add its row without building an id tensor.
-                return embeddings + self.token_type_embeddings.weight[0]
-            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
-        return embeddings
+        return add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids)
 
+
+def add_token_type_embeddings(
+    embeddings: Tensor, token_type_embeddings: nn.Module | None, token_type_ids: Tensor | None = None
+) -> Tensor:
+    """``embeddings`` (*, D) plus the rows of ``token_type_ids`` (*) in ``token_type_embeddings``.
+
+    ``token_type_embeddings`` is any embedding module with a ``weight`` of shape (T, D) (a
+    ``torch.nn.Embedding``, a fairseq2 ``StandardEmbedding``), or None when the model has none.
+    Without ids every position gets type 0, as the reference does (its row is added without
+    building an id tensor). Non-zero ids on a model without the table, and ids outside
+    ``[0, T)``, raise ``ValueError``.
+    """
+    if token_type_ids is not None:
+        if token_type_ids.shape != embeddings.shape[:-1]:
+            raise ValueError(
+                f"token_type_ids has shape {tuple(token_type_ids.shape)}, expected {tuple(embeddings.shape[:-1])}"
+            )
+        if token_type_embeddings is None:
+            if bool((token_type_ids != 0).any()):
+                raise ValueError(
+                    "token_type_ids has non-zero entries but the model has no token-type embeddings "
+                    "(add_token_type_embeddings=False); they would be ignored"
+                )
+            return embeddings
+        check_ids(token_type_ids, "token_type_ids", token_type_embeddings.weight.shape[0], "type_vocab_size")
+        return embeddings + token_type_embeddings(token_type_ids)
+    if token_type_embeddings is None:
+        return embeddings
+    return embeddings + token_type_embeddings.weight[0]
 
 def check_ids(ids: Tensor, name: str, limit: int, limit_name: str) -> None:
     """``ValueError`` naming the argument when ids are not integers in [0, limit)."""

@@ -7,7 +7,7 @@ fits both ``PreTrainedModel._init_weights`` (called per module) and a recursive
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from .ema import MultiDimensionDampedEma
 from .gated_attention import MovingAverageGatedAttention
@@ -24,6 +24,24 @@ _SELF_INITIALISING = (
 )
 
 
+def init_linear_(weight: Tensor, bias: Tensor | None, *, std: float) -> None:
+    """The reference linear initialisation, in place: ``weight`` (out, in) ~ N(0, std), ``bias`` zero.
+
+    Works on the tensors, so any framework's linear layer can use it (fairseq2 ``Linear`` via
+    its ``init_fn``, ``torch.nn.Linear`` via :func:`initialize_module`).
+    """
+    nn.init.normal_(weight, mean=0.0, std=std)
+    if bias is not None:
+        nn.init.zeros_(bias)
+
+
+def init_embedding_(weight: Tensor, *, std: float, padding_idx: int | None) -> None:
+    """The reference embedding initialisation, in place: ``weight`` (V, D) ~ N(0, std), padding row zero."""
+    nn.init.normal_(weight, mean=0.0, std=std)
+    if padding_idx is not None:
+        nn.init.zeros_(weight[padding_idx])
+
+
 def initialize_module(module: nn.Module, *, std: float) -> None:
     """Initialise ``module``'s own parameters as the reference does.
 
@@ -33,13 +51,9 @@ def initialize_module(module: nn.Module, *, std: float) -> None:
     if isinstance(module, _SELF_INITIALISING):
         module.reset_parameters()
     elif isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+        init_linear_(module.weight, module.bias, std=std)
     elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.padding_idx is not None:
-            nn.init.zeros_(module.weight[module.padding_idx])
+        init_embedding_(module.weight, std=std, padding_idx=module.padding_idx)
     elif isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
         module.reset_parameters()
 

@@ -80,8 +80,9 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
     max_seq_len: int = 4096
     """Longest sequence the generators may produce (MEGA itself has no hard limit)."""
 
-    pad_idx: int | None = 1
-    """Padding token id (core ``pad_token_id``): its embedding row starts at zero and the loss ignores it."""
+    pad_idx: int | None = MegaCoreConfig.pad_token_id
+    """Padding token id (core ``pad_token_id``, whose default it takes): its embedding row starts at
+    zero and the loss ignores it."""
 
     add_lm_hidden_dense_layer: bool = True
     """Apply ``tanh(dense(h))`` before the output projection (HF ``add_lm_hidden_dense_layer``)."""
@@ -116,6 +117,8 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> "MegaLMConfig":
         """The LM config of an HF MEGA ``config.json`` dict (missing keys take the HF defaults)."""
+        from ...registry.hf_layout import HF_ONLY_DEFAULTS
+
         core = MegaCoreConfig.from_mapping({k: v for k, v in hf.items() if not k.startswith("_")})
         _check_causal(
             core, "the HF config is not a causal MEGA (needs is_decoder=true and bidirectional=false)"
@@ -124,8 +127,10 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
             raise ValueError("add_cross_attention=true (encoder-decoder MEGA) has no fairseq2 CausalLM form")
         return cls(
             **_lm_values(core),
-            add_lm_hidden_dense_layer=bool(hf.get("add_lm_hidden_dense_layer", True)),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            add_lm_hidden_dense_layer=bool(
+                hf.get("add_lm_hidden_dense_layer", HF_ONLY_DEFAULTS["add_lm_hidden_dense_layer"])
+            ),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", HF_ONLY_DEFAULTS["tie_word_embeddings"])),
         )
 
     def to_hf_config(self) -> dict[str, Any]:

@@ -8,21 +8,22 @@ from fairseq2.nn import Linear, StandardEmbedding
 from torch import nn
 
 from ...backends import accelerate
+from ...core.heads import MegaLMHeadTransform
+from ...core.init import init_embedding_, init_linear_
 from ...core.stack import MegaLayerStack
 from .config import MegaLMConfig
-from .model import MegaCausalLM, MegaDecoder, MegaFrontend, MegaLMHead
+from .model import MegaCausalLM, MegaDecoder, MegaFrontend
+
+# fairseq2 initialises a module by calling its ``init_fn(module)``; these hand the module's
+# tensors to the core's reference initialisation.
 
 
 def _init_embedding(std: float, embed: StandardEmbedding) -> None:
-    nn.init.normal_(embed.weight, mean=0.0, std=std)
-    if embed.pad_idx is not None:
-        nn.init.zeros_(embed.weight[embed.pad_idx])
+    init_embedding_(embed.weight, std=std, padding_idx=embed.pad_idx)
 
 
 def _init_linear(std: float, linear: Linear) -> None:
-    nn.init.normal_(linear.weight, mean=0.0, std=std)
-    if linear.bias is not None:
-        nn.init.zeros_(linear.bias)
+    init_linear_(linear.weight, linear.bias, std=std)
 
 
 def _init_tied_output(linear: Linear) -> None:
@@ -74,7 +75,7 @@ class MegaFactory:
         accelerate(layers)  # the backends' fast modules, chosen once at build (mega_plugin.backends)
         return MegaDecoder(layers, init_std=self._config.initializer_range)
 
-    def create_head(self) -> MegaLMHead:
+    def create_head(self) -> MegaLMHeadTransform:
         config = self._config
         dense = (
             Linear(
@@ -86,7 +87,7 @@ class MegaFactory:
             if config.add_lm_hidden_dense_layer
             else None
         )
-        return MegaLMHead(dense)
+        return MegaLMHeadTransform(dense)
 
 
 def create_mega_model(config: MegaLMConfig) -> MegaCausalLM:

@@ -1,7 +1,11 @@
 """State-dict key maps between HF MEGA (``MegaForCausalLM``) and :class:`MegaCausalLM`.
 
-The maps are regex dicts applied in order; a key no pattern matches is an error that names
-it, so nothing is dropped silently.
+The maps are fairseq2-style regex dicts (a pattern anchored at the start of a key, the
+replacement for the matched prefix) applied with fairseq2's own
+:func:`fairseq2.models.utils.checkpoint.convert_state_dict`; the reverse map is derived with
+its :func:`~fairseq2.models.utils.checkpoint.create_reverse_key_map`, so the two directions
+cannot disagree. fairseq2 passes unmatched keys through unchanged; here a key no pattern
+matches is an error that names it, so nothing is dropped or carried over silently.
 """
 
 from __future__ import annotations
@@ -10,31 +14,24 @@ import re
 from typing import Final, Mapping
 
 import torch
+from fairseq2.models.utils.checkpoint import convert_state_dict, create_reverse_key_map
 
 from ...registry.hf_layout import HF_WORD_EMBEDDINGS
 from .config import MegaLMConfig
 
 HF_TO_FS2: Final[Mapping[str, str]] = {
     # fmt: off
-    r"^mega\.embedding_layer\.word_embeddings\.weight$":       r"decoder_frontend.embed.weight",
-    r"^mega\.embedding_layer\.token_type_embeddings\.weight$": r"decoder_frontend.token_type_embed.weight",
-    r"^mega\.layers\.([0-9]+)\.(.+)$":                         r"decoder.layers.\1.\2",
-    r"^dense\.(weight|bias)$":                                 r"head.dense.\1",
-    r"^lm_head\.(weight|bias)$":                               r"final_proj.\1",
+    r"^mega\.embedding_layer\.word_embeddings\.":       r"decoder_frontend.embed.",
+    r"^mega\.embedding_layer\.token_type_embeddings\.": r"decoder_frontend.token_type_embed.",
+    r"^mega\.layers\.([0-9]+)\.":                       r"decoder.layers.\1.",
+    r"^dense\.":                                         r"head.dense.",
+    r"^lm_head\.":                                       r"final_proj.",
     # fmt: on
 }
-"""HF ``MegaForCausalLM`` key -> ``MegaCausalLM`` key."""
+"""HF ``MegaForCausalLM`` key prefix -> ``MegaCausalLM`` key prefix."""
 
-FS2_TO_HF: Final[Mapping[str, str]] = {
-    # fmt: off
-    r"^decoder_frontend\.embed\.weight$":            r"mega.embedding_layer.word_embeddings.weight",
-    r"^decoder_frontend\.token_type_embed\.weight$": r"mega.embedding_layer.token_type_embeddings.weight",
-    r"^decoder\.layers\.([0-9]+)\.(.+)$":            r"mega.layers.\1.\2",
-    r"^head\.dense\.(weight|bias)$":                 r"dense.\1",
-    r"^final_proj\.(weight|bias)$":                  r"lm_head.\1",
-    # fmt: on
-}
-"""``MegaCausalLM`` key -> HF ``MegaForCausalLM`` key."""
+FS2_TO_HF: Final[Mapping[str, str]] = create_reverse_key_map(dict(HF_TO_FS2))
+"""``MegaCausalLM`` key prefix -> HF ``MegaForCausalLM`` key prefix (the reverse of :data:`HF_TO_FS2`)."""
 
 _EMBED: Final = "decoder_frontend.embed.weight"
 _OUTPUT: Final = "final_proj.weight"
@@ -42,22 +39,13 @@ _HF_OUTPUT: Final = "lm_head.weight"
 
 
 def map_keys(state_dict: Mapping[str, object], key_map: Mapping[str, str], source: str) -> dict[str, object]:
-    """Rename every key with the first matching pattern; raise naming the keys none matches."""
-    converted: dict[str, object] = {}
-    unmapped = []
-    for key, value in state_dict.items():
-        for pattern, replacement in key_map.items():
-            new_key, count = re.subn(pattern, replacement, key)
-            if count:
-                converted[new_key] = value
-                break
-        else:
-            unmapped.append(key)
+    """Rename every key with fairseq2's ``convert_state_dict``; raise naming the keys no pattern matches."""
+    unmapped = [key for key in state_dict if not any(re.match(pattern, key) for pattern in key_map)]
     if unmapped:
         raise ValueError(
             f"{len(unmapped)} key(s) of the {source} MEGA checkpoint have no counterpart: {', '.join(sorted(unmapped))}"
         )
-    return converted
+    return convert_state_dict(dict(state_dict), key_map)
 
 
 def convert_mega_state_dict(state_dict: dict[str, object], config: MegaLMConfig) -> dict[str, object]:

@@ -15,6 +15,8 @@ from fairseq2.nn import BatchLayout, IncrementalState, IncrementalStateBag, Proj
 from fairseq2.nn.functional import cross_entropy
 from torch import Tensor, nn
 
+from ...core.embeddings import add_token_type_embeddings
+from ...core.heads import MegaLMHeadTransform
 from ...core.init import initialize_tree
 from ...core.stack import MegaLayerStack
 from ...core.state import MegaState
@@ -42,7 +44,11 @@ class MegaIncrementalState(IncrementalState):
 
 
 class MegaFrontend(nn.Module):
-    """Token embedding (``embed``, a fairseq2 ``StandardEmbedding``), plus the optional type-0 row."""
+    """Token embedding (``embed``, a fairseq2 ``StandardEmbedding``), plus the optional type-0 row.
+
+    The token-type handling is the core's (:func:`~mega_plugin.core.embeddings.add_token_type_embeddings`);
+    fairseq2 batches carry no type ids, so every position gets type 0, as in HF without ids.
+    """
 
     def __init__(self, embed: StandardEmbedding, token_type_embed: StandardEmbedding | None) -> None:
         super().__init__()
@@ -51,11 +57,7 @@ class MegaFrontend(nn.Module):
 
     def forward(self, seqs: Tensor) -> Tensor:
         """(*) token ids -> (*, D)."""
-        hidden = self.embed(seqs)
-        if self.token_type_embed is not None:
-            # HF MEGA adds token type 0 everywhere when no type ids are given.
-            hidden = hidden + self.token_type_embed.weight[0]
-        return hidden
+        return add_token_type_embeddings(self.embed(seqs), self.token_type_embed)
 
 
 class MegaDecoder(nn.Module):
@@ -78,17 +80,6 @@ class MegaDecoder(nn.Module):
         return result.hidden, result.state
 
 
-class MegaLMHead(nn.Module):
-    """``final_proj(tanh(dense(h)))``, ``dense`` optional (HF ``add_lm_hidden_dense_layer``)."""
-
-    def __init__(self, dense: nn.Module | None) -> None:
-        super().__init__()
-        self.dense = dense
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        return torch.tanh(self.dense(hidden)) if self.dense is not None else hidden
-
-
 class MegaCausalLM(CausalLM):
     """A causal MEGA language model that fairseq2 trains, loads and generates with."""
 
@@ -96,7 +87,7 @@ class MegaCausalLM(CausalLM):
         self,
         decoder_frontend: MegaFrontend,
         decoder: MegaDecoder,
-        head: MegaLMHead,
+        head: MegaLMHeadTransform,
         final_proj: Projection,
         *,
         pad_idx: int | None,

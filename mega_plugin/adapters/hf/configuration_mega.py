@@ -3,115 +3,94 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from transformers import PretrainedConfig
 
 from ...core.config import MegaCoreConfig
 
-_CORE_FIELDS = tuple(f.name for f in dataclasses.fields(MegaCoreConfig) if f.name not in ("extra", "norm_eps"))
+_CORE_FIELDS: Final = tuple(
+    f.name for f in dataclasses.fields(MegaCoreConfig) if f.name not in ("extra", "norm_eps")
+)
+"""The core fields ``MegaConfig`` carries (``norm_eps`` is fixed in the HF layout, ``extra`` is not a field)."""
+
+CORE: Final = MegaCoreConfig()
+"""The core config with its defaults: the single source of every architectural default below."""
 
 
 class MegaConfig(PretrainedConfig):
     """Configuration of a MEGA model, field for field the reference ``MegaConfig``.
 
-    Defaults reproduce transformers 4.40-4.57 (``mnaylor/mega-base-wikitext``-like). One default
-    differs from the seed document: ``add_token_type_embeddings`` is ``False``, as in the code
-    that wrote every public checkpoint, so a config.json without the key loads as it did there.
-    Two fields are ours: ``ema_kernel`` and ``attention_kernel`` name the kernels (``"auto"``
-    picks the best available; see ``mega-plugin info``). The architecture is validated when a
-    model is built (see :class:`mega_plugin.core.MegaCoreConfig`).
+    The architectural fields and their defaults are those of :class:`MegaCoreConfig` (each
+    default below reads the core's; a test pins the two, field by field), which follow
+    transformers 4.40-4.57 (``mnaylor/mega-base-wikitext``-like). One default differs from the
+    seed document: ``add_token_type_embeddings`` is ``False``, as in the code that wrote every
+    public checkpoint, so a config.json without the key loads as it did there. Two fields are
+    ours: ``ema_kernel`` and ``attention_kernel`` name the kernels (``"auto"`` picks the best
+    available; see ``mega-plugin info``). The HF-only fields (token ids, ``classifier_dropout``,
+    ``use_cache``, ``add_lm_hidden_dense_layer``, ``tie_word_embeddings``) are declared here.
+    The architecture is validated when a model is built (:meth:`to_core`).
     """
 
     model_type = "mega"
 
     def __init__(
         self,
-        vocab_size: int = 30522,
-        hidden_size: int = 128,
-        num_hidden_layers: int = 4,
-        intermediate_size: int = 256,
-        ema_projection_size: int = 16,
-        bidirectional: bool = True,
-        shared_representation_size: int = 64,
-        use_chunking: bool = False,
-        chunk_size: int = -1,
-        truncation: int | None = None,
-        normalize_before_mega: bool = True,
-        normalization_type: str = "scalenorm",
-        norm_affine: bool = True,
-        activation: str = "silu",
-        attention_activation: str = "softmax",
-        dropout_prob: float = 0.1,
-        hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: float = 0.1,
-        use_feature_dropout: bool = False,
-        use_normalized_ffn: bool = True,
-        nffn_hidden_size: int = 256,
-        normalize_before_ffn: bool = True,
-        nffn_activation_dropout_prob: float = 0.1,
-        max_positions: int = 2048,
-        add_token_type_embeddings: bool = False,
-        type_vocab_size: int = 2,
-        initializer_range: float = 0.02,
-        ema_delta_alpha_range: float = 0.2,
-        ema_beta_range: float = 0.02,
-        ema_gamma_omega_range: float = 1.0,
-        pad_token_id: int | None = 1,
+        vocab_size: int = CORE.vocab_size,
+        hidden_size: int = CORE.hidden_size,
+        num_hidden_layers: int = CORE.num_hidden_layers,
+        intermediate_size: int = CORE.intermediate_size,
+        ema_projection_size: int = CORE.ema_projection_size,
+        bidirectional: bool = CORE.bidirectional,
+        shared_representation_size: int = CORE.shared_representation_size,
+        use_chunking: bool = CORE.use_chunking,
+        chunk_size: int = CORE.chunk_size,
+        truncation: int | None = CORE.truncation,
+        normalize_before_mega: bool = CORE.normalize_before_mega,
+        normalization_type: str = CORE.normalization_type,
+        norm_affine: bool = CORE.norm_affine,
+        activation: str = CORE.activation,
+        attention_activation: str = CORE.attention_activation,
+        dropout_prob: float = CORE.dropout_prob,
+        hidden_dropout_prob: float = CORE.hidden_dropout_prob,
+        attention_probs_dropout_prob: float = CORE.attention_probs_dropout_prob,
+        use_feature_dropout: bool = CORE.use_feature_dropout,
+        use_normalized_ffn: bool = CORE.use_normalized_ffn,
+        nffn_hidden_size: int = CORE.nffn_hidden_size,
+        normalize_before_ffn: bool = CORE.normalize_before_ffn,
+        nffn_activation_dropout_prob: float = CORE.nffn_activation_dropout_prob,
+        max_positions: int = CORE.max_positions,
+        add_token_type_embeddings: bool = CORE.add_token_type_embeddings,
+        type_vocab_size: int = CORE.type_vocab_size,
+        initializer_range: float = CORE.initializer_range,
+        ema_delta_alpha_range: float = CORE.ema_delta_alpha_range,
+        ema_beta_range: float = CORE.ema_beta_range,
+        ema_gamma_omega_range: float = CORE.ema_gamma_omega_range,
+        pad_token_id: int | None = CORE.pad_token_id,
         bos_token_id: int | None = 0,
         eos_token_id: int | None = 2,
-        relative_positional_bias: str = "rotary",
+        relative_positional_bias: str = CORE.relative_positional_bias,
         classifier_dropout: float | None = None,
         use_cache: bool = True,
         add_lm_hidden_dense_layer: bool = True,
-        is_decoder: bool = False,
-        add_cross_attention: bool = False,
+        is_decoder: bool = CORE.is_decoder,
+        add_cross_attention: bool = CORE.add_cross_attention,
         tie_word_embeddings: bool = True,
-        ema_kernel: str = "auto",
-        attention_kernel: str = "auto",
+        ema_kernel: str = CORE.ema_kernel,
+        attention_kernel: str = CORE.attention_kernel,
         **kwargs: Any,
     ) -> None:
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.intermediate_size = intermediate_size
-        self.ema_projection_size = ema_projection_size
-        self.bidirectional = bidirectional
-        self.shared_representation_size = shared_representation_size
-        self.use_chunking = use_chunking
-        self.chunk_size = chunk_size
-        self.truncation = truncation
-        self.normalize_before_mega = normalize_before_mega
-        self.normalization_type = normalization_type
-        self.norm_affine = norm_affine
-        self.activation = activation
-        self.attention_activation = attention_activation
-        self.dropout_prob = dropout_prob
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.use_feature_dropout = use_feature_dropout
-        self.use_normalized_ffn = use_normalized_ffn
-        self.nffn_hidden_size = nffn_hidden_size
-        self.normalize_before_ffn = normalize_before_ffn
-        self.nffn_activation_dropout_prob = nffn_activation_dropout_prob
-        self.max_positions = max_positions
-        self.add_token_type_embeddings = add_token_type_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.initializer_range = initializer_range
-        self.ema_delta_alpha_range = ema_delta_alpha_range
-        self.ema_beta_range = ema_beta_range
-        self.ema_gamma_omega_range = ema_gamma_omega_range
-        self.relative_positional_bias = relative_positional_bias
+        # The parameters follow the reference's order (positional calls keep working) and name
+        # every core field, so the signature stays explicit for transformers; a core field added
+        # without a parameter fails here with a KeyError naming it.
+        arguments = locals()
+        for name in _CORE_FIELDS:
+            setattr(self, name, arguments[name])
         self.classifier_dropout = classifier_dropout
         self.use_cache = use_cache
         self.add_lm_hidden_dense_layer = add_lm_hidden_dense_layer
-        self.ema_kernel = ema_kernel
-        self.attention_kernel = attention_kernel
         # Declared here because the 5.x base config no longer defines them.
-        self.is_decoder = is_decoder
-        self.add_cross_attention = add_cross_attention
         self.tie_word_embeddings = tie_word_embeddings
-        self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.num_attention_heads = 1  # MEGA attention is single-head; some HF utilities read this.

@@ -14,6 +14,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from ...core.heads import MegaClassificationHead as CoreClassificationHead
 from .configuration_mega import MegaConfig
 from .modeling_mega import MegaModel, MegaPreTrainedModel
 
@@ -24,18 +25,11 @@ def _classifier_dropout(config: MegaConfig) -> float:
     return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
 
 
-class MegaClassificationHead(nn.Module):
-    """First-token head: dropout, ``dense`` + tanh, dropout, ``out_proj``."""
+class MegaClassificationHead(CoreClassificationHead):
+    """The core first-token classification head, sized from an HF config."""
 
     def __init__(self, config: MegaConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        first = self.dropout(hidden[:, 0])
-        return self.out_proj(self.dropout(torch.tanh(self.dense(first))))
+        super().__init__(config.hidden_size, config.num_labels, dropout=_classifier_dropout(config))
 
 
 def sequence_classification_loss(config: MegaConfig, logits: Tensor, labels: Tensor) -> Tensor:

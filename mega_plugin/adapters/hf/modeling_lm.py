@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
 
+from ...core.heads import tanh_dense
 from ...registry.hf_layout import HF_WORD_EMBEDDINGS
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
@@ -23,9 +23,13 @@ logger = logging.getLogger(__name__)
 CACHE_KEYWORD = cache_field(CausalLMOutputWithCrossAttentions) or "past_key_values"
 
 
-def _lm_transform(dense: nn.Linear | None, hidden: Tensor) -> Tensor:
-    # The optional ``dense`` + tanh before the vocabulary projection (add_lm_hidden_dense_layer).
-    return torch.tanh(dense(hidden)) if dense is not None else hidden
+def lm_hidden_dense(config: MegaConfig) -> nn.Linear | None:
+    """The optional ``dense`` layer of the LM heads (``add_lm_hidden_dense_layer``).
+
+    It stays a top-level ``dense`` (the checkpoint layout); the heads apply it with the core's
+    :func:`~mega_plugin.core.heads.tanh_dense`, the transform fairseq2's head module uses too.
+    """
+    return nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
 
 
 class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
@@ -39,7 +43,7 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         if not config.is_decoder:
             logger.warning("MegaForCausalLM is used with is_decoder=False: attention is not causal")
         self.mega = MegaModel(config, add_pooling_layer=False)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
+        self.dense = lm_hidden_dense(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
@@ -120,7 +124,7 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
-        logits = self.lm_head(_lm_transform(self.dense, outputs.last_hidden_state))
+        logits = self.lm_head(tanh_dense(outputs.last_hidden_state, self.dense))
         loss = None
         if labels is not None:
             # Position t predicts token t + 1.
@@ -147,7 +151,7 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         if config.is_decoder:
             logger.warning("MegaForMaskedLM is used with is_decoder=True: set is_decoder=False for bidirectional attention")
         self.mega = MegaModel(config, add_pooling_layer=False)
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
+        self.dense = lm_hidden_dense(config)
         self.mlm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
@@ -182,7 +186,7 @@ class MegaForMaskedLM(MegaPreTrainedModel):
             output_hidden_states=output_hidden_states,
             **kwargs,
         )
-        logits = self.mlm_head(_lm_transform(self.dense, outputs.last_hidden_state))
+        logits = self.mlm_head(tanh_dense(outputs.last_hidden_state, self.dense))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device))

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from transformers.utils import ModelOutput
 
 from ...core.embeddings import MegaEmbeddings
+from ...core.heads import MegaPooler
 from ...core.init import initialize_module
 from ...backends import accelerate
 from ...core.masks import padding_to_key_mask
@@ -31,17 +31,6 @@ from .loading import (
     read_config_json,
 )
 from .outputs import OutputT, finish, has_field, make_output
-
-
-class MegaPooler(nn.Module):
-    """``tanh(dense(h[:, 0]))``: the first token's summary (``pooler.dense`` in checkpoints)."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
 
 
 class MegaPreTrainedModel(PreTrainedModel):
