@@ -8,7 +8,7 @@ in ``mega_plugin.backends``.
 
 from __future__ import annotations
 
-from .backbone import MegaBackbone
+from .backbone import MegaBackbone, run_backbone
 from .block import BlockResult, MegaBlock
 from .config import (
     ACTIVATIONS,
@@ -58,5 +58,6 @@ __all__ = [
     "initialize_module",
     "initialize_tree",
     "padding_to_key_mask",
+    "run_backbone",
     "validate_config",
 ]

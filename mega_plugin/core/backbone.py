@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
@@ -25,32 +27,43 @@ class MegaBackbone(nn.Module):
     def reset_parameters(self) -> None:
         initialize_tree(self, std=self.config.initializer_range)
 
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        *,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        state: MegaState | None = None,
-        use_cache: bool = False,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        encoder_hidden: Tensor | None = None,
-        encoder_attention_mask: Tensor | None = None,
-    ) -> StackOutput:
-        hidden = self.embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
-        batch, length = hidden.shape[:2]
-        key_mask = padding_to_key_mask(
-            attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
-        )
-        return self.layers(
-            hidden,
-            key_mask=key_mask,
-            state=state,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            encoder_hidden=encoder_hidden,
-            encoder_attention_mask=encoder_attention_mask,
-        )
+    def forward(self, input_ids: Tensor | None = None, **options: Any) -> StackOutput:
+        """``input_ids`` (B, L) or ``inputs_embeds`` (B, L, D) through every layer; options as :func:`run_backbone`."""
+        return run_backbone(self.embedding_layer, self.layers, input_ids, **options)
+
+
+def run_backbone(
+    embedding_layer: MegaEmbeddings,
+    layers: MegaLayerStack,
+    input_ids: Tensor | None = None,
+    *,
+    attention_mask: Tensor | None = None,
+    token_type_ids: Tensor | None = None,
+    inputs_embeds: Tensor | None = None,
+    state: MegaState | None = None,
+    use_cache: bool = False,
+    output_hidden_states: bool = False,
+    output_attentions: bool = False,
+    encoder_hidden: Tensor | None = None,
+    encoder_attention_mask: Tensor | None = None,
+) -> StackOutput:
+    """Embed, turn the HF-style 0/1 ``attention_mask`` into key masks, run the stack.
+
+    Shared by :class:`MegaBackbone` and the adapters' models, which hold the same two modules
+    under the same names (checkpoint keys ``embedding_layer.*`` and ``layers.*``).
+    """
+    hidden = embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
+    batch, length = hidden.shape[:2]
+    key_mask = padding_to_key_mask(
+        attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
+    )
+    return layers(
+        hidden,
+        key_mask=key_mask,
+        state=state,
+        use_cache=use_cache,
+        output_hidden_states=output_hidden_states,
+        output_attentions=output_attentions,
+        encoder_hidden=encoder_hidden,
+        encoder_attention_mask=encoder_attention_mask,
+    )

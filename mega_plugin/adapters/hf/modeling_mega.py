@@ -14,11 +14,11 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from transformers.utils import ModelOutput
 
+from ...backends import accelerate
+from ...core.backbone import run_backbone
 from ...core.embeddings import MegaEmbeddings
 from ...core.heads import MegaPooler
 from ...core.init import initialize_module
-from ...backends import accelerate
-from ...core.masks import padding_to_key_mask
 from ...core.stack import MegaLayerStack
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
@@ -277,14 +277,13 @@ class MegaModel(MegaPreTrainedModel):
         mega_cache = resolve_cache(cache=cache, past_key_values=past_key_values, use_cache=use_cache)
         state = mega_cache.state if mega_cache is not None else None
 
-        embeddings = self.embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
-        batch, length = embeddings.shape[:2]
-        key_mask = padding_to_key_mask(
-            attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
-        )
-        result = self.layers(
-            embeddings,
-            key_mask=key_mask,
+        result = run_backbone(
+            self.embedding_layer,
+            self.layers,
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
             state=state,
             use_cache=mega_cache is not None,
             output_hidden_states=output_hidden_states,

@@ -40,10 +40,13 @@ def onednn_available() -> Support:
     except (AttributeError, RuntimeError) as error:
         return declined(f"torch.ops.mkldnn._linear_pointwise is missing ({error})")
     try:
-        generator = torch.Generator().manual_seed(0)
-        a = torch.randn(5, 7, generator=generator)
-        b = torch.randn(7, 3, generator=generator)  # read transposed, as the kernels do
-        bias = torch.randn(3, generator=generator)
+        # explicit device and dtype: the first probe may run under a default-device context
+        # (meta-device model construction) or a default-dtype one
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        cpu = {"generator": generator, "device": "cpu", "dtype": torch.float32}
+        a = torch.randn(5, 7, **cpu)
+        b = torch.randn(7, 3, **cpu)  # read transposed, as the kernels do
+        bias = torch.randn(3, **cpu)
         got = op(a, b.t(), bias, "none", [], "")
     except Exception as error:  # any failure of a private op means: do not use it
         return declined(f"torch.ops.mkldnn._linear_pointwise failed on a probe ({type(error).__name__}: {error})")
