@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from mega_plugin.cli import main
 from mega_plugin.registry import ConversionError
-from mega_plugin.registry.fairseq_mega import convert_fairseq_mega
+from mega_plugin.converters.fairseq_mega import convert_fairseq_mega
 
 MEGA_CONFIG_FIELDS = {  # transformers' MegaConfig (4.40-4.57)
     "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "ema_projection_size", "bidirectional",

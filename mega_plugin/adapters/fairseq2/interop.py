@@ -11,7 +11,7 @@ from typing import Final, Mapping
 
 import torch
 
-from ...registry.hf_layout import HF_WORD_EMBEDDINGS
+from ...formats.hf import HF_WORD_EMBEDDINGS
 from .config import MegaLMConfig
 
 HF_TO_FS2: Final[Mapping[str, str]] = {

@@ -26,9 +26,9 @@ from typing import Any, Final, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .fairseq_config import arg, infer_architecture
-from .hf_layout import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
-from .records import ConversionError
+from ...formats.hf import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
+from ...registry.records import ConversionError
+from .config import arg, infer_architecture
 
 logger = logging.getLogger("mega_plugin.registry.convert")
 
