@@ -16,7 +16,7 @@ from typing import Any, Callable, Final, Mapping, Sequence
 from ..core.config import MegaCoreConfig
 from ..core.kernels import OPS, KernelError, KernelSpec
 from ..core.kernels.registry import AUTO, check_signature, op_signature
-from .discovery import ENV_STRICT, env_flag
+from .environment import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
     ConvertFn,
