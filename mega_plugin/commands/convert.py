@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from mega_plugin.registry import ConversionError, NotRegisteredError, get_converter
-    from mega_plugin.registry.hf_layout import save_hf_directory
+    from mega_plugin.formats.hf import save_hf_directory
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)

@@ -29,7 +29,7 @@ def export_hf(model: str, output: Path, *, checkpoint: Path | None = None) -> li
     from ..adapters.fairseq2.config import MEGA_FAMILY, MegaLMConfig
     from ..adapters.fairseq2.interop import to_hf_state_dict
     from ..adapters.fairseq2.model import MegaCausalLM
-    from ..registry.hf_layout import save_hf_directory
+    from ..formats.hf import save_hf_directory
 
     hub = ModelHubAccessor(MEGA_FAMILY, MegaCausalLM, MegaLMConfig)()
     config = hub.get_model_config(model)

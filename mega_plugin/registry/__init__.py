@@ -7,16 +7,20 @@ until the first lookup (a kernel dispatch, :func:`get_preset`, ...). See ``docs/
 
 Importing this module installs :func:`load_plugins` as the discovery callback of the core
 kernel registry (:func:`install`), so ``auto`` kernel selection sees plugin kernels.
+
+``hf_config_dict`` moved to :mod:`mega_plugin.formats.hf`; reading it here still works but warns
+(:class:`DeprecationWarning`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import warnings
+from typing import Any, Final
 
 from ..core.config import MegaCoreConfig
 from ..backends import registry as backend_store
 from ..core.ops import KernelSpec, kernels, set_discovery
-from .hf_layout import hf_config_dict
 from .hookspecs import HOOK_NAMES, PROJECT_NAME, hookimpl, hookspec
 from .manager import host, is_loaded, load_plugins, reset
 from .records import (
@@ -96,6 +100,23 @@ def list_backends() -> list[backend_store.BackendSpec]:
 def list_plugins() -> list[PluginRecord]:
     """One record per plugin: distribution, version, entry point, status and error."""
     return list(host().plugins)
+
+
+_MOVED_NAMES: Final[dict[str, str]] = {"hf_config_dict": "mega_plugin.formats.hf"}
+"""Names this module no longer defines -> the module that holds them now."""
+
+
+def __getattr__(name: str) -> Any:
+    """A moved name, with a :class:`DeprecationWarning` naming its new module; else ``AttributeError``."""
+    new_module = _MOVED_NAMES.get(name)
+    if new_module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"{__name__}.{name} is deprecated; import it from {new_module} instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(new_module), name)
 
 
 install()

@@ -8,9 +8,9 @@ from a source checkout that is not pip-installed.
 from __future__ import annotations
 
 from ..backends import cpu_fast, portable
+from ..converters.fairseq_mega import NAME as FAIRSEQ_MEGA
+from ..converters.fairseq_mega import convert_fairseq_mega
 from ..core.presets import PRESETS
-from .fairseq_mega import NAME as FAIRSEQ_MEGA
-from .fairseq_mega import convert_fairseq_mega
 from .hookspecs import hookimpl
 from .registries import AdapterRegistry, BackendRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
 

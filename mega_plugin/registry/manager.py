@@ -22,18 +22,8 @@ import pluggy
 from ..backends import registry as backend_store
 from ..core.ops import is_registered, kernels, register_kernel, unregister_kernel
 from . import hookspecs
-from .discovery import (
-    BUILTIN_NAME,
-    ENV_DISABLE_AUTOLOAD,
-    ENV_STRICT,
-    ENV_TRACE,
-    Candidate,
-    blocked_names,
-    builtin_candidate,
-    canonical,
-    entry_point_candidates,
-    env_flag,
-)
+from .discovery import BUILTIN_NAME, Candidate, builtin_candidate, entry_point_candidates
+from .environment import ENV_DISABLE_AUTOLOAD, ENV_STRICT, ENV_TRACE, blocked_names, canonical, env_flag
 from .records import (
     BLOCKED,
     DISABLED,

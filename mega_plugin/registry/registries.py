@@ -15,7 +15,7 @@ from typing import Any, Callable, Final, Sequence
 from ..core.config import MegaCoreConfig
 from ..backends.registry import BackendSpec
 from ..core.ops import AUTO, OPS, KernelError, KernelSpec, Support, adapt_kernel, as_support
-from .discovery import ENV_STRICT, env_flag
+from .environment import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
     ConvertFn,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-import torch
 
 import mega_plugin.registry.manager as manager
 from mega_plugin.registry.discovery import Candidate
@@ -17,100 +14,3 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch, *plugins: tuple[str, obje
         Candidate(name, f"fake-{name}", "1.0", f"fake:{name}", lambda plugin=plugin: plugin) for name, plugin in plugins
     ]
     monkeypatch.setattr(manager, "entry_point_candidates", lambda: candidates)
-
-
-# --- synthetic checkpoints in the original facebookresearch/mega layout -------------------------
-
-NORM_PARAMS = {
-    "layernorm": {"weight": "D", "bias": "D"},
-    "scalenorm": {"scalar": "1"},
-    "rmsnorm": {"weight": "D"},
-    "batchnorm": {"weight": "D", "bias": "D", "running_mean": "D", "running_var": "D", "num_batches_tracked": "0"},
-}
-
-
-def _norm(prefix: str, norm: str, hidden: int) -> dict[str, torch.Tensor]:
-    shapes = {"D": (hidden,), "1": (1,), "0": ()}
-    state = {}
-    for name, size in NORM_PARAMS[norm].items():
-        tensor = torch.tensor(3) if size == "0" else torch.randn(shapes[size])
-        state[f"{prefix}.norm.{name}"] = tensor
-    return state
-
-
-def fairseq_state(
-    prefix: str,
-    *,
-    layers: int = 2,
-    vocab: int = 11,
-    hidden: int = 8,
-    inner: int = 16,
-    shared: int = 4,
-    ema: int = 2,
-    nffn: int = 12,
-    bidirectional: bool = False,
-    norm: str = "layernorm",
-    bias: str = "simple",
-    bias_positions: int = 4,
-    embedding_key: str = "embed_tokens.weight",
-) -> dict[str, torch.Tensor]:
-    """A random state dict with the original key names under ``prefix`` (e.g. ``"decoder."``)."""
-    channels = 2 * hidden if bidirectional else hidden
-    state: dict[str, torch.Tensor] = {f"{prefix}{embedding_key}": torch.randn(vocab, hidden)}
-    for i in range(layers):
-        layer = f"{prefix}layers.{i}."
-        state.update({
-            f"{layer}mega_layer.move.delta": torch.randn(channels, ema, 1),
-            f"{layer}mega_layer.move.alpha": torch.randn(channels, ema, 1),
-            f"{layer}mega_layer.move.beta": torch.randn(channels, ema, 1),
-            f"{layer}mega_layer.move.gamma": torch.randn(channels, ema),
-            f"{layer}mega_layer.move.omega": torch.randn(hidden),
-            f"{layer}mega_layer.v_proj.weight": torch.randn(inner, hidden),
-            f"{layer}mega_layer.v_proj.bias": torch.randn(inner),
-            f"{layer}mega_layer.mx_proj.weight": torch.randn(shared + inner + 2 * hidden, hidden),
-            f"{layer}mega_layer.mx_proj.bias": torch.randn(shared + inner + 2 * hidden),
-            f"{layer}mega_layer.h_proj.weight": torch.randn(hidden, inner),
-            f"{layer}mega_layer.h_proj.bias": torch.randn(hidden),
-            f"{layer}mega_layer.gamma": torch.randn(2, shared),
-            f"{layer}mega_layer.beta": torch.randn(2, shared),
-            f"{layer}nffn.fc1.weight": torch.randn(nffn, hidden),
-            f"{layer}nffn.fc1.bias": torch.randn(nffn),
-            f"{layer}nffn.fc2.weight": torch.randn(hidden, nffn),
-            f"{layer}nffn.fc2.bias": torch.randn(hidden),
-        })
-        if bias == "simple":
-            state[f"{layer}mega_layer.rel_pos_bias.rel_pos_bias"] = torch.randn(2 * bias_positions - 1)
-        else:
-            state[f"{layer}mega_layer.rel_pos_bias.alpha"] = torch.randn(1, shared)
-            state[f"{layer}mega_layer.rel_pos_bias.beta"] = torch.randn(1, shared)
-            state[f"{layer}mega_layer.rel_pos_bias._float_tensor"] = torch.zeros(1)
-        state.update(_norm(f"{layer}mega_layer.norm", norm, hidden))
-        state.update(_norm(f"{layer}nffn.norm", norm, hidden))
-    return state
-
-
-def hf_keys(config: dict[str, Any]) -> set[str]:
-    """Every key the HF MEGA layout has for ``config`` (written from docs, not from the converter)."""
-    norm = {
-        "layernorm": ("weight", "bias"),
-        "scalenorm": ("scalar",),
-        "rmsnorm": ("weight",),
-        "batchnorm": ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"),
-    }[config["normalization_type"]]
-    bias = ("rel_pos_bias",) if config["relative_positional_bias"] == "simple" else ("alpha", "b_param", "_float_tensor")
-    keys = {"mega.embedding_layer.word_embeddings.weight"}
-    for i in range(config["num_hidden_layers"]):
-        attention = f"mega.layers.{i}.mega_layer."
-        keys |= {f"{attention}ema_gate.{name}" for name in (
-            "damping_factor", "decay_factor", "ema_expansion_matrix", "kernel_projection_matrix", "residual_weight")}
-        keys |= {f"{attention}{proj}.{p}" for proj in ("v_proj", "mx_proj", "h_proj") for p in ("weight", "bias")}
-        keys |= {f"{attention}qk_weight", f"{attention}qk_bias"}
-        keys |= {f"{attention}rel_pos_bias.{name}" for name in bias}
-        keys |= {f"{attention}norm.norm.{name}" for name in norm}
-        if config["use_normalized_ffn"]:
-            ffn = f"mega.layers.{i}.nffn."
-            keys |= {f"{ffn}{fc}.{p}" for fc in ("fc1", "fc2") for p in ("weight", "bias")}
-            keys |= {f"{ffn}norm.norm.{name}" for name in norm}
-    if "MegaForCausalLM" in config["architectures"]:
-        keys |= {"lm_head.weight", "lm_head.bias"}
-    return keys

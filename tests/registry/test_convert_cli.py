@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 import torch
-from registry_helpers import fairseq_state, hf_keys
+from converters.fairseq_mega_checkpoints import LM_ARGS, fairseq_state, hf_keys
 from safetensors.torch import load_file
 
 from mega_plugin.cli import main
-from mega_plugin.registry import ConversionError
-from mega_plugin.registry.fairseq_mega import convert_fairseq_mega
 
 MEGA_CONFIG_FIELDS = {  # transformers' MegaConfig (4.40-4.57)
     "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "ema_projection_size", "bidirectional",
@@ -31,11 +29,6 @@ MEGA_CONFIG_FIELDS = {  # transformers' MegaConfig (4.40-4.57)
     "pad_token_id", "bos_token_id", "eos_token_id", "relative_positional_bias", "classifier_dropout", "use_cache",
     "add_lm_hidden_dense_layer", "is_decoder", "add_cross_attention", "tie_word_embeddings",
 }
-LM_ARGS = dict(
-    decoder_chunk_size=4, max_target_positions=16, normalize_before=False, normalization_type="layernorm",
-    activation_fn="silu", attention_activation_fn="softmax", truncation_length=None,
-    share_decoder_input_output_embed=True, no_scale_embedding=False, dropout=0.1,
-)
 
 
 def _lm_checkpoint(path: Path, **extra: Any) -> dict[str, torch.Tensor]:
@@ -127,36 +120,6 @@ def test_encoder_checkpoint_lists_what_it_cannot_hold_then_drops_it_when_allowed
     torch.testing.assert_close(  # encoders do not scale their embeddings
         state["mega.embedding_layer.word_embeddings.weight"], original["encoder.encoder.embed_tokens.embed.weight"]
     )
-
-
-def test_unknown_keys_are_listed_not_dropped(tmp_path: Path) -> None:
-    state = fairseq_state("decoder.")
-    state["decoder.layers.0.mega_layer.mystery"] = torch.ones(1)
-    state["decoder.something_else.weight"] = torch.ones(1)
-    with pytest.raises(ConversionError, match="unknown keys") as raised:
-        convert_fairseq_mega(state, LM_ARGS)
-    assert raised.value.unmapped == ("decoder.layers.0.mega_layer.mystery", "decoder.something_else.weight")
-    config, converted = convert_fairseq_mega(state, LM_ARGS, allow_drop=["decoder.layers.0.mega_layer.mystery", "*else*"])
-    assert set(converted) == hf_keys(config)
-
-
-def test_parameter_free_final_norm_of_a_pre_norm_language_model_is_not_lost_silently() -> None:
-    state = fairseq_state("decoder.")  # --normalize-before --no-affine-final-norm: a final norm with no tensors
-    args = {**LM_ARGS, "normalize_before": True, "share_decoder_input_output_embed": False}
-    with pytest.raises(ConversionError, match="decoder.final_norm: parameter-free final norm") as raised:
-        convert_fairseq_mega(state, args)
-    assert raised.value.unrepresentable == ("decoder.final_norm",)
-    config, _ = convert_fairseq_mega(state, args, allow_drop=["decoder.final_norm*"])
-    assert config["normalize_before_mega"] and config["architectures"] == ["MegaModel"]  # no head: not shared, no projection
-
-
-def test_without_args_the_architecture_comes_from_the_tensors(caplog: pytest.LogCaptureFixture) -> None:
-    state = fairseq_state("decoder.", norm="scalenorm", bias="rotary")
-    config, converted = convert_fairseq_mega(state, None)
-    assert config["normalization_type"] == "scalenorm" and config["relative_positional_bias"] == "rotary"
-    assert not config["normalize_before_mega"]  # no final norm among the tensors
-    assert "attention function not in args: assuming softmax" in caplog.text
-    assert set(converted) == hf_keys(config)
 
 
 def test_original_args_file_bin_output_and_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -69,6 +69,18 @@ def test_public_api_is_pinned() -> None:
     assert registry.PROJECT_NAME == "mega_plugin"
 
 
+def test_hf_config_dict_still_resolves_from_the_registry_with_a_deprecation_warning() -> None:
+    from mega_plugin.formats.hf import hf_config_dict
+
+    with pytest.warns(DeprecationWarning, match=r"mega_plugin\.registry\.hf_config_dict .* mega_plugin\.formats\.hf"):
+        assert registry.hf_config_dict is hf_config_dict
+    with pytest.warns(DeprecationWarning, match=r"import it from mega_plugin\.formats\.hf"):
+        from mega_plugin.registry import hf_config_dict as old_name  # noqa: F401
+    assert old_name is hf_config_dict
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        registry.no_such_name  # noqa: B018
+
+
 def test_hook_mega_plugin_register_kernels(example_plugin: ModuleType) -> None:
     ema = {spec.name: spec for spec in registry.list_kernels("ema")}
     attention = {spec.name: spec for spec in registry.list_kernels("attention")}

@@ -135,7 +135,7 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
 
     def to_hf_config(self) -> dict[str, Any]:
         """The HF ``config.json`` dict of this model (``MegaForCausalLM``), via the shared HF layout."""
-        from ...registry.hf_layout import ARCHITECTURE_CAUSAL_LM, hf_config_dict
+        from ...formats.hf import ARCHITECTURE_CAUSAL_LM, hf_config_dict
 
         return hf_config_dict(
             self.to_core(),

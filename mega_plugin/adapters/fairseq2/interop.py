@@ -16,7 +16,7 @@ from typing import Final, Mapping
 import torch
 from fairseq2.models.utils.checkpoint import convert_state_dict, create_reverse_key_map
 
-from ...registry.hf_layout import HF_WORD_EMBEDDINGS
+from ...formats.hf import HF_WORD_EMBEDDINGS
 from .config import MegaLMConfig
 
 HF_TO_FS2: Final[Mapping[str, str]] = {

@@ -11,7 +11,7 @@ from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
 
 from ...core.heads import tanh_dense
-from ...registry.hf_layout import HF_WORD_EMBEDDINGS
+from ...formats.hf import HF_WORD_EMBEDDINGS
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
 from .modeling_mega import MegaModel, MegaPreTrainedModel

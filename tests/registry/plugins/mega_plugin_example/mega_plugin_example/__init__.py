@@ -11,13 +11,13 @@ from typing import Any, Mapping
 from torch import Tensor
 
 from mega_plugin.core import MegaCoreConfig
+from mega_plugin.formats.hf import hf_config_dict
 from mega_plugin.registry import (
     AdapterRegistry,
     ConversionError,
     ConverterRegistry,
     KernelRegistry,
     PresetRegistry,
-    hf_config_dict,
     hookimpl,
 )
 

@@ -1,14 +1,10 @@
-"""The built-in ``fairseq-mega`` converter: facebookresearch/mega checkpoints -> the HF MEGA layout.
+"""The ``fairseq-mega`` conversion: a facebookresearch/mega checkpoint -> (HF config dict, HF state dict).
 
-Key map (per layer, regex -> HF name under ``mega.layers.{i}.``): the EMA ``move.{delta, alpha,
-beta, gamma, omega}`` become ``ema_gate.{damping_factor, decay_factor, ema_expansion_matrix,
-kernel_projection_matrix, residual_weight}`` (the released code computes p = sigmoid(delta)),
-the attention ``gamma``/``beta`` become ``qk_weight``/``qk_bias``, the rotary ``beta`` becomes
-``b_param``; projections, norms (``norm`` or ``norm.norm`` -> ``norm.norm``) and the NFFN keep
-their names. Language models (``decoder.`` prefix) and encoders (``encoder.`` or the LRA
-``encoder.encoder.``) are both handled. Value changes: the LM's sqrt(d) embedding scale is folded
-into the embedding table (the head then keeps the unscaled table, untied); the simple bias of a
-chunked model is copied into the head of the longer HF table (see docs/plugins.md).
+Each source key is mapped (:mod:`.keys`), the architecture is read from the tensors and the
+args (:mod:`.config`), and the config is written with :func:`mega_plugin.formats.hf.hf_config_dict`.
+Value changes: the LM's sqrt(d) embedding scale is folded into the embedding table (the head then
+keeps the unscaled table, untied); the simple bias of a chunked model is copied into the head of
+the longer HF table (see docs/plugins.md).
 
 Nothing is dropped silently: keys the HF layout cannot hold (final norm, adaptive softmax,
 adaptive input, LRA classifier, ...) and unknown keys raise :class:`ConversionError` listing
@@ -20,97 +16,30 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-import re
 from typing import Any, Final, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from .fairseq_config import arg, infer_architecture
-from .hf_layout import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
-from .records import ConversionError
+from ...formats.hf import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
+from ...registry.records import ConversionError
+from .config import arg, infer_architecture
+from .keys import (
+    EMBEDDING_KEYS,
+    IGNORED,
+    LAYER_KEY,
+    OUTPUT_PROJECTION_KEY,
+    UNREPRESENTABLE_ANYWHERE,
+    UNREPRESENTABLE_IN_MODEL,
+    map_layer_key,
+    model_prefix,
+    unrepresentable_reason,
+)
 
 logger = logging.getLogger("mega_plugin.registry.convert")
 
 NAME: Final = "fairseq-mega"
-
-LAYER_KEY_MAP: Final[dict[str, str]] = {
-    r"mega_layer\.move\.delta": "mega_layer.ema_gate.damping_factor",
-    r"mega_layer\.move\.alpha": "mega_layer.ema_gate.decay_factor",
-    r"mega_layer\.move\.beta": "mega_layer.ema_gate.ema_expansion_matrix",
-    r"mega_layer\.move\.gamma": "mega_layer.ema_gate.kernel_projection_matrix",
-    r"mega_layer\.move\.omega": "mega_layer.ema_gate.residual_weight",
-    r"mega_layer\.gamma": "mega_layer.qk_weight",
-    r"mega_layer\.beta": "mega_layer.qk_bias",
-    r"mega_layer\.rel_pos_bias\.beta": "mega_layer.rel_pos_bias.b_param",
-    r"mega_layer\.rel_pos_bias\.(alpha|rel_pos_bias|_float_tensor)": r"mega_layer.rel_pos_bias.\1",
-    r"mega_layer\.(v_proj|mx_proj|h_proj)\.(weight|bias)": r"mega_layer.\1.\2",
-    r"(mega_layer|nffn)\.norm\.(?:norm\.)?(weight|bias|scalar|running_mean|running_var|num_batches_tracked)": (
-        r"\1.norm.norm.\2"
-    ),
-    r"nffn\.(fc1|fc2)\.(weight|bias)": r"nffn.\1.\2",
-}
-"""Source key after ``<prefix>layers.{i}.`` -> HF key after ``mega.layers.{i}.`` (full match)."""
-
-EMBEDDING_KEYS: Final = ("embed_tokens.weight", "embed_tokens.embed.weight")
-OUTPUT_PROJECTION_KEY: Final = "output_projection.weight"
-
-UNREPRESENTABLE_IN_MODEL: Final[dict[str, str]] = {
-    r"final_norm\..+": "final norm after the last layer (pre-norm models); the HF layout has none",
-    r"adaptive_softmax\..+": "adaptive softmax output layer; HF MEGA has a full-vocabulary head",
-    r"embed_tokens\.embeddings\..+": "adaptive input embeddings; HF MEGA has one embedding table",
-    r"embed_tokens\.(weight|bias)": "real-number (pixel) embedding; HF MEGA has a token table",
-    r"project_in_dim\..+": "input projection after the embedding",
-    r"embed_norm\..+": "embedding norm (normalize_embedding)",
-    r"layers\.\d+\.cross_attn\..+": (
-        "gated cross-attention of a translation decoder; the converter writes one causal LM and does not "
-        "map fairseq encoder-decoder checkpoints to an EncoderDecoderModel"
-    ),
-}
-"""Keys (after the model prefix) with no place in the HF layout, and why."""
-
-UNREPRESENTABLE_ANYWHERE: Final[dict[str, str]] = {
-    r"classifier\..+": "LRA classification head (mean pooling + MLP); not the HF classifier layout",
-    r"sentence_projection_layer\..+": "LRA classification head (mean pooling + MLP); not the HF classifier layout",
-}
-IGNORED: Final = re.compile(r"^(.+\.)?version$")
-"""fairseq's bookkeeping buffer (``decoder.version``): metadata, not a weight."""
-
-_LAYER_KEY: Final = re.compile(r"^(?P<prefix>(?:\w+\.)*?)layers\.(?P<index>\d+)\.(?P<rest>(?:mega_layer|nffn)\..+)$")
-_COMPILED_LAYER_MAP: Final = [(re.compile(rf"^{k}$"), v) for k, v in LAYER_KEY_MAP.items()]
-
-
-def _model_prefix(keys: Sequence[str]) -> tuple[str, int]:
-    prefixes: dict[str, set[int]] = {}
-    for key in keys:
-        match = _LAYER_KEY.match(key)
-        if match:
-            prefixes.setdefault(match["prefix"], set()).add(int(match["index"]))
-    if not prefixes:
-        raise ConversionError(
-            "no MEGA layers found: expected keys like 'decoder.layers.0.mega_layer.move.delta' "
-            "(language models) or 'encoder.encoder.layers.0.mega_layer.move.delta' (LRA)"
-        )
-    if len(prefixes) > 1:
-        raise ConversionError(f"MEGA layers under several prefixes: {', '.join(sorted(prefixes))}")
-    prefix, indices = next(iter(prefixes.items()))
-    if indices != set(range(len(indices))):
-        raise ConversionError(f"layer indices are not 0..{len(indices) - 1}: {sorted(indices)}")
-    return prefix, len(indices)
-
-
-def _reason(patterns: Mapping[str, str], key: str) -> str | None:
-    for pattern, reason in patterns.items():
-        if re.fullmatch(pattern, key):
-            return reason
-    return None
-
-
-def _map_layer_key(rest: str) -> str | None:
-    for pattern, replacement in _COMPILED_LAYER_MAP:
-        if pattern.fullmatch(rest):
-            return pattern.sub(replacement, rest)
-    return None
+"""The converter's registered name (``mega-plugin convert --from fairseq-mega``)."""
 
 
 def _failure(unrepresentable: dict[str, str], unmapped: list[str]) -> ConversionError:
@@ -138,7 +67,7 @@ def convert_fairseq_mega(
     """Original facebookresearch/mega checkpoint (LM or LRA encoder) -> (HF config dict, HF state dict)."""
     args = dict(original_args or {})
     keys = list(state_dict)
-    prefix, num_layers = _model_prefix(keys)
+    prefix, num_layers = model_prefix(keys)
     causal = prefix.split(".", 1)[0] == "decoder"
     mapped: dict[str, Tensor] = {}
     unrepresentable: dict[str, str] = {}
@@ -148,18 +77,18 @@ def convert_fairseq_mega(
     for key in keys:
         tensor = state_dict[key]
         inner = key[len(prefix):] if key.startswith(prefix) else None
-        match = _LAYER_KEY.match(key)
+        match = LAYER_KEY.match(key)
         if IGNORED.match(key):
             continue
-        if match and match["prefix"] == prefix and (target := _map_layer_key(match["rest"])) is not None:
+        if match and match["prefix"] == prefix and (target := map_layer_key(match["rest"])) is not None:
             mapped[f"{HF_PREFIX}layers.{match['index']}.{target}"] = tensor
         elif inner in EMBEDDING_KEYS and tensor.dim() == 2:
             embedding = tensor
         elif inner == OUTPUT_PROJECTION_KEY and causal:
             output_projection = tensor
-        elif (why := _reason(UNREPRESENTABLE_IN_MODEL, inner) if inner is not None else None) is not None:
+        elif inner is not None and (why := unrepresentable_reason(UNREPRESENTABLE_IN_MODEL, inner)) is not None:
             unrepresentable[key] = why
-        elif (why := _reason(UNREPRESENTABLE_ANYWHERE, key)) is not None:
+        elif (why := unrepresentable_reason(UNREPRESENTABLE_ANYWHERE, key)) is not None:
             unrepresentable[key] = why
         else:
             unmapped.append(key)

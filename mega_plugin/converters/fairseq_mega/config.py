@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
-from ..core.config import MegaCoreConfig
-from .records import ConversionError
+from ...core.config import MegaCoreConfig
+from ...registry.records import ConversionError
 
 
 def arg(args: Mapping[str, Any], *names: str, default: Any = None) -> Any:
