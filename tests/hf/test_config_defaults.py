@@ -21,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 from mega_hf_helpers import REFERENCE_PACKAGE  # noqa: E402
 from mega_plugin.adapters.hf import MegaConfig  # noqa: E402
 from mega_plugin.core.config import MegaCoreConfig  # noqa: E402
-from mega_plugin.registry.hf_layout import HF_ONLY_DEFAULTS  # noqa: E402
+from mega_plugin.formats.hf import HF_ONLY_DEFAULTS  # noqa: E402
 
 NOT_IN_MEGA_CONFIG = ("extra", "norm_eps")
 """Core fields MegaConfig does not carry: ``extra`` is no field, ``norm_eps`` is fixed in the HF layout."""

@@ -117,7 +117,7 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> "MegaLMConfig":
         """The LM config of an HF MEGA ``config.json`` dict (missing keys take the HF defaults)."""
-        from ...registry.hf_layout import HF_ONLY_DEFAULTS
+        from ...formats.hf import HF_ONLY_DEFAULTS
 
         core = MegaCoreConfig.from_mapping({k: v for k, v in hf.items() if not k.startswith("_")})
         _check_causal(
