@@ -41,12 +41,7 @@ def frame_matmul(a: Tensor, b: Tensor) -> Tensor:
 
 
 def onednn_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    options: AttentionOptions,
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, options: AttentionOptions,
 ) -> tuple[Tensor, Tensor | None]:
     """The ``onednn`` attention kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
     if options.training and options.dropout_p > 0:

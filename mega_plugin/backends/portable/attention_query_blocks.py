@@ -39,12 +39,7 @@ def query_slice_rows(rows: int, key_length: int, query_length: int) -> int:
 
 
 def query_blocks_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    options: AttentionOptions,
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, options: AttentionOptions,
 ) -> tuple[Tensor, Tensor | None]:
     """The ``query_blocks`` attention kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
     if options.training and options.dropout_p > 0:

@@ -27,12 +27,7 @@ MIN_CPU_KEYS: Final = 1024
 
 
 def sdpa_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    options: AttentionOptions,
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, options: AttentionOptions,
 ) -> tuple[Tensor, Tensor | None]:
     """The ``sdpa`` attention kernel (conventions in :mod:`mega_plugin.core.ops.conventions`)."""
     if options.activation != "softmax":

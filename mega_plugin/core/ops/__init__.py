@@ -72,12 +72,7 @@ def run_ema(
 
 
 def run_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    options: AttentionOptions,
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, options: AttentionOptions,
     *,
     kernel: str,
 ) -> tuple[Tensor, Tensor | None]:
