@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +24,15 @@ from ...core.memo import records_grad
 from .in_place import activation_in_place
 from .ownership import may_overwrite
 from .plan import runs_in_blocks
-from .row_blocks import BLOCK_ROWS, SEQUENCE_GROUP_ROWS, assemble, is_channel_major, plan_row_blocks, split_rows, to_channel_major
-
-GROUP_ROWS: Final = SEQUENCE_GROUP_ROWS
+from .row_blocks import (
+    BLOCK_ROWS,
+    SEQUENCE_GROUP_ROWS,
+    assemble,
+    is_channel_major,
+    plan_row_blocks,
+    split_rows,
+    to_channel_major,
+)
 
 
 class BlockedGatedAttention(MovingAverageGatedAttention):
@@ -58,7 +64,7 @@ class BlockedGatedAttention(MovingAverageGatedAttention):
             # a group reads its rows of x (norm, EMA) before its blocks write them, and each
             # block reads its residual rows before its last op writes the same rows
             out = x if overwrite and self.prenorm else torch.empty_like(x)
-        group = max(1, GROUP_ROWS // max(1, length))
+        group = max(1, SEQUENCE_GROUP_ROWS // max(1, length))
         pieces: list[Tensor] = []
         for first in range(0, batch, group):
             rows = slice(first, min(first + group, batch))
