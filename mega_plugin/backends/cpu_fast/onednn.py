@@ -40,10 +40,12 @@ def onednn_available() -> Support:
     except (AttributeError, RuntimeError) as error:
         return declined(f"torch.ops.mkldnn._linear_pointwise is missing ({error})")
     try:
+        # on the CPU whatever the default device: the first probe may run while a model is built
+        # under ``with torch.device("meta")`` (transformers' from_pretrained accelerates it there)
         generator = torch.Generator().manual_seed(0)
-        a = torch.randn(5, 7, generator=generator)
-        b = torch.randn(7, 3, generator=generator)  # read transposed, as the kernels do
-        bias = torch.randn(3, generator=generator)
+        a = torch.randn(5, 7, generator=generator, device="cpu")
+        b = torch.randn(7, 3, generator=generator, device="cpu")  # read transposed, as the kernels do
+        bias = torch.randn(3, generator=generator, device="cpu")
         got = op(a, b.t(), bias, "none", [], "")
     except Exception as error:  # any failure of a private op means: do not use it
         return declined(f"torch.ops.mkldnn._linear_pointwise failed on a probe ({type(error).__name__}: {error})")
