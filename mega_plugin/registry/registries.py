@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Sequence
 
 from ..core.config import MegaCoreConfig
 from ..backends.registry import BackendSpec
-from ..core.ops import AUTO, OPS, KernelError, KernelSpec, Support, as_support, check_kernel_signature
+from ..core.ops import AUTO, KernelError, KernelSpec, Support, as_support, check_kernel_signature
 from .discovery import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -151,12 +151,10 @@ class KernelRegistry(_Registry):
         """Register a ready :class:`KernelSpec`; its ``source`` is set to this distribution."""
         if not isinstance(spec, KernelSpec):
             raise PluginError(f"register_spec expects a KernelSpec, got {type(spec).__name__}")
-        if spec.op not in OPS:
-            raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} is unknown; allowed values: {', '.join(OPS)}")
+        check_kernel_signature(spec)  # first: an unknown op, or a removed one (``linear``) with where it went
         check_name("kernel", spec.name)
         if spec.name == AUTO:
             raise KernelError(f"kernel name {AUTO!r} is reserved")
-        check_kernel_signature(spec)
         label = f"kernel {spec.op}/{spec.name} of {self.distribution}"
         staged = dataclasses.replace(
             spec,
