@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Sequence
 
 from ..core.config import MegaCoreConfig
 from ..backends.registry import BackendSpec
-from ..core.ops import AUTO, OPS, KernelError, KernelSpec, Support, adapt_kernel, as_support
+from ..core.ops import AUTO, KernelError, KernelSpec, Support, adapt_kernel, as_support
 from .environment import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -151,12 +151,10 @@ class KernelRegistry(_Registry):
         """Register a ready :class:`KernelSpec`; its ``source`` is set to this distribution."""
         if not isinstance(spec, KernelSpec):
             raise PluginError(f"register_spec expects a KernelSpec, got {type(spec).__name__}")
-        if spec.op not in OPS:
-            raise KernelError(f"kernel {spec.name!r}: op={spec.op!r} is unknown; allowed values: {', '.join(OPS)}")
+        spec = adapt_kernel(spec)  # first: an unknown or removed op; a keyword-convention kernel comes back wrapped
         check_name("kernel", spec.name)
         if spec.name == AUTO:
             raise KernelError(f"kernel name {AUTO!r} is reserved")
-        spec = adapt_kernel(spec)  # a kernel of the earlier keyword convention comes back wrapped
         label = f"kernel {spec.op}/{spec.name} of {self.distribution}"
         staged = dataclasses.replace(
             spec,

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils._pytree import tree_flatten
 
+from _support.configs import CAUSAL, TINY, tiny_config
 from mega_plugin.core import MegaBackbone, MegaCoreConfig
 from mega_plugin.core.block import BlockResult
 
@@ -37,18 +38,8 @@ def world_of_one(tmp_path: Path) -> Iterator[None]:
 
 
 def make_config(chunk: int | None) -> MegaCoreConfig:
-    return MegaCoreConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        intermediate_size=24,
-        shared_representation_size=8,
-        ema_projection_size=3,
-        is_decoder=True,
-        bidirectional=False,
-        use_chunking=chunk is not None,
-        chunk_size=chunk or -1,
-        initializer_range=0.3,
+    return tiny_config(
+        **CAUSAL, ema_projection_size=3, use_chunking=chunk is not None, chunk_size=chunk or -1, initializer_range=0.3
     )
 
 
@@ -67,7 +58,7 @@ def test_fully_sharded_blocks_give_the_unwrapped_gradients(world_of_one: None, c
     for layer in sharded.layers:
         fsdp.fully_shard(layer)
     fsdp.fully_shard(sharded)
-    tokens = torch.randint(2, 50, (2, 9))
+    tokens = torch.randint(2, TINY["vocab_size"], (2, 9))
     outputs = []
     for model in (plain, sharded):
         hidden = model(tokens).hidden

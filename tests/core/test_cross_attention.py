@@ -24,33 +24,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from _support.configs import CAUSAL, TINY, tiny_config
 from mega_plugin.core import GatedCrossAttention, MegaBackbone, MegaBlock, MegaCoreConfig, initialize_tree
 from mega_plugin.core.cross_attention import EncoderMemory
 
-from .helpers import tiny_config
-
-HIDDEN, SHARED = 16, 8
+HIDDEN, SHARED = TINY["hidden_size"], TINY["shared_representation_size"]
 TOLERANCE = 1e-5
 ATTENTIONS = ("softmax", "laplace", "relu2")
 
 
 def make_config(attention: str = "softmax", bias: str = "rotary", **overrides: Any) -> MegaCoreConfig:
     values: dict[str, Any] = dict(
-        hidden_size=HIDDEN,
-        shared_representation_size=SHARED,
+        CAUSAL,
         ema_projection_size=3,
         normalization_type="layernorm",
         attention_activation=attention,
         relative_positional_bias=bias,
         max_positions=32,
-        bidirectional=False,
-        is_decoder=True,
         add_cross_attention=True,
         initializer_range=0.3,
-        pad_token_id=1,
     )
-    values.update(overrides)
-    return tiny_config(**values)
+    return tiny_config(**{**values, **overrides})
 
 
 def perturb_(module: torch.nn.Module, seed: int = 0) -> None:

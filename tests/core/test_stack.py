@@ -1,9 +1,10 @@
 """The MEGA stack: padding, causality, streaming (cached == full forward), left padding,
-gradient checkpointing, and the kernel registry.
+gradient checkpointing, and the kernel a model's config names.
 
-Models are tiny (hidden 16, 2 layers, z 8, values 24, EMA 3) with dropout off and a large
-init range (0.3) so that attention weights, gates and biases are far from uniform and a
-wrong mask or a wrong cache changes the outputs well above the tolerances.
+Models are tiny (:mod:`_support.configs`, with EMA 3) with dropout off and a large init range
+(0.3) so that attention weights, gates and biases are far from uniform and a wrong mask or a
+wrong cache changes the outputs well above the tolerances. The kernel registry itself is
+tested in ``tests/core/ops/test_registry.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import torch
 from torch import Tensor
 
 import mega_plugin.core.stack as stack_module
+from _support.configs import TINY, tiny_config
+from _support.ema import float64_ema
+from _support.numerics import max_diff
 from mega_plugin.core import MegaBackbone, MegaCoreConfig, MegaState
-from mega_plugin.core.kernels import KernelError, KernelSpec, kernels, register_kernel, resolve_kernel, unregister_kernel
-from mega_plugin.core.kernels.registry import is_registered
+from mega_plugin.core.ops import KernelSpec, register_kernel, unregister_kernel
 
-VOCAB, PAD = 50, 1
+VOCAB, PAD = TINY["vocab_size"], TINY["pad_token_id"]
 CHUNK = 4
 TOLERANCE = 1e-5
 ACTIVATIONS = ("softmax", "laplace", "relu2")
@@ -34,30 +37,17 @@ def make_config(
     attention: str = "softmax", chunk: int | None = CHUNK, bias: str = "rotary", *, causal: bool = True, **overrides: Any
 ) -> MegaCoreConfig:
     values: dict[str, Any] = dict(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        intermediate_size=24,
-        shared_representation_size=8,
         ema_projection_size=3,
-        nffn_hidden_size=20,
         normalization_type="layernorm",
         attention_activation=attention,
         relative_positional_bias=bias,
         use_chunking=chunk is not None,
         chunk_size=chunk if chunk is not None else -1,
-        max_positions=64,
         bidirectional=not causal,
         is_decoder=causal,
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        nffn_activation_dropout_prob=0.0,
         initializer_range=0.3,
-        pad_token_id=PAD,
     )
-    values.update(overrides)
-    return MegaCoreConfig(**values)
+    return tiny_config(**{**values, **overrides})
 
 
 def make_model(*args: Any, **kwargs: Any) -> MegaBackbone:
@@ -71,10 +61,6 @@ def make_model(*args: Any, **kwargs: Any) -> MegaBackbone:
 
 def token_ids(batch: int, length: int, *, seed: int = 0) -> Tensor:
     return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def max_diff(a: Tensor, b: Tensor) -> float:
-    return (a - b).abs().max().item()
 
 
 def assert_same(actual: Tensor, expected: Tensor, context: object = "") -> None:
@@ -160,25 +146,6 @@ def test_streaming_equals_full_forward(activation: str, chunk: int | None, bias:
                 assert layer.cached_length == expected_cached
                 assert chunk is None or layer.cached_length < chunk
     assert_same(torch.cat(outputs, dim=1), full)
-
-
-def float64_ema(x, coefficients, *, bidirectional, truncation, initial_state, return_state):  # noqa: ANN001, ANN201
-    """A float64 EMA kernel for exactness tests: h_t = a x_t + q h_{t-1} (+ truncated sum), causal only."""
-    assert not bidirectional
-    a, q, g = (t.double() for t in (coefficients.input_gain, coefficients.decay, coefficients.output_gain))
-    length = x.shape[1]
-    if truncation is not None:
-        lags = torch.arange(length).view(-1, 1) - torch.arange(length).view(1, -1)
-        taps = torch.stack([(a * q**lag * g).sum(-1) for lag in range(length)], dim=-1)  # (D, L)
-        matrix = taps[:, lags.clamp(min=0)] * ((lags >= 0) & (lags < truncation))
-        return torch.einsum("dts,bsd->btd", matrix, x.double()), None
-    h = torch.zeros(x.shape[0], *a.shape, dtype=torch.float64) if initial_state is None else initial_state.double()
-    outputs = []
-    for step in range(length):
-        h = a * x[:, step, :, None].double() + q * h
-        outputs.append((h * g).sum(-1))
-    y = torch.stack(outputs, dim=1) if outputs else x.new_zeros(x.shape, dtype=torch.float64)
-    return y, (h if return_state else None)
 
 
 @pytest.mark.parametrize("truncation", [None, 3], ids=["full", "trunc3"])
@@ -330,90 +297,3 @@ def test_gradient_checkpointing_same_gradients(chunk: int | None, monkeypatch: p
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
-
-
-# --- (f) the kernel registry ----------------------------------------------------------------------------
-
-
-def test_unknown_kernel_lists_allowed_names() -> None:
-    with pytest.raises(KernelError) as error:
-        resolve_kernel("ema", "warp_speed", {})
-    message = str(error.value)
-    assert "warp_speed" in message and "auto" in message and "reference" in message
-    with pytest.raises(KernelError, match="ema, attention"):
-        resolve_kernel("convolution", "auto", {})
-
-
-def test_model_with_unknown_kernel_fails_clearly() -> None:
-    model = make_model(attention_kernel="warp_speed")
-    with pytest.raises(KernelError, match="attention_kernel='warp_speed'"):
-        model(token_ids(1, 3))
-
-
-def test_environment_overrides_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "reference")
-    assert resolve_kernel("ema", "warp_speed", {}).name == "reference"
-    model = make_model(ema_kernel="warp_speed")
-    model(token_ids(1, 3))  # the environment wins over the config
-    monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "missing")
-    with pytest.raises(KernelError, match="missing"):
-        resolve_kernel("ema", "reference", {})
-
-
-@pytest.fixture
-def cleanup_kernels() -> Iterator[list[tuple[str, str]]]:
-    registered: list[tuple[str, str]] = []
-    yield registered
-    for op, name in registered:
-        unregister_kernel(op, name)
-        assert not is_registered(op, name)
-
-
-def test_wrong_signature_is_rejected(cleanup_kernels: list[tuple[str, str]]) -> None:
-    def too_few(x):  # noqa: ANN001, ANN202 - deliberately wrong
-        return x, None
-
-    def missing_keywords(x, coefficients, *, bidirectional):  # noqa: ANN001, ANN202
-        return x, None
-
-    for function in (too_few, missing_keywords):
-        cleanup_kernels.append(("ema", function.__name__))
-        with pytest.raises(KernelError, match=function.__name__):
-            register_kernel(KernelSpec(name=function.__name__, op="ema", fn=function))
-        assert not is_registered("ema", function.__name__)
-    with pytest.raises(KernelError, match="ema, attention"):
-        register_kernel(KernelSpec(name="x", op="scan", fn=too_few))
-
-
-def test_registered_kernel_is_dispatched_and_can_decline(cleanup_kernels: list[tuple[str, str]]) -> None:
-    from mega_plugin.core.kernels import reference_attention
-
-    calls: list[int] = []
-
-    def spy(query, key, value, bias, key_mask, **options):  # noqa: ANN001, ANN003, ANN202
-        calls.append(query.shape[-2])
-        return reference_attention(query, key, value, bias, key_mask, **options)
-
-    cleanup_kernels.append(("attention", "spy"))
-    register_kernel(
-        KernelSpec(
-            name="spy",
-            op="attention",
-            fn=spy,
-            priority=10,
-            supports=lambda call: None if call["query_length"] > 1 else "single queries are not worth it",
-        )
-    )
-    assert kernels("attention")[0].name == "spy"
-    with pytest.raises(KernelError, match="already registered"):
-        register_kernel(KernelSpec(name="spy", op="attention", fn=reference_attention))
-    model = make_model("softmax", None)
-    ids = token_ids(1, 5)
-    with torch.no_grad():
-        model(ids)
-        assert calls == [5, 5]  # auto picked the spy for both layers
-        calls.clear()
-        model(ids[:, :1])
-        assert calls == []  # declined: auto fell back to the reference kernel
-    with pytest.raises(KernelError, match="single queries"):
-        resolve_kernel("attention", "spy", {"query_length": 1})

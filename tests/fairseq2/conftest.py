@@ -78,16 +78,3 @@ def tiny_config() -> Any:
     from mega_plugin.adapters.fairseq2.config import MegaLMConfig
 
     return MegaLMConfig.from_hf_config({**TINY_HF, "model_type": "mega"})
-
-
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models: on a small shared machine torch's thread pool costs more than the work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -10,10 +10,7 @@ unit.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
@@ -21,29 +18,16 @@ import torch
 from fs2_helpers import build_model, require_fairseq2
 
 import fs2_dp_worker_script as worker  # this folder is on sys.path (as for fs2_helpers); the name is unique
+from _support import torchrun as launcher
 
 require_fairseq2()
 pytestmark = pytest.mark.fairseq2
 
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "fs2_dp_worker_script.py"
-LAUNCHER_SCRIPT = HERE.parent / "reliability" / "torchrun_launcher.py"
 WORLD_SIZE = 2
 RELATIVE_TOLERANCE = 1e-5
 ABSOLUTE_TOLERANCE = 1e-6
-
-
-def _load_launcher() -> ModuleType:
-    # The launcher lives beside the HF DDP test; load it by path under a name no folder uses.
-    spec = importlib.util.spec_from_file_location("mega_torchrun_launcher", LAUNCHER_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-launcher = sys.modules.get("torchrun_launcher") or sys.modules.get("mega_torchrun_launcher") or _load_launcher()
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 """Setup for the Hugging Face adapter tests.
 
-- Registers ``tests/hf/helpers.py`` as the module ``mega_hf_helpers`` and
-  ``tests/hf/reference_checkpoints.py`` as ``mega_hf_reference_checkpoints``, so that test modules
-  import them by names no other test folder uses (folders here have no ``__init__.py``).
-- Runs every test here with one intra-op thread: the models are tiny, and on a small, busy
-  machine torch's thread pool costs 10x the work itself. The previous setting is restored.
+Registers ``tests/hf/helpers.py`` as the module ``mega_hf_helpers`` and
+``tests/hf/reference_checkpoints.py`` as ``mega_hf_reference_checkpoints``, so that test modules
+import them by names no other test folder uses (folders here have no ``__init__.py``).
+Shared helpers and the one-thread fixture come from ``tests/_support``.
 """
 
 from __future__ import annotations
@@ -12,9 +11,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 
 def _register(module_name: str, file_name: str) -> None:
@@ -29,15 +25,3 @@ def _register(module_name: str, file_name: str) -> None:
 
 _register("mega_hf_helpers", "helpers.py")
 _register("mega_hf_reference_checkpoints", "reference_checkpoints.py")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -27,7 +27,7 @@ pytest.importorskip("transformers")
 import mega_plugin  # noqa: E402,F401
 from mega_hf_helpers import NO_DROPOUT, TINY, randomize_  # noqa: E402
 from mega_plugin.adapters.hf import MegaCache, MegaConfig, MegaForCausalLM, MegaModel  # noqa: E402
-from mega_testing import requires_reference  # noqa: E402
+from _support.environment import requires_reference  # noqa: E402
 from transformers import EncoderDecoderModel  # noqa: E402
 
 CHUNK = 4

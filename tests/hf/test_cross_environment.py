@@ -30,7 +30,7 @@ import mega_hf_reference_checkpoints as rc  # noqa: E402
 import mega_plugin  # noqa: E402,F401  (registers the Auto classes)
 import mega_plugin.adapters.hf as ours_hf  # noqa: E402
 from mega_hf_helpers import HEADS, HEADS_BY_ID, TOLERANCE  # noqa: E402
-from mega_testing import requires_transformers_5  # noqa: E402
+from _support.environment import requires_transformers_5  # noqa: E402
 
 pytestmark = [requires_transformers_5()]
 

@@ -14,7 +14,7 @@
   fails there with "invalid command 'bdist_wheel'". The fixture builds in place only when the
   environment can; otherwise pip builds in isolation, fetching ``setuptools>=68`` from the
   configured package index. If that fails too, the fixture fails with the command to run.
-* ``clean_plugin_env``: removes the registry and kernel environment variables.
+* ``clean_plugin_env``: removes the registry, kernel and backend environment variables.
 * ``fresh_registry``: :func:`mega_plugin.registry.reset` before and after the test.
 * ``with_test_plugins``: both test packages discoverable, registry reset (broken ones included).
 * ``example_plugin``: only the example plugin (broken one blocked), loaded; returns its module.
@@ -50,6 +50,7 @@ REGISTRY_ENV: Final = (
     "MEGA_PLUGIN_TRACE",
     "MEGA_PLUGIN_KERNEL_EMA",
     "MEGA_PLUGIN_KERNEL_ATTENTION",
+    "MEGA_PLUGIN_BACKENDS",
 )
 
 
@@ -155,7 +156,7 @@ def installed_test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """Unset every environment variable the registry and the kernel dispatch read."""
+    """Unset every environment variable the registry, the kernel dispatch and ``accelerate`` read."""
     for name in REGISTRY_ENV:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

@@ -12,9 +12,10 @@ from types import ModuleType
 
 import pytest
 import torch
-from registry_helpers import fake_entry_points
 
-from mega_plugin.core.kernels import EmaCoefficients, reference_ema, resolve_kernel
+from _support.calls import ema_call
+from _support.plugins import fake_entry_points
+from mega_plugin.core.ops import EmaCoefficients, reference_ema, select
 from mega_plugin.registry.records import LOADED
 
 DOCS = Path(__file__).parent.parent.parent / "docs" / "plugins.md"
@@ -53,9 +54,8 @@ def test_the_module_loads_as_a_plugin_and_registers_through_every_hook(
         {"layers.0.mega_layer.qk_bias": torch.ones(2, 4)}, {"vocab_size": 10, "hidden_size": 8}
     )
     assert config["vocab_size"] == 10 and list(state) == ["mega.layers.0.mega_layer.qk_bias"]
-    call = {"bidirectional": False, "truncation": None, "length": 8, "has_state": False}
-    assert resolve_kernel("ema", "loop", call).fn is docs_plugin.loop_ema
-    assert resolve_kernel("ema", "auto", {**call, "length": 65}).name != "loop"  # declines long calls
+    assert select("ema", "loop", ema_call(length=8)).fn is docs_plugin.loop_ema
+    assert select("ema", "auto", ema_call(length=65)).name != "loop"  # declines long calls
 
 
 @pytest.mark.parametrize("length, with_state", [(0, True), (1, False), (13, True)], ids=["L0-state", "L1", "L13-state"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mega_plugin.registry as registry
-from mega_plugin.core.kernels import EmaCoefficients, reference_attention, reference_ema
+from mega_plugin.core.ops import EmaCoefficients, reference_attention, reference_ema
 
 ATOL = RTOL = 1e-5
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
-from registry_helpers import fake_entry_points
 
-from mega_plugin.core.kernels import is_registered, reference_ema
+from _support.calls import ema_call
+from _support.plugins import fake_entry_points, forwarding_ema, kernel_plugin
+from mega_plugin.core.ops import KernelError, is_registered, reference_ema, select
 from mega_plugin.registry import PluginError, hookimpl
 from mega_plugin.registry.records import BLOCKED, FAILED, LOADED
 
@@ -19,7 +21,8 @@ EXPECTED_ERRORS = {
     "import_error": "ModuleNotFoundError: No module named 'mega_plugin_broken_missing_dependency'",
     "raises": "RuntimeError: this plugin fails halfway through registering",
     "duplicate": "PluginError: preset 'tiny' is already registered by mega-plugin",
-    "bad_signature": "KernelError: kernel ema/bad_signature: takes positional parameters ['x']",
+    "bad_signature": "KernelError: kernel ema/bad_signature: cannot be called as fn(x, coefficients, *, bidirectional, "
+    "truncation, initial_state, return_state): too many positional arguments",
     "unknown_hook": "PluginError: implements unknown hook 'mega_plugin_register_kernel'",
 }
 
@@ -116,42 +119,17 @@ def _positional_only(x, coefficients, bidirectional, truncation, initial_state, 
     """Takes the op's keywords positionally only."""
 
 
-class ExtraParameterPlugin:
-    @hookimpl
-    def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "extra_required", _extra_required)
-
-
-class PositionalOnlyPlugin:
-    @hookimpl
-    def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "positional_only", _positional_only)
-
-
-class TakesTheReferenceName:
-    @hookimpl
-    def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "reference", reference_ema_copy)
-
-
-class ReRegistersTheReferenceFunction:
-    @hookimpl
-    def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "reference", reference_ema, priority=50)
-
-
-def reference_ema_copy(x: Any, coefficients: Any, **options: Any) -> Any:
-    """Valid signature, but a name the built-in plugin owns."""
-    return reference_ema(x, coefficients, **options)
-
-
 @pytest.mark.parametrize(
     "name, plugin, expected",
     [
-        ("extra_required", ExtraParameterPlugin(), "cannot be called as fn(x, coefficients, *, bidirectional"),
-        ("positional_only", PositionalOnlyPlugin(), "'bidirectional' parameter is positional only"),
-        ("takes_reference", TakesTheReferenceName(), "kernel ema/reference is already registered by mega-plugin"),
-        ("same_function", ReRegistersTheReferenceFunction(), "kernel ema/reference is already registered by mega-plugin"),
+        ("extra_required", kernel_plugin("ema", "extra_required", _extra_required),
+         "cannot be called as fn(x, coefficients, *, bidirectional"),
+        ("positional_only", kernel_plugin("ema", "positional_only", _positional_only),
+         "'bidirectional' parameter is positional only"),
+        ("takes_reference", kernel_plugin("ema", "reference", forwarding_ema),
+         "kernel ema/reference is already registered by mega-plugin"),
+        ("same_function", kernel_plugin("ema", "reference", reference_ema, priority=50),
+         "kernel ema/reference is already registered by mega-plugin"),
     ],
     ids=["extra-required-parameter", "keywords-positional-only", "duplicate-kernel-name", "duplicate-name-same-function"],
 )
@@ -172,25 +150,24 @@ class RaisingChecksPlugin:
 
     @hookimpl
     def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "bad_supports", reference_ema_copy, priority=100, supports=lambda call: call["nope"])
-        registry.register("ema", "bad_available", reference_ema_copy, priority=99, is_available=lambda: 1 / 0)
+        registry.register("ema", "bad_supports", forwarding_ema, priority=100, supports=lambda call: call["nope"])
+        registry.register("ema", "bad_available", forwarding_ema, priority=99, is_available=lambda: 1 / 0)
 
 
-CAUSAL_CALL = {"bidirectional": False, "truncation": None, "length": 8, "has_state": False}
+CAUSAL_CALL = ema_call(length=8)
 
 
 def test_kernel_checks_that_raise_decline_the_call_instead_of_breaking_models(
     fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mega_plugin.core.kernels import KernelError, resolve_kernel
-
     fake_entry_points(monkeypatch, ("raising_checks", RaisingChecksPlugin()))
     assert [s.name for s in fresh_registry.list_kernels("ema")][:2] == ["bad_supports", "bad_available"]
-    assert resolve_kernel("ema", "auto", CAUSAL_CALL).source == "mega-plugin"  # skipped, not crashed
+    assert select("ema", "auto", CAUSAL_CALL).source == "mega-plugin"  # skipped, not crashed
     with pytest.raises(KernelError, match=r"kernel ema/bad_supports of fake-raising_checks: supports\(call\) raised KeyError"):
-        resolve_kernel("ema", "bad_supports", CAUSAL_CALL)
+        select("ema", "bad_supports", CAUSAL_CALL)
     with pytest.raises(KernelError, match=r"is_available\(\) raised ZeroDivisionError"):
-        resolve_kernel("ema", "bad_available", CAUSAL_CALL)
+        select("ema", "bad_available", CAUSAL_CALL)
     monkeypatch.setenv("MEGA_PLUGIN_STRICT", "1")  # plugin authors see the real exception
     with pytest.raises(KeyError, match="nope"):
-        resolve_kernel("ema", "auto", CAUSAL_CALL)
+        # another call: the choice for CAUSAL_CALL is remembered, its checks are not asked again
+        select("ema", "auto", dataclasses.replace(CAUSAL_CALL, length=9))

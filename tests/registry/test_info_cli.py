@@ -1,4 +1,4 @@
-"""``mega-plugin info`` reports plugins, kernels, presets, converters, adapters and ecosystems."""
+"""``mega-plugin info`` reports plugins, kernels, backends, presets, converters, adapters and ecosystems."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from _support.plugins import fake_entry_points, unavailable_plugin
 from mega_plugin.cli import main
 from mega_plugin.commands import info
 
@@ -32,6 +33,8 @@ def test_info_json_from_the_command_line_shows_plugins_and_their_failures(instal
     kernels = {(k["op"], k["name"]): k for k in report["kernels"]}
     assert kernels[("ema", "example_scan")]["source"] == "mega-plugin-example"
     assert kernels[("ema", "example_scan")]["available"] and kernels[("attention", "reference")]["available"]
+    backends = {b["name"]: b for b in report["backends"]}
+    assert backends["cpu_fast"]["source"] == "mega-plugin" and backends["cpu_fast"]["available"]
     assert "example_small" in [p["name"] for p in report["presets"]]
     assert {"fairseq-mega", "example-bare-hf"} <= {c["name"] for c in report["converters"]}
     adapters = {a["name"]: a for a in report["adapters"]}
@@ -51,16 +54,13 @@ def test_info_json_from_the_command_line_shows_plugins_and_their_failures(instal
 def test_info_tables(fresh_registry: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for title in ("Plugins:", "Kernels:", "Presets:", "Converters:", "Adapters:", "Ecosystems:"):
+    for title in ("Plugins:", "Kernels:", "Backends:", "Presets:", "Converters:", "Adapters:", "Ecosystems:"):
         assert f"\n{title}\n" in f"\n{out}"
     assert "builtin = mega_plugin.registry.builtin" in out and "fairseq-mega" in out and "lra_pathx_chunk" in out
 
 
 def test_an_unavailable_kernel_shows_its_reason(fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry_helpers import fake_entry_points
-    from test_kernel_selection import UnavailablePlugin
-
-    fake_entry_points(monkeypatch, ("unavailable", UnavailablePlugin()))
+    fake_entry_points(monkeypatch, ("unavailable", unavailable_plugin()))
     kernels = {k["name"]: k for k in info.collect()["kernels"]}
     assert kernels["needs_gpu"]["available"] is False and kernels["needs_gpu"]["reason"] == "no GPU here"
     assert "no: no GPU here" in info.render(info.collect())

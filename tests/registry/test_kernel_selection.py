@@ -7,20 +7,18 @@ from types import ModuleType
 from typing import Any, Final
 
 import pytest
-from registry_helpers import fake_entry_points
 
+from _support.calls import attention_call, ema_call
+from _support.plugins import fake_entry_points, forwarding_ema, unavailable_plugin
 from mega_plugin.core.config import MegaCoreConfig
-from mega_plugin.core.kernels import KernelError, KernelSpec, reference_attention, reference_ema, resolve_kernel
-from mega_plugin.core.kernels import registry as core_registry
+from mega_plugin.core.ops import AttentionCall, EmaCall, KernelError, KernelSpec, reference_attention, select
+from mega_plugin.core.ops import registry as core_registry
 from mega_plugin.registry import hookimpl
 
-CAUSAL: Final[dict[str, Any]] = {"bidirectional": False, "truncation": None, "length": 64, "has_state": False}
-BIDIRECTIONAL: Final = {**CAUSAL, "bidirectional": True}
-SOFTMAX: Final[dict[str, Any]] = {
-    "activation": "softmax", "causal": True, "query_length": 8, "key_length": 8, "num_chunks": 1,
-    "need_weights": False, "dropout_p": 0.0,
-}
-LAPLACE: Final = {**SOFTMAX, "activation": "laplace"}
+CAUSAL: Final = ema_call()
+BIDIRECTIONAL: Final = ema_call(bidirectional=True)
+SOFTMAX: Final = attention_call(causal=True)
+LAPLACE: Final = attention_call(causal=True, activation="laplace")
 
 
 def test_config_defaults_to_auto() -> None:
@@ -32,40 +30,40 @@ def test_selection_by_config_name(example_plugin: ModuleType) -> None:
     import mega_plugin.registry as registry
 
     config = registry.get_preset("example_small")
-    assert resolve_kernel("ema", config.ema_kernel, CAUSAL).fn is example_plugin.block_scan_ema
-    assert resolve_kernel("attention", config.attention_kernel, SOFTMAX).fn is example_plugin.sdpa_attention
+    assert select("ema", config.ema_kernel, CAUSAL).fn is example_plugin.block_scan_ema
+    assert select("attention", config.attention_kernel, SOFTMAX).fn is example_plugin.sdpa_attention
     forced = dataclasses.replace(config, ema_kernel="reference")
-    assert resolve_kernel("ema", forced.ema_kernel, CAUSAL).name == "reference"
+    assert select("ema", forced.ema_kernel, CAUSAL).name == "reference"
 
 
 def test_a_named_kernel_that_declines_raises_with_its_reason(example_plugin: ModuleType) -> None:
     with pytest.raises(KernelError, match="bidirectional EMA is not implemented by example_scan"):
-        resolve_kernel("ema", "example_scan", BIDIRECTIONAL)
+        select("ema", "example_scan", BIDIRECTIONAL)
     with pytest.raises(KernelError, match="example_sdpa serves softmax only, not 'laplace'"):
-        resolve_kernel("attention", "example_sdpa", LAPLACE)
+        select("attention", "example_sdpa", LAPLACE)
 
 
 def test_environment_overrides_the_config(example_plugin: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_EMA", "reference")
-    assert resolve_kernel("ema", "example_scan", CAUSAL).name == "reference"
+    assert select("ema", "example_scan", CAUSAL).name == "reference"
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", "example_sdpa")
-    assert resolve_kernel("attention", "auto", SOFTMAX).name == "example_sdpa"
+    assert select("attention", "auto", SOFTMAX).name == "example_sdpa"
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", "reference")
-    assert resolve_kernel("attention", "example_sdpa", SOFTMAX).name == "reference"
+    assert select("attention", "example_sdpa", SOFTMAX).name == "reference"
 
 
-def _builtin(op: str, call: dict[str, Any]) -> str:
+def _builtin(op: str, call: EmaCall | AttentionCall) -> str:
     """Source of the kernel ``auto`` picks for ``call`` (the plugin's kernels must not be it)."""
-    spec = resolve_kernel(op, "auto", call)
+    spec = select(op, "auto", call)
     return spec.source
 
 
 def test_auto_prefers_the_plugin_kernel_and_skips_it_when_it_declines(example_plugin: ModuleType) -> None:
-    assert resolve_kernel("ema", "auto", CAUSAL).name == "example_scan"
-    assert resolve_kernel("attention", "auto", SOFTMAX).name == "example_sdpa"
+    assert select("ema", "auto", CAUSAL).name == "example_scan"
+    assert select("attention", "auto", SOFTMAX).name == "example_sdpa"
     declined = [
-        ("ema", BIDIRECTIONAL), ("ema", {**CAUSAL, "truncation": 16}),
-        ("attention", LAPLACE), ("attention", {**SOFTMAX, "need_weights": True}),
+        ("ema", BIDIRECTIONAL), ("ema", dataclasses.replace(CAUSAL, truncation=16)),
+        ("attention", LAPLACE), ("attention", dataclasses.replace(SOFTMAX, need_weights=True)),
     ]
     for op, call in declined:  # a built-in kernel serves what the plugin declines
         assert _builtin(op, call) == "mega-plugin", (op, call)
@@ -76,7 +74,7 @@ class DecliningPlugin:
 
     @hookimpl
     def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "never_ema", _always_ema, priority=1000, supports=lambda call: "declines everything")
+        registry.register("ema", "never_ema", forwarding_ema, priority=1000, supports=lambda call: "declines everything")
         registry.register(
             "attention", "never_attention", reference_attention, priority=1000, supports=lambda call: "declines everything"
         )
@@ -95,10 +93,10 @@ def test_auto_falls_back_to_the_reference_kernel_when_every_other_kernel_decline
                     originals.append(spec)
                     declining = dataclasses.replace(spec, supports=lambda call: "declines in this test")
                     core_registry.register_kernel(declining, replace=True)
-        assert resolve_kernel("ema", "auto", CAUSAL).name == "reference"
-        assert resolve_kernel("attention", "auto", SOFTMAX).name == "reference"
+        assert select("ema", "auto", CAUSAL).name == "reference"
+        assert select("attention", "auto", SOFTMAX).name == "reference"
         with pytest.raises(KernelError, match="declines everything"):
-            resolve_kernel("ema", "never_ema", CAUSAL)
+            select("ema", "never_ema", CAUSAL)
     finally:  # through the registry, so its lookups see the built-ins again
         for spec in originals:
             core_registry.register_kernel(spec, replace=True)
@@ -106,32 +104,20 @@ def test_auto_falls_back_to_the_reference_kernel_when_every_other_kernel_decline
 
 def test_unknown_name_lists_the_registered_kernels(example_plugin: ModuleType) -> None:
     with pytest.raises(KernelError, match=r"ema_kernel='missing' is not registered; allowed values: auto, .*example_scan"):
-        resolve_kernel("ema", "missing", CAUSAL)
+        select("ema", "missing", CAUSAL)
 
 
 def test_without_the_plugin_its_kernels_are_unknown(fresh_registry: ModuleType) -> None:
-    assert resolve_kernel("ema", "auto", CAUSAL).source == "mega-plugin"
+    assert select("ema", "auto", CAUSAL).source == "mega-plugin"
     with pytest.raises(KernelError, match="not registered"):
-        resolve_kernel("ema", "example_scan", CAUSAL)
-
-
-def _always_ema(x: Any, coefficients: Any, **options: Any) -> Any:
-    return reference_ema(x, coefficients, **options)
-
-
-class UnavailablePlugin:
-    """Registers the best EMA kernel, but one whose hardware is missing."""
-
-    @hookimpl
-    def mega_plugin_register_kernels(self, registry: Any) -> None:
-        registry.register("ema", "needs_gpu", _always_ema, priority=100, is_available=lambda: "no GPU here")
+        select("ema", "example_scan", CAUSAL)
 
 
 def test_auto_skips_an_unavailable_kernel_and_naming_it_says_why(
     fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_entry_points(monkeypatch, ("unavailable", UnavailablePlugin()))
+    fake_entry_points(monkeypatch, ("unavailable", unavailable_plugin()))
     assert fresh_registry.list_kernels("ema")[0].name == "needs_gpu"
-    assert resolve_kernel("ema", "auto", BIDIRECTIONAL).source == "mega-plugin"  # a built-in, not needs_gpu
+    assert select("ema", "auto", BIDIRECTIONAL).source == "mega-plugin"  # a built-in, not needs_gpu
     with pytest.raises(KernelError, match="ema kernel 'needs_gpu' cannot serve this call: no GPU here"):
-        resolve_kernel("ema", "needs_gpu", BIDIRECTIONAL)
+        select("ema", "needs_gpu", BIDIRECTIONAL)

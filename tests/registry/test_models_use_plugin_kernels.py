@@ -2,57 +2,37 @@
 
 The plugin kernels are re-implementations (block scan EMA, SDPA softmax attention), so a model
 that runs them must agree with the same weights run by the built-in reference kernels. Which
-kernel ran is observed by wrapping the core's dispatch function, not by trusting the config.
+kernel ran is observed by wrapping the core's choosing function (``mega_plugin.core.ops.select``),
+not by trusting the config. HF and fairseq2 models are accelerated at build (``cpu_fast``): its
+layers run the kernels the config names too.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, Iterator
+from typing import Any, Final
 
 import pytest
 import torch
 
-from mega_plugin.core.kernels import resolve_kernel
+from _support.calls import record_kernel_choices
+from _support.environment import distribution_installed
 
 PLUGIN_KERNELS: Final = {"ema/example_scan", "attention/example_sdpa"}
 REFERENCE_KERNELS: Final = {"ema/reference", "attention/reference"}
 ATOL = RTOL = 1e-5
 
-
-def _distribution_installed(name: str) -> bool:
-    # Not find_spec: with tests/ on sys.path, tests/fairseq2 is a namespace package named fairseq2.
-    try:
-        importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-requires_fairseq2: Final = pytest.mark.skipif(not _distribution_installed("fairseq2"), reason="fairseq2 is not installed")
+requires_fairseq2: Final = pytest.mark.skipif(not distribution_installed("fairseq2"), reason="fairseq2 is not installed")
 
 
 @pytest.fixture
-def dispatched(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every kernel the core dispatches to, as ``op/name``, in call order."""
-    import mega_plugin.core.ema as ema_module
-    import mega_plugin.core.attention_dispatch as attention_module
-
-    chosen: list[str] = []
-
-    def spy(op: str, requested: str, call: Any) -> Any:
-        spec = resolve_kernel(op, requested, call)
-        chosen.append(f"{op}/{spec.name}")
-        return spec
-
-    monkeypatch.setattr(ema_module, "resolve_kernel", spy)
-    monkeypatch.setattr(attention_module, "resolve_kernel", spy)
-    yield chosen
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every kernel the layers run, as ``op/name``, in call order."""
+    return record_kernel_choices(monkeypatch)
 
 
 def _ids(vocab: int, batch: int = 2, length: int = 12) -> torch.Tensor:
@@ -197,18 +177,17 @@ from fairseq2 import init_fairseq2
 from fairseq2.models.hub import ModelHubAccessor
 from fairseq2.nn import BatchLayout
 
-import mega_plugin.core.ema as ema_module
-import mega_plugin.core.attention_dispatch as attention_module
+import mega_plugin.core.ops as ops
 from mega_plugin.adapters.fairseq2.config import MegaLMConfig
 from mega_plugin.adapters.fairseq2.model import MegaCausalLM
-from mega_plugin.core.kernels import resolve_kernel
 
 chosen = set()
+select = ops.select
 def spy(op, requested, call):
-    spec = resolve_kernel(op, requested, call)
+    spec = select(op, requested, call)
     chosen.add(op + "/" + spec.name)
     return spec
-ema_module.resolve_kernel = attention_module.resolve_kernel = spy
+ops.select = spy
 
 init_fairseq2()
 hub = ModelHubAccessor("mega", MegaCausalLM, MegaLMConfig)()

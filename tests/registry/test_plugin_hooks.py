@@ -62,8 +62,8 @@ def test_public_api_is_pinned() -> None:
         "HOOK_NAMES", "PROJECT_NAME", "AdapterRecord", "AdapterRegistry", "ConversionError", "ConverterRecord",
         "ConverterRegistry", "KernelRegistry", "NotRegisteredError", "PluginError", "PluginRecord", "PresetRecord",
         "PresetRegistry", "get_adapter", "get_converter", "get_preset", "hf_config_dict", "hookimpl", "hookspec",
-        "install", "is_loaded", "list_adapters", "list_converters", "list_kernels", "list_plugins", "list_presets",
-        "load_plugins", "preset_record", "reset",
+        "install", "is_loaded", "list_adapters", "list_converters", "list_backends", "list_kernels", "list_plugins",
+        "list_presets", "load_plugins", "preset_record", "reset",
     ]
     assert all(hasattr(registry, name) for name in registry.__all__)
     assert registry.PROJECT_NAME == "mega_plugin"

@@ -7,10 +7,11 @@ import sys
 from types import ModuleType
 
 import pytest
-from registry_helpers import fake_entry_points
 
-from mega_plugin.core.kernels import is_registered, kernels
-from mega_plugin.core.kernels import registry as core_registry
+from _support.plugins import fake_entry_points
+
+from mega_plugin.core.ops import is_registered, kernels
+from mega_plugin.core.ops import registry as core_registry
 from mega_plugin.registry import hookimpl
 from mega_plugin.registry.records import BLOCKED, DISABLED, LOADED
 
@@ -24,7 +25,7 @@ def _run(code: str, env: dict[str, str] | None = None) -> str:
 def test_import_does_not_load_plugins_but_the_first_kernel_or_preset_lookup_does() -> None:
     out = _run(
         "import mega_plugin.registry as r\n"
-        "from mega_plugin.core.kernels import kernels\n"
+        "from mega_plugin.core.ops import kernels\n"
         "print(r.is_loaded())\n"
         "kernels('ema')\n"  # the core registry runs the discovery installed by mega_plugin.registry
         "print(r.is_loaded())\n"

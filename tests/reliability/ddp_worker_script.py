@@ -26,9 +26,8 @@ import torch
 from torch import Tensor
 from torch.distributed.elastic.multiprocessing.errors import record
 
-# This folder is on sys.path both under pytest (rootdir-relative "prepend" imports) and under
-# torchrun (the script's own folder), and no other test folder has a module of this name.
-from reliability_helpers import CAUSAL, NO_DROPOUT, TINY
+# tests/ is on sys.path under pytest (pyproject's pythonpath) and under torchrun (the launcher's PYTHONPATH).
+from _support.configs import CAUSAL, NO_DROPOUT, TINY
 
 IGNORE_INDEX: Final = -100
 """Label of positions the loss skips (HF's ``cross_entropy`` default)."""

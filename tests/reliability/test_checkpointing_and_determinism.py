@@ -11,7 +11,7 @@ import torch
 pytestmark = pytest.mark.hf
 transformers = pytest.importorskip("transformers")
 
-from mega_reliability_helpers import CAUSAL, NO_DROPOUT, TINY  # noqa: E402
+from _support.configs import CAUSAL, TINY  # noqa: E402
 
 from mega_plugin.adapters.hf import (  # noqa: E402
     MegaConfig,

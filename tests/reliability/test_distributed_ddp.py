@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-# Plain imports: pytest puts this folder on sys.path, and no other test folder uses these names.
+# A plain import: pytest puts this folder on sys.path, and no other test folder uses this name.
 import ddp_worker_script as worker
 import pytest
 import torch
-import torchrun_launcher as launcher
+
+from _support import torchrun as launcher
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.hf

@@ -27,7 +27,7 @@ hypothesis = pytest.importorskip("hypothesis")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from mega_reliability_helpers import NO_DROPOUT, TINY  # noqa: E402
+from _support.configs import NO_DROPOUT, TINY  # noqa: E402
 
 from mega_plugin.adapters.hf import MegaConfig, MegaModel  # noqa: E402
 

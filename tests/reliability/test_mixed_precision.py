@@ -15,12 +15,12 @@ import torch
 pytestmark = pytest.mark.hf
 pytest.importorskip("transformers")
 
-from mega_reliability_helpers import NO_DROPOUT, TINY  # noqa: E402
+from _support.calls import ema_call  # noqa: E402
+from _support.configs import NO_DROPOUT, TINY  # noqa: E402
 
 from mega_plugin.adapters.hf import MegaConfig, MegaForMaskedLM  # noqa: E402
-from mega_plugin.core.kernels import BUILTIN_KERNELS  # noqa: E402
-from mega_plugin.core.kernels.ema_reference import reference_ema  # noqa: E402
-from mega_plugin.core.kernels.signatures import EmaCoefficients  # noqa: E402
+from mega_plugin.backends import cpu_fast, portable  # noqa: E402
+from mega_plugin.core.ops import REFERENCE_EMA, EmaCoefficients, reference_ema  # noqa: E402
 
 ATTENTIONS = ("softmax", "laplace", "relu2")
 NORMS = ("scalenorm", "layernorm", "rmsnorm", "batchnorm", "syncbatchnorm")
@@ -125,7 +125,7 @@ def _exact_ema(x: torch.Tensor, coefficients: EmaCoefficients, bidirectional: bo
 
 EMA_KERNELS = [
     pytest.param(spec, id=spec.name)
-    for spec in BUILTIN_KERNELS
+    for spec in (REFERENCE_EMA, *portable.KERNELS, *cpu_fast.KERNELS)
     if spec.op == "ema"
 ]
 
@@ -135,9 +135,9 @@ EMA_KERNELS = [
 @pytest.mark.parametrize("spec", EMA_KERNELS)
 def test_ema_kernels_accumulate_in_fp32(spec: Any, dtype: torch.dtype, bidirectional: bool) -> None:
     x, coefficients = _ema_inputs(dtype, bidirectional=bidirectional)
-    call = {"bidirectional": bidirectional, "truncation": None, "length": x.shape[1], "has_state": False, "dtype": dtype, "device": x.device}
-    if spec.supports(call) is not None:
-        pytest.skip(f"{spec.name} declines this call: {spec.supports(call)}")
+    support = spec.supports(ema_call(bidirectional=bidirectional, length=x.shape[1], dtype=dtype, device=x.device))
+    if not support.ok:
+        pytest.skip(f"{spec.name} declines this call: {support.reason}")
     with torch.autocast("cpu", dtype=dtype):
         y, _ = spec.fn(x, coefficients, bidirectional=bidirectional, truncation=None, initial_state=None, return_state=False)
     assert y.dtype == torch.float32, f"{spec.name} returned {y.dtype}"

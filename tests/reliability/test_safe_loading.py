@@ -19,7 +19,7 @@ pytestmark = pytest.mark.hf
 
 transformers = pytest.importorskip("transformers")
 
-from mega_reliability_helpers import TINY  # noqa: E402
+from _support.configs import TINY  # noqa: E402
 
 import mega_plugin  # noqa: E402,F401  (registers the Auto classes)
 from mega_plugin.adapters.hf import MegaConfig, MegaForMaskedLM, MegaModel  # noqa: E402

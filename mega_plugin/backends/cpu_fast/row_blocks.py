@@ -60,21 +60,28 @@ def plan_row_blocks(batch: int, length: int, *, chunk: int | None, target_rows: 
 
     ``chunk`` is the attention chunk (None: one frame per sequence). When the frame divides
     the length, blocks run over the flattened (B * L) rows and may span sequences; otherwise
-    (a last, shorter chunk per sequence) they stay inside one sequence.
+    (a last, shorter chunk per sequence) they stay inside one sequence, and the short last
+    chunk always shares a block with the chunk before it: over the whole tensor it is padded
+    to a whole chunk of masked keys, and only a block of more than one chunk is attended that
+    way (a block of the short chunk alone would be one unpadded frame, which differs where the
+    chunk is all padding).
     """
     if batch <= 0 or length <= 0:
         return []
     frame = length if chunk is None or length <= chunk else chunk
     frames_per_block = max(1, target_rows // frame)
+    step = frames_per_block * frame
     if length % frame == 0:
         total = batch * length
-        step = frames_per_block * frame
         return [RowBlock(start, min(start + step, total), frame) for start in range(0, total, step)]
-    step = frames_per_block * frame
+    starts = list(range(0, length, step))
+    if len(starts) > 1 and length - starts[-1] < frame:
+        starts.pop()  # the short last chunk joins the block before it
+    stops = starts[1:] + [length]
     return [
-        RowBlock(start, min(start + step, length), frame, sequence=sequence)
+        RowBlock(start, stop, frame, sequence=sequence)
         for sequence in range(batch)
-        for start in range(0, length, step)
+        for start, stop in zip(starts, stops)
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mega_plugin.core.kernels import reference_ema
+from mega_plugin.core.ops import reference_ema
 from mega_plugin.core.presets import tiny
 from mega_plugin.registry import hookimpl
 

@@ -8,31 +8,26 @@ divide the queries evenly. Then ``query_blocks``'s slice sizes, dispatch and ref
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Final
 
 import pytest
 import torch
 from torch import Tensor
 
-from mega_plugin.core.kernels import (
-    attention_query_blocks,
-    onednn_attention,
+from _support.attention import ATTENTION_CASE_FIELDS, ATTENTION_CASES, attention_inputs, attention_options
+from _support.backends import requires_onednn
+from _support.calls import attention_call
+from _support.numerics import in_float64, with_grads
+from mega_plugin.backends.cpu_fast.attention_onednn import onednn_attention
+from mega_plugin.backends.portable import attention_query_blocks
+from mega_plugin.backends.portable.attention_query_blocks import (
+    MIN_KEYS,
     query_blocks_attention,
-    reference_attention,
-    resolve_kernel,
+    query_blocks_supports,
+    query_slice_rows,
 )
-from mega_plugin.core.kernels.attention_query_blocks import MIN_KEYS, query_blocks_supports, query_slice_rows
-from mega_plugin.core.kernels.onednn import onednn_unavailable
-
-from .helpers import ATTENTION_CASE_FIELDS, ATTENTION_CASES, attention_inputs, in_float64, with_grads
-
-requires_onednn = pytest.mark.skipif(onednn_unavailable() is not None, reason=f"oneDNN: {onednn_unavailable()}")
-
-
-
-def options(**overrides: Any) -> dict[str, Any]:
-    base = dict(scale=0.3, dropout_p=0.0, training=False, need_weights=True)
-    return {**base, **overrides}
+from mega_plugin.core.ops import reference_attention, select
 
 
 @pytest.mark.parametrize(
@@ -60,15 +55,7 @@ def test_attention_matches_reference_outputs_weights_and_gradients(
     monkeypatch.setattr(attention_query_blocks, "SLICE_ELEMENTS", slice_elements)
     query, key, value, bias, key_mask = attention_inputs(batch, chunks, query_length, key_length, padded=padded)
     query, key, value, bias = (t.requires_grad_() for t in (query, key, value, bias))
-    options = dict(
-        activation=activation,
-        causal=causal,
-        query_offset=query_offset,
-        scale=0.3,
-        dropout_p=0.0,
-        training=False,
-        need_weights=need_weights,
-    )
+    options = attention_options(activation=activation, causal=causal, query_offset=query_offset, need_weights=need_weights)
 
     def run(attention: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., Tensor]:
         def output(q: Tensor, k: Tensor, v: Tensor, b: Tensor) -> Tensor:
@@ -94,18 +81,9 @@ def test_slices_hold_about_the_target_number_of_scores() -> None:
     assert query_slice_rows(1, 4, 3) == 3  # never more than the queries
 
 
-CALL: Final[dict[str, Any]] = {
-    "activation": "laplace",
-    "causal": True,
-    "query_length": MIN_KEYS,
-    "key_length": MIN_KEYS,
-    "num_chunks": 1,
-    "need_weights": True,
-    "has_key_mask": True,
-    "dropout_p": 0.0,
-    "dtype": torch.float32,
-    "device": torch.device("cpu"),
-}
+CALL: Final = attention_call(
+    activation="laplace", causal=True, query_length=MIN_KEYS, key_length=MIN_KEYS, need_weights=True, has_key_mask=True
+)
 
 
 @pytest.mark.parametrize(
@@ -117,20 +95,20 @@ CALL: Final[dict[str, Any]] = {
     ],
 )
 def test_declines_with_a_reason(change: dict[str, Any], reason: str) -> None:
-    declined = query_blocks_supports({**CALL, **change})
-    assert declined is not None and reason in declined
+    support = query_blocks_supports(dataclasses.replace(CALL, **change))
+    assert not support.ok and reason in support.reason
 
 
 def test_auto_serves_long_cpu_frames_of_any_activation_with_masks_and_weights() -> None:
-    assert query_blocks_supports(CALL) is None
+    assert query_blocks_supports(CALL).ok
     # onednn (priority 7) serves these frames where oneDNN works; with oneDNN off, query_blocks does
     with torch.backends.mkldnn.flags(enabled=False):
-        assert resolve_kernel("attention", "auto", CALL).name == "query_blocks"
+        assert select("attention", "auto", CALL).name == "query_blocks"
 
 
 def test_dropout_while_training_raises() -> None:
     q = torch.zeros(1, 1, 4, 8)
     with pytest.raises(ValueError, match="dropout"):
         query_blocks_attention(
-            q, q, q, None, None, **options(activation="softmax", causal=False, query_offset=0, dropout_p=0.1, training=True)
+            q, q, q, None, None, **attention_options(dropout_p=0.1, training=True, need_weights=True)
         )

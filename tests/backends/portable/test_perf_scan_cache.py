@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mega_plugin.core.kernels import EmaCoefficients, chunked_scan_ema, reference_ema
-from mega_plugin.core.kernels import ema_chunked_scan
+from mega_plugin.backends.portable import ema_chunked_scan
+from mega_plugin.backends.portable.ema_chunked_scan import chunked_scan_ema
+from mega_plugin.core.ops import EmaCoefficients, reference_ema
 
 OPTIONS = dict(bidirectional=True, truncation=None, initial_state=None, return_state=False)
 

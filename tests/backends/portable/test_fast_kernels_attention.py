@@ -1,24 +1,27 @@
 """The ``sdpa`` attention kernel against the ``reference`` kernel: outputs, gradients, refusals.
 
-The reference kernel is checked against the formulas in ``test_attention_kernel.py``; here the
+The reference kernel is checked against the formulas in ``tests/core/ops/test_attention_kernel.py``; here the
 SDPA path must reproduce it (outputs and the gradients of query, key, value and bias) for the
 calls it accepts, and decline the others with a reason that names the cause.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Final
 
 import pytest
 import torch
 from torch import Tensor
 
-from mega_plugin.core.kernels import KernelError, reference_attention, resolve_kernel, sdpa_attention
-from mega_plugin.core.kernels.attention_onednn import onednn_attention_supports
-from mega_plugin.core.kernels.attention_query_blocks import query_blocks_supports
-from mega_plugin.core.kernels.attention_sdpa import MIN_CPU_KEYS, sdpa_supports
-
-from .helpers import tiny_config
+from _support.attention import attention_options
+from _support.calls import attention_call
+from _support.configs import tiny_config
+from mega_plugin.backends.cpu_fast.attention_onednn import onednn_attention_supports
+from mega_plugin.backends.portable.attention_query_blocks import query_blocks_supports
+from mega_plugin.backends.portable.attention_sdpa import MIN_CPU_KEYS, sdpa_attention, sdpa_supports
+from mega_plugin.core import MegaBackbone
+from mega_plugin.core.ops import AttentionCall, KernelError, reference_attention, select
 
 TOLERANCE: Final = dict(atol=2e-5, rtol=1e-4)
 CASES: Final = [
@@ -31,19 +34,6 @@ CASES: Final = [
     pytest.param(2, 1, 9, 9, 0, False, False, id="B2-C1-L9-nobias"),
 ]
 VALUE_SIZES: Final = [pytest.param(6, id="V6-math"), pytest.param(8, id="V8-one-head"), pytest.param(24, id="V24-three-heads")]
-
-
-def options(*, causal: bool, query_offset: int, **overrides: Any) -> dict[str, Any]:
-    base = dict(
-        activation="softmax",
-        causal=causal,
-        query_offset=query_offset,
-        scale=0.3,
-        dropout_p=0.0,
-        training=False,
-        need_weights=False,
-    )
-    return {**base, **overrides}
 
 
 def leaves(*tensors: Tensor | None) -> list[Tensor | None]:
@@ -71,7 +61,7 @@ def test_matches_reference_outputs_and_gradients(
     results = []
     for kernel in (reference_attention, sdpa_attention):
         q, k, v, b = leaves(query, key, value, bias)
-        output, weights = kernel(q, k, v, b, None, **options(causal=causal, query_offset=query_offset))
+        output, weights = kernel(q, k, v, b, None, **attention_options(causal=causal, query_offset=query_offset))
         assert weights is None
         (output * upstream).sum().backward()
         results.append((output.detach(), [t.grad for t in (q, k, v, b) if t is not None]))
@@ -81,18 +71,8 @@ def test_matches_reference_outputs_and_gradients(
         torch.testing.assert_close(fast_grad, ref_grad, **TOLERANCE)
 
 
-BASE_CALL: Final[dict[str, Any]] = {
-    "activation": "softmax",
-    "causal": False,
-    "query_length": 2048,
-    "key_length": 2048,
-    "num_chunks": 1,
-    "need_weights": False,
-    "has_key_mask": False,
-    "dropout_p": 0.0,
-    "dtype": torch.float32,
-    "device": torch.device("cpu"),
-}
+BASE_CALL: Final = attention_call(query_length=2048, key_length=2048)
+"""One long unmasked softmax frame on CPU (fp32)."""
 
 
 @pytest.mark.parametrize(
@@ -107,44 +87,39 @@ BASE_CALL: Final[dict[str, Any]] = {
     ],
 )
 def test_declines_with_a_reason_and_auto_falls_back(change: dict[str, Any], reason: str) -> None:
-    call = {**BASE_CALL, **change}
-    declined = sdpa_supports(call)
-    assert declined is not None and reason in declined
+    call = dataclasses.replace(BASE_CALL, **change)
+    support = sdpa_supports(call)
+    assert not support.ok and reason in support.reason
     # On CPU, frames that sdpa declines go to onednn or query_blocks (when they serve them), else to the reference.
-    assert resolve_kernel("attention", "auto", call).name == cpu_choice(call)
+    assert select("attention", "auto", call).name == cpu_choice(call)
     with pytest.raises(KernelError, match="'sdpa' cannot serve"):
-        resolve_kernel("attention", "sdpa", call)
+        select("attention", "sdpa", call)
 
 
-def cpu_choice(call: dict[str, Any]) -> str:
+def cpu_choice(call: AttentionCall) -> str:
     """The kernel ``auto`` must pick on CPU: the first of onednn (priority 7), query_blocks (6) that serves."""
-    if onednn_attention_supports(call) is None:
+    if onednn_attention_supports(call).ok:
         return "onednn"
-    return "query_blocks" if query_blocks_supports(call) is None else "reference"
-
-
-def test_a_caller_that_does_not_report_masks_is_declined() -> None:
-    call = {k: v for k, v in BASE_CALL.items() if k != "has_key_mask"}
-    assert sdpa_supports(call) is not None
+    return "query_blocks" if query_blocks_supports(call).ok else "reference"
 
 
 def test_auto_picks_sdpa_for_long_unmasked_frames_off_cpu() -> None:
     """On CPU onednn or query_blocks take long frames; elsewhere both decline and sdpa serves."""
-    long_frame = {**BASE_CALL, "key_length": MIN_CPU_KEYS}
-    assert resolve_kernel("attention", "auto", long_frame).name == cpu_choice(long_frame)
+    long_frame = dataclasses.replace(BASE_CALL, key_length=MIN_CPU_KEYS)
+    assert select("attention", "auto", long_frame).name == cpu_choice(long_frame)
     assert cpu_choice(long_frame) in ("onednn", "query_blocks")
-    assert resolve_kernel("attention", "auto", {**long_frame, "device": torch.device("cuda")}).name == "sdpa"
+    assert select("attention", "auto", dataclasses.replace(long_frame, device=torch.device("cuda"))).name == "sdpa"
 
 
 def test_direct_calls_outside_its_domain_raise() -> None:
     q = torch.zeros(1, 1, 4, 8)
     with pytest.raises(ValueError, match="softmax"):
-        sdpa_attention(q, q, q, None, None, **options(causal=False, query_offset=0, activation="laplace"))
+        sdpa_attention(q, q, q, None, None, **attention_options(activation="laplace"))
     with pytest.raises(ValueError, match="need_weights"):
-        sdpa_attention(q, q, q, None, None, **options(causal=False, query_offset=0, need_weights=True))
+        sdpa_attention(q, q, q, None, None, **attention_options(need_weights=True))
     mask = torch.ones(1, 1, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="key_mask"):
-        sdpa_attention(q, q, q, None, mask, **options(causal=False, query_offset=0))
+        sdpa_attention(q, q, q, None, mask, **attention_options())
 
 
 @pytest.mark.parametrize("kernel", ["auto", "sdpa", "query_blocks", "onednn"])
@@ -152,14 +127,12 @@ def test_direct_calls_outside_its_domain_raise() -> None:
 def test_whole_model_fast_kernels_match_forced_reference(causal: bool, kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny unchunked model over 1100 tokens: auto (onednn + chunked_scan on CPU) or a forced
     fast attention kernel gives the same output as the reference kernels."""
-    from mega_plugin.core.stack import MegaBackbone
-
     config = tiny_config(bidirectional=not causal, is_decoder=causal, max_positions=2048)
     torch.manual_seed(0)
     model = MegaBackbone(config).eval()
     tokens = torch.randint(3, 50, (1, 1100))
-    call = {**BASE_CALL, "causal": causal, "key_length": 1100}
-    assert resolve_kernel("attention", "auto", call).name == cpu_choice(call)
+    call = dataclasses.replace(BASE_CALL, causal=causal, key_length=1100)
+    assert select("attention", "auto", call).name == cpu_choice(call)
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", kernel)
     fast = model(tokens).hidden
     monkeypatch.setenv("MEGA_PLUGIN_KERNEL_ATTENTION", "reference")

@@ -1,9 +1,8 @@
 """Run a worker script under ``python -m torch.distributed.run`` on CPU and report crashes clearly;
 compare a rank's parameters with the single-process ones.
 
-Shared by the distributed tests of ``tests/reliability`` and ``tests/fairseq2`` (they load this
-file by path under a unique module name; folders under ``tests/`` are not packages). Not
-collected by pytest.
+Shared by the distributed tests of ``tests/reliability`` and ``tests/fairseq2``. The ranks get
+``tests/`` on ``PYTHONPATH``, so worker scripts import ``_support`` as the tests do.
 
 The rendezvous is c10d on ``localhost:0``: the store binds a port the OS picks, so parallel
 runs never race for a port (what ``torchrun --standalone`` does, spelled out).
@@ -26,6 +25,9 @@ DEFAULT_TIMEOUT_S: Final = 180.0
 """Wall-clock limit of one launch (a hung collective must not hang the suite)."""
 
 _TAIL_CHARS: Final = 12000
+
+TESTS_DIR: Final = Path(__file__).resolve().parent.parent
+"""``tests/``, the folder that holds ``_support``."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,11 @@ def torchrun_command(script: Path, args: Sequence[str], *, nproc_per_node: int, 
     ]
 
 
+def worker_pythonpath(existing: str | None) -> str:
+    """``PYTHONPATH`` for a worker: ``tests/`` first (for ``_support``), then what was there."""
+    return os.pathsep.join(filter(None, [str(TESTS_DIR), existing]))
+
+
 def launch(
     script: Path,
     args: Sequence[str],
@@ -90,6 +97,7 @@ def launch(
         "CUDA_VISIBLE_DEVICES": "",  # CPU and gloo, even where a GPU is visible
         **(env or {}),
     }
+    environment["PYTHONPATH"] = worker_pythonpath(environment.get("PYTHONPATH"))
     process = subprocess.Popen(
         torchrun_command(script, args, nproc_per_node=nproc_per_node, log_dir=log_dir),
         stdout=subprocess.PIPE,

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from mega_plugin.core.kernels import reference_attention
-from mega_plugin.core.kernels.attention_reference import laplace
+from mega_plugin.core.ops import reference_attention
+from mega_plugin.core.ops.attention.reference import laplace
 
 ACTIVATIONS = ("softmax", "laplace", "relu2")
 MU = math.sqrt(0.5)

@@ -1,6 +1,7 @@
 """The ``chunked_scan`` EMA kernel against the FFT ``reference`` kernel: outputs, states, gradients.
 
-The reference kernel is itself checked against float64 double sums in ``test_ema.py``; here
+The reference kernel is itself checked against float64 double sums in
+``tests/core/ops/test_ema_kernel.py``; here
 the fast kernel must reproduce it (and the gradients autograd derives from it) for causal and
 bidirectional EMAs, lengths around and across the chunk size, carried states, and the
 truncation cases it accepts. Calls it cannot serve must be declined with a reason.
@@ -14,9 +15,11 @@ import pytest
 import torch
 from torch import Tensor
 
+from _support.calls import ema_call
+from mega_plugin.backends.portable import chunked_scan_ema
+from mega_plugin.backends.portable.ema_chunked_scan import CHUNK_STEPS, chunked_scan_supports
 from mega_plugin.core import MultiDimensionDampedEma
-from mega_plugin.core.kernels import EmaCoefficients, KernelError, chunked_scan_ema, reference_ema, resolve_kernel
-from mega_plugin.core.kernels.ema_chunked_scan import CHUNK_STEPS, chunked_scan_supports
+from mega_plugin.core.ops import EmaCoefficients, KernelError, reference_ema, select
 
 BATCH, DIM, COMPONENTS = 2, 5, 4
 LENGTHS: Final = (1, 2, 17, CHUNK_STEPS - 1, CHUNK_STEPS, CHUNK_STEPS + 1, 3 * CHUNK_STEPS + 7, 1000)
@@ -126,12 +129,12 @@ def test_truncation_not_shorter_than_the_length_is_served(bidirectional: bool) -
 
 
 def test_truncation_shorter_than_the_length_is_declined_and_auto_falls_back() -> None:
-    call = {"bidirectional": True, "truncation": 16, "length": 90, "has_state": False}
-    reason = chunked_scan_supports(call)
-    assert reason is not None and "truncation=16" in reason
-    assert resolve_kernel("ema", "auto", call).name == "reference"
+    call = ema_call(bidirectional=True, truncation=16, length=90)
+    support = chunked_scan_supports(call)
+    assert not support.ok and "truncation=16" in support.reason
+    assert select("ema", "auto", call).name == "reference"
     with pytest.raises(KernelError, match="chunked_scan.*truncation=16"):
-        resolve_kernel("ema", "chunked_scan", call)
+        select("ema", "chunked_scan", call)
     x = torch.zeros(1, 90, DIM)
     with pytest.raises(ValueError, match="truncation=16 < length=90"):
         chunked_scan_ema(x, random_coefficients(DIM, generator=torch.Generator()), bidirectional=False,
@@ -146,10 +149,9 @@ def test_bidirectional_state_is_refused() -> None:
 
 
 def test_auto_selection() -> None:
-    base = {"bidirectional": False, "truncation": None, "has_state": False}
-    assert resolve_kernel("ema", "auto", {**base, "length": 4096}).name == "chunked_scan"
-    assert resolve_kernel("ema", "auto", {**base, "bidirectional": True, "length": 8}).name == "chunked_scan"
-    assert resolve_kernel("ema", "auto", {**base, "length": 1}).name == "recurrent"
+    assert select("ema", "auto", ema_call(length=4096)).name == "chunked_scan"
+    assert select("ema", "auto", ema_call(bidirectional=True, length=8)).name == "chunked_scan"
+    assert select("ema", "auto", ema_call(length=1)).name == "recurrent"
 
 
 def test_tiny_decays_give_no_nan_and_match() -> None:
