@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import Tensor
 
+from mega_plugin.core.ops import AttentionOptions
+
 ATTENTION_CASE_FIELDS: Final = "batch,chunks,query_length,key_length,query_offset,causal,activation,padded"
 ATTENTION_CASES: Final = [
     # (batch, chunks, query_length, key_length, query_offset, causal, activation, padded)
@@ -21,9 +23,9 @@ ATTENTION_CASES: Final = [
 """Attention-kernel calls: every activation, causal offsets, padding (a fully padded frame)."""
 
 
-def attention_options(**overrides: Any) -> dict[str, Any]:
-    """The keyword arguments of an attention kernel call: softmax, bidirectional, no offset,
-    scale 0.3, no dropout, eval, no weights; ``overrides`` replace any of them."""
+def attention_options(**overrides: Any) -> AttentionOptions:
+    """The options of an attention kernel call: softmax, bidirectional, no offset, scale 0.3,
+    no dropout, eval, no weights; ``overrides`` replace any of them."""
     base: dict[str, Any] = dict(
         activation="softmax",
         causal=False,
@@ -33,7 +35,7 @@ def attention_options(**overrides: Any) -> dict[str, Any]:
         training=False,
         need_weights=False,
     )
-    return {**base, **overrides}
+    return AttentionOptions(**{**base, **overrides})
 
 
 def attention_inputs(

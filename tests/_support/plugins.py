@@ -24,9 +24,9 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch, *plugins: tuple[str, obje
     monkeypatch.setattr(manager, "entry_point_candidates", lambda: candidates)
 
 
-def forwarding_ema(x: Any, coefficients: Any, **options: Any) -> Any:
+def forwarding_ema(x: Any, coefficients: Any, initial_state: Any, options: Any) -> Any:
     """An EMA kernel with a valid signature that forwards to the reference EMA."""
-    return reference_ema(x, coefficients, **options)
+    return reference_ema(x, coefficients, initial_state, options)
 
 
 def kernel_plugin(op: str, name: str, fn: Callable[..., Any], **options: Any) -> object:

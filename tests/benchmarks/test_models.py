@@ -12,7 +12,7 @@ import torch
 from mega_plugin.benchmarks import decode, models
 from mega_plugin.benchmarks.measure import Case, measure_case
 from mega_plugin.core.config import MegaCoreConfig
-from mega_plugin.core.stack import MegaBackbone
+from mega_plugin.core.backbone import MegaBackbone
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from _support.calls import ema_call
 from _support.plugins import fake_entry_points
-from mega_plugin.core.ops import EmaCoefficients, reference_ema, select
+from mega_plugin.core.ops import EmaCoefficients, EmaOptions, reference_ema, select
 from mega_plugin.registry.records import LOADED
 
 DOCS = Path(__file__).parent.parent.parent / "docs" / "plugins.md"
@@ -67,11 +67,9 @@ def test_the_printed_kernel_matches_the_reference_ema(docs_plugin: ModuleType, l
         output_gain=torch.randn(dim, ema) / math.sqrt(ema),
     )
     x = torch.randn(2, length, dim)
-    options = dict(
-        bidirectional=False, truncation=None, initial_state=torch.randn(2, dim, ema) if with_state else None,
-        return_state=True,
-    )
-    output, state = docs_plugin.loop_ema(x, coefficients, **options)
-    expected, expected_state = reference_ema(x, coefficients, **options)
+    initial_state = torch.randn(2, dim, ema) if with_state else None
+    options = EmaOptions(bidirectional=False, truncation=None, return_state=True)
+    output, state = docs_plugin.loop_ema(x, coefficients, initial_state, options)
+    expected, expected_state = reference_ema(x, coefficients, initial_state, options)
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(state, expected_state, atol=1e-5, rtol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mega_plugin.registry as registry
-from mega_plugin.core.ops import EmaCoefficients, reference_attention, reference_ema
+from mega_plugin.core.ops import AttentionOptions, EmaCoefficients, EmaOptions, reference_attention, reference_ema
 
 ATOL = RTOL = 1e-5
 
@@ -40,9 +40,9 @@ def test_example_ema_matches_the_reference(
     coefficients = _coefficients(dim, ema)
     x = torch.randn(batch, length, dim)
     state = torch.randn(batch, dim, ema) if with_state else None
-    options = dict(bidirectional=False, truncation=None, initial_state=state, return_state=True)
-    output, final = scan(x, coefficients, **options)
-    expected, expected_final = reference_ema(x, coefficients, **options)
+    options = EmaOptions(bidirectional=False, truncation=None, return_state=True)
+    output, final = scan(x, coefficients, state, options)
+    expected, expected_final = reference_ema(x, coefficients, state, options)
     torch.testing.assert_close(output, expected, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(final, expected_final, atol=ATOL, rtol=RTOL)
     assert output.dtype == torch.float32
@@ -70,11 +70,11 @@ def test_example_attention_matches_the_reference(
     value = torch.randn(batch, chunks, key_length, values)
     bias = torch.randn(query_length, key_length)
     key_mask = _masks(batch, chunks, key_length) if masked else None
-    options = dict(
+    options = AttentionOptions(
         activation="softmax", causal=causal, query_offset=key_length - query_length, scale=shared**-0.5,
         dropout_p=0.0, training=False, need_weights=False,
     )
-    output, weights = sdpa(query, key, value, bias, key_mask, **options)
-    expected, _ = reference_attention(query, key, value, bias, key_mask, **options)
+    output, weights = sdpa(query, key, value, bias, key_mask, options)
+    expected, _ = reference_attention(query, key, value, bias, key_mask, options)
     assert weights is None
     torch.testing.assert_close(output, expected, atol=ATOL, rtol=RTOL)

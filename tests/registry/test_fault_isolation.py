@@ -21,8 +21,8 @@ EXPECTED_ERRORS = {
     "import_error": "ModuleNotFoundError: No module named 'mega_plugin_broken_missing_dependency'",
     "raises": "RuntimeError: this plugin fails halfway through registering",
     "duplicate": "PluginError: preset 'tiny' is already registered by mega-plugin",
-    "bad_signature": "KernelError: kernel ema/bad_signature: cannot be called as fn(x, coefficients, *, bidirectional, "
-    "truncation, initial_state, return_state): too many positional arguments",
+    "bad_signature": "KernelError: kernel ema/bad_signature: cannot be called as fn(x, coefficients, initial_state, "
+    "options): too many positional arguments",
     "unknown_hook": "PluginError: implements unknown hook 'mega_plugin_register_kernel'",
 }
 
@@ -115,17 +115,17 @@ def _extra_required(x: object, coefficients: object, extra: object, **options: o
     """Needs a third positional argument the ema op never passes."""
 
 
-def _positional_only(x, coefficients, bidirectional, truncation, initial_state, return_state, /):  # noqa: ANN001, ANN202
-    """Takes the op's keywords positionally only."""
+def _positional_only(x, coefficients, initial_state, options, extra, /):  # noqa: ANN001, ANN202
+    """Takes the op's arguments positionally only, and needs one more the op never passes."""
 
 
 @pytest.mark.parametrize(
     "name, plugin, expected",
     [
         ("extra_required", kernel_plugin("ema", "extra_required", _extra_required),
-         "cannot be called as fn(x, coefficients, *, bidirectional"),
+         "cannot be called as fn(x, coefficients, initial_state, options)"),
         ("positional_only", kernel_plugin("ema", "positional_only", _positional_only),
-         "'bidirectional' parameter is positional only"),
+         "missing a required argument: 'extra'"),
         ("takes_reference", kernel_plugin("ema", "reference", forwarding_ema),
          "kernel ema/reference is already registered by mega-plugin"),
         ("same_function", kernel_plugin("ema", "reference", reference_ema, priority=50),

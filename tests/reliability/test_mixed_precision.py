@@ -20,7 +20,7 @@ from _support.configs import NO_DROPOUT, TINY  # noqa: E402
 
 from mega_plugin.adapters.hf import MegaConfig, MegaForMaskedLM  # noqa: E402
 from mega_plugin.backends import cpu_fast, portable  # noqa: E402
-from mega_plugin.core.ops import REFERENCE_EMA, EmaCoefficients, reference_ema  # noqa: E402
+from mega_plugin.core.ops import EmaOptions, REFERENCE_EMA, EmaCoefficients, reference_ema  # noqa: E402
 
 ATTENTIONS = ("softmax", "laplace", "relu2")
 NORMS = ("scalenorm", "layernorm", "rmsnorm", "batchnorm", "syncbatchnorm")
@@ -139,11 +139,11 @@ def test_ema_kernels_accumulate_in_fp32(spec: Any, dtype: torch.dtype, bidirecti
     if not support.ok:
         pytest.skip(f"{spec.name} declines this call: {support.reason}")
     with torch.autocast("cpu", dtype=dtype):
-        y, _ = spec.fn(x, coefficients, bidirectional=bidirectional, truncation=None, initial_state=None, return_state=False)
+        y, _ = spec.fn(x, coefficients, None, EmaOptions(bidirectional=bidirectional, truncation=None, return_state=False))
     assert y.dtype == torch.float32, f"{spec.name} returned {y.dtype}"
     if bidirectional:  # the same rounded inputs through the fp32 reference without autocast
         as_float = EmaCoefficients(*(t.float() for t in (coefficients.input_gain, coefficients.decay, coefficients.output_gain)))
-        exact = reference_ema(x.float(), as_float, bidirectional=True, truncation=None, initial_state=None, return_state=False)[0]
+        exact = reference_ema(x.float(), as_float, None, EmaOptions(bidirectional=True, truncation=None, return_state=False))[0]
     else:
         exact = _exact_ema(x, coefficients, bidirectional)
     # fp32 accumulation of ~600 terms stays near 1e-5; bf16/fp16 accumulation is off by >1e-3.

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import mega_plugin.backends.cpu_fast.linear as linear_module
+from _support.attention import attention_options
 from _support.backends import accelerated, reference_copy, requires_onednn
 from _support.calls import attention_call, record_kernel_choices
 from _support.configs import tiny_config
@@ -269,10 +270,7 @@ def test_attention_declines_with_a_reason(change: dict[str, Any], reason: str) -
 def test_attention_dropout_while_training_raises() -> None:
     q = torch.zeros(1, 1, 4, 8)
     with pytest.raises(ValueError, match="dropout"):
-        onednn_attention(
-            q, q, q, None, None, activation="softmax", causal=False, query_offset=0, scale=1.0,
-            dropout_p=0.1, training=True, need_weights=False,
-        )
+        onednn_attention(q, q, q, None, None, attention_options(scale=1.0, dropout_p=0.1, training=True))
 
 
 # --- a whole model ------------------------------------------------------------------------------
@@ -329,8 +327,7 @@ def test_attention_of_empty_inputs_is_empty(shape: tuple[int, int, int, int]) ->
     key = torch.randn(batch, chunks, key_length, 8)
     value = torch.randn(batch, chunks, key_length, 12)
     out, weights = onednn_attention(
-        query, key, value, None, None, activation="softmax", causal=True, query_offset=0, scale=1.0,
-        dropout_p=0.0, training=False, need_weights=True,
+        query, key, value, None, None, attention_options(causal=True, scale=1.0, need_weights=True)
     )
     assert out.shape == (batch, chunks, query_length, 12) and weights.shape == (batch, chunks, query_length, key_length)
 

@@ -65,7 +65,7 @@ def test_blocked_forward_matches_unblocked(
     settings = dict(CASES[case])
     length = settings.pop("length")
     if one_sequence_per_group:  # the norm and the EMA then run sequence by sequence
-        monkeypatch.setattr(blocked_layer, "GROUP_ROWS", length)
+        monkeypatch.setattr(blocked_layer, "SEQUENCE_GROUP_ROWS", length)
     torch.manual_seed(0)
     reference = MegaBackbone(tiny_config(**settings)).train(training)
     model = accelerated(reference_copy(reference))
@@ -153,7 +153,7 @@ def test_the_hand_over_changes_where_results_go_never_their_values(case: str, mo
     layers without the hand-over (hidden states kept), bit for bit."""
     settings = dict(CASES[case])
     length = settings.pop("length")
-    monkeypatch.setattr(blocked_layer, "GROUP_ROWS", length)  # several sequence groups
+    monkeypatch.setattr(blocked_layer, "SEQUENCE_GROUP_ROWS", length)  # several sequence groups
     torch.manual_seed(0)
     model = accelerated(MegaBackbone(tiny_config(**settings)).eval(), block_rows=8)
     stack = model.layers

@@ -61,7 +61,7 @@ def test_matches_reference_outputs_and_gradients(
     results = []
     for kernel in (reference_attention, sdpa_attention):
         q, k, v, b = leaves(query, key, value, bias)
-        output, weights = kernel(q, k, v, b, None, **attention_options(causal=causal, query_offset=query_offset))
+        output, weights = kernel(q, k, v, b, None, attention_options(causal=causal, query_offset=query_offset))
         assert weights is None
         (output * upstream).sum().backward()
         results.append((output.detach(), [t.grad for t in (q, k, v, b) if t is not None]))
@@ -114,12 +114,12 @@ def test_auto_picks_sdpa_for_long_unmasked_frames_off_cpu() -> None:
 def test_direct_calls_outside_its_domain_raise() -> None:
     q = torch.zeros(1, 1, 4, 8)
     with pytest.raises(ValueError, match="softmax"):
-        sdpa_attention(q, q, q, None, None, **attention_options(activation="laplace"))
+        sdpa_attention(q, q, q, None, None, attention_options(activation="laplace"))
     with pytest.raises(ValueError, match="need_weights"):
-        sdpa_attention(q, q, q, None, None, **attention_options(need_weights=True))
+        sdpa_attention(q, q, q, None, None, attention_options(need_weights=True))
     mask = torch.ones(1, 1, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="key_mask"):
-        sdpa_attention(q, q, q, None, mask, **attention_options())
+        sdpa_attention(q, q, q, None, mask, attention_options())
 
 
 @pytest.mark.parametrize("kernel", ["auto", "sdpa", "query_blocks", "onednn"])

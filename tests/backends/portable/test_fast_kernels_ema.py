@@ -19,7 +19,7 @@ from _support.calls import ema_call
 from mega_plugin.backends.portable import chunked_scan_ema
 from mega_plugin.backends.portable.ema_chunked_scan import CHUNK_STEPS, chunked_scan_supports
 from mega_plugin.core import MultiDimensionDampedEma
-from mega_plugin.core.ops import EmaCoefficients, KernelError, reference_ema, select
+from mega_plugin.core.ops import EmaOptions, EmaCoefficients, KernelError, reference_ema, select
 
 BATCH, DIM, COMPONENTS = 2, 5, 4
 LENGTHS: Final = (1, 2, 17, CHUNK_STEPS - 1, CHUNK_STEPS, CHUNK_STEPS + 1, 3 * CHUNK_STEPS + 7, 1000)
@@ -57,14 +57,8 @@ def run_both(
         inputs = x.detach().clone().requires_grad_(True)
         leaves = leaf_copies(coefficients)
         state = None if initial_state is None else initial_state.detach().clone().requires_grad_(True)
-        output, final = kernel(
-            inputs,
-            leaves,
-            bidirectional=bidirectional,
-            truncation=truncation,
-            initial_state=state,
-            return_state=return_state,
-        )
+        options = EmaOptions(bidirectional=bidirectional, truncation=truncation, return_state=return_state)
+        output, final = kernel(inputs, leaves, state, options)
         assert output.dtype == torch.float32 and output.shape == x.shape
         # A fixed random projection of everything returned makes every gradient path count.
         weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(7))
@@ -111,10 +105,10 @@ def test_split_sequence_with_state_equals_one_pass() -> None:
     generator = torch.Generator().manual_seed(3)
     coefficients = random_coefficients(DIM, generator=generator)
     x = torch.randn(BATCH, 261, DIM, generator=generator)
-    options = dict(bidirectional=False, truncation=None)
-    whole, whole_state = chunked_scan_ema(x, coefficients, initial_state=None, return_state=True, **options)
-    first, state = chunked_scan_ema(x[:, :150], coefficients, initial_state=None, return_state=True, **options)
-    second, final = chunked_scan_ema(x[:, 150:], coefficients, initial_state=state, return_state=True, **options)
+    options = EmaOptions(bidirectional=False, truncation=None, return_state=True)
+    whole, whole_state = chunked_scan_ema(x, coefficients, None, options)
+    first, state = chunked_scan_ema(x[:, :150], coefficients, None, options)
+    second, final = chunked_scan_ema(x[:, 150:], coefficients, state, options)
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole, **TOLERANCE)
     torch.testing.assert_close(final, whole_state, **TOLERANCE)
 
@@ -137,15 +131,14 @@ def test_truncation_shorter_than_the_length_is_declined_and_auto_falls_back() ->
         select("ema", "chunked_scan", call)
     x = torch.zeros(1, 90, DIM)
     with pytest.raises(ValueError, match="truncation=16 < length=90"):
-        chunked_scan_ema(x, random_coefficients(DIM, generator=torch.Generator()), bidirectional=False,
-                         truncation=16, initial_state=None, return_state=False)
+        chunked_scan_ema(x, random_coefficients(DIM, generator=torch.Generator()), None, EmaOptions(bidirectional=False, truncation=16, return_state=False))
 
 
 def test_bidirectional_state_is_refused() -> None:
     x = torch.zeros(1, 8, DIM)
     coefficients = random_coefficients(2 * DIM, generator=torch.Generator())
     with pytest.raises(ValueError, match="bidirectional=True"):
-        chunked_scan_ema(x, coefficients, bidirectional=True, truncation=None, initial_state=None, return_state=True)
+        chunked_scan_ema(x, coefficients, None, EmaOptions(bidirectional=True, truncation=None, return_state=True))
 
 
 def test_auto_selection() -> None:
@@ -166,8 +159,8 @@ def test_low_precision_input_accumulates_in_fp32() -> None:
     generator = torch.Generator().manual_seed(6)
     coefficients = random_coefficients(DIM, generator=generator)
     x = torch.randn(BATCH, 130, DIM, generator=generator).to(torch.bfloat16)
-    fast, _ = chunked_scan_ema(x, coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=False)
-    reference, _ = reference_ema(x, coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=False)
+    fast, _ = chunked_scan_ema(x, coefficients, None, EmaOptions(bidirectional=False, truncation=None, return_state=False))
+    reference, _ = reference_ema(x, coefficients, None, EmaOptions(bidirectional=False, truncation=None, return_state=False))
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, reference, **TOLERANCE)
 
@@ -194,11 +187,7 @@ def test_channel_major_input_matches_reference(length: int, bidirectional: bool)
     x = torch.randn(BATCH, length, DIM, generator=generator)
     channel_major = x.permute(2, 0, 1).contiguous().permute(1, 2, 0)
     assert not channel_major.is_contiguous()
-    expected, _ = reference_ema(
-        x, coefficients, bidirectional=bidirectional, truncation=None, initial_state=None, return_state=False
-    )
+    expected, _ = reference_ema(x, coefficients, None, EmaOptions(bidirectional=bidirectional, truncation=None, return_state=False))
     with torch.no_grad():
-        got, _ = chunked_scan_ema(
-            channel_major, coefficients, bidirectional=bidirectional, truncation=None, initial_state=None, return_state=False
-        )
+        got, _ = chunked_scan_ema(channel_major, coefficients, None, EmaOptions(bidirectional=bidirectional, truncation=None, return_state=False))
     torch.testing.assert_close(got, expected, **TOLERANCE)

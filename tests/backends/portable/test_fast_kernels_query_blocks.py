@@ -59,7 +59,7 @@ def test_attention_matches_reference_outputs_weights_and_gradients(
 
     def run(attention: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., Tensor]:
         def output(q: Tensor, k: Tensor, v: Tensor, b: Tensor) -> Tensor:
-            out, weights = attention(q, k, v, b, key_mask, **options)
+            out, weights = attention(q, k, v, b, key_mask, options)
             assert (weights is not None) == need_weights
             return out if weights is None else torch.cat([out, weights], dim=-1)
 
@@ -71,7 +71,7 @@ def test_attention_matches_reference_outputs_weights_and_gradients(
     for name, g, e in zip(["query", "key", "value", "bias"], got_grads, expected_grads):
         torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4, msg=name)
     with torch.no_grad():  # onednn's no-grad path writes each slice into one output tensor
-        out, weights = kernel(query, key, value, bias, key_mask, **options)
+        out, weights = kernel(query, key, value, bias, key_mask, options)
     torch.testing.assert_close(torch.cat([out, weights], -1) if need_weights else out, got.detach(), rtol=0, atol=0)
 
 
@@ -110,5 +110,5 @@ def test_dropout_while_training_raises() -> None:
     q = torch.zeros(1, 1, 4, 8)
     with pytest.raises(ValueError, match="dropout"):
         query_blocks_attention(
-            q, q, q, None, None, **attention_options(dropout_p=0.1, training=True, need_weights=True)
+            q, q, q, None, None, attention_options(dropout_p=0.1, training=True, need_weights=True)
         )

@@ -6,9 +6,9 @@ import torch
 
 from mega_plugin.backends.portable import ema_chunked_scan
 from mega_plugin.backends.portable.ema_chunked_scan import chunked_scan_ema
-from mega_plugin.core.ops import EmaCoefficients, reference_ema
+from mega_plugin.core.ops import EmaOptions, EmaCoefficients, reference_ema
 
-OPTIONS = dict(bidirectional=True, truncation=None, initial_state=None, return_state=False)
+OPTIONS = EmaOptions(bidirectional=True, truncation=None, return_state=False)
 
 
 def coefficients(seed: int) -> EmaCoefficients:
@@ -25,14 +25,14 @@ def test_no_grad_calls_follow_changed_coefficients() -> None:
     first, second = coefficients(0), coefficients(1)
     with torch.no_grad():
         for chosen in (first, first, second, first):
-            expected = reference_ema(x, chosen, **OPTIONS)[0]
-            torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
+            expected = reference_ema(x, chosen, None, OPTIONS)[0]
+            torch.testing.assert_close(chunked_scan_ema(x, chosen, None, OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
         reused = ema_chunked_scan._cached_weights.entries[0]
-        chunked_scan_ema(x, first, **OPTIONS)
+        chunked_scan_ema(x, first, None, OPTIONS)
         assert ema_chunked_scan._cached_weights.entries[0] is reused  # same values: the weights were reused
         first.decay.mul_(0.5)  # in place: same tensor object, new values
-        expected = reference_ema(x, first, **OPTIONS)[0]
-        torch.testing.assert_close(chunked_scan_ema(x, first, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
+        expected = reference_ema(x, first, None, OPTIONS)[0]
+        torch.testing.assert_close(chunked_scan_ema(x, first, None, OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
         assert ema_chunked_scan._cached_weights.entries[0] is not reused
 
 
@@ -42,11 +42,11 @@ def test_layers_alternating_keep_their_weights() -> None:
     layers = [coefficients(10 + i) for i in range(ema_chunked_scan.CACHED_WEIGHTS)]
     with torch.no_grad():
         for chosen in layers:
-            chunked_scan_ema(x, chosen, **OPTIONS)
+            chunked_scan_ema(x, chosen, None, OPTIONS)
         entries = {id(entry) for entry in ema_chunked_scan._cached_weights.entries}
         for chosen in layers:  # a second forward: every layer finds its weights
-            expected = reference_ema(x, chosen, **OPTIONS)[0]
-            torch.testing.assert_close(chunked_scan_ema(x, chosen, **OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
+            expected = reference_ema(x, chosen, None, OPTIONS)[0]
+            torch.testing.assert_close(chunked_scan_ema(x, chosen, None, OPTIONS)[0], expected, atol=2e-5, rtol=1e-4)
         assert {id(entry) for entry in ema_chunked_scan._cached_weights.entries} == entries
         assert len(entries) == ema_chunked_scan.CACHED_WEIGHTS
 
@@ -58,7 +58,7 @@ def test_recording_calls_differentiate_through_fresh_weights() -> None:
         *(t.clone().requires_grad_(True) for t in (base.input_gain, base.decay, base.output_gain))
     )
     with torch.no_grad():
-        chunked_scan_ema(x, leaves, **OPTIONS)  # fills the cache with these values
-    chunked_scan_ema(x, leaves, **OPTIONS)[0].sum().backward()
+        chunked_scan_ema(x, leaves, None, OPTIONS)  # fills the cache with these values
+    chunked_scan_ema(x, leaves, None, OPTIONS)[0].sum().backward()
     for leaf in (leaves.input_gain, leaves.decay, leaves.output_gain):
         assert leaf.grad is not None and bool(leaf.grad.abs().sum() > 0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from mega_plugin.core.ops import reference_attention
+from mega_plugin.core.ops import AttentionOptions, reference_attention
 from mega_plugin.core.ops.attention.reference import laplace
 
 ACTIVATIONS = ("softmax", "laplace", "relu2")
@@ -88,8 +88,7 @@ def padding_mask(key_length: int) -> Tensor:
 
 def run(query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, **options):
     defaults = dict(query_offset=0, scale=Z**-0.5, dropout_p=0.0, training=False, need_weights=True)
-    defaults.update(options)
-    return reference_attention(query, key, value, bias, key_mask, **defaults)
+    return reference_attention(query, key, value, bias, key_mask, AttentionOptions(**{**defaults, **options}))
 
 
 def check(query, key, value, bias, key_mask, *, activation, causal, query_offset=0) -> Tensor:

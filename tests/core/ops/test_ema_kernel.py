@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from _support.ema import direct_ema, direct_kernel, direct_recurrence
-from mega_plugin.core.ops import EmaCoefficients, reference_ema
+from mega_plugin.core.ops import EmaOptions, EmaCoefficients, reference_ema
 from mega_plugin.core.ops.ema.reference import ema_recurrent, fast_fft_length
 
 BATCH, DIM = 2, 5
@@ -45,9 +45,7 @@ def test_fft_matches_recurrence(length: int, components: int, with_state: bool, 
     coefficients = random_coefficients(DIM, components, generator=generator)
     x = torch.randn(BATCH, length, DIM, generator=generator)
     state = torch.randn(BATCH, DIM, components, generator=generator) if with_state else None
-    output, final = reference_ema(
-        x, coefficients, bidirectional=False, truncation=None, initial_state=state, return_state=True
-    )
+    output, final = reference_ema(x, coefficients, state, EmaOptions(bidirectional=False, truncation=None, return_state=True))
     expected, expected_final = direct_recurrence(x, coefficients, state)
     assert output.shape == (BATCH, length, DIM) and final.shape == (BATCH, DIM, components)
     close(output, expected)
@@ -63,9 +61,7 @@ def test_fft_matches_recurrence(length: int, components: int, with_state: bool, 
 def test_causal_matches_direct_sum(length: int, components: int, generator: torch.Generator) -> None:
     coefficients = random_coefficients(DIM, components, generator=generator)
     x = torch.randn(BATCH, length, DIM, generator=generator)
-    output, state = reference_ema(
-        x, coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=False
-    )
+    output, state = reference_ema(x, coefficients, None, EmaOptions(bidirectional=False, truncation=None, return_state=False))
     assert state is None
     close(output, direct_ema(x, direct_kernel(coefficients, length), bidirectional=False))
 
@@ -75,19 +71,14 @@ def test_causal_matches_direct_sum(length: int, components: int, generator: torc
 def test_bidirectional_matches_direct_sum(length: int, components: int, generator: torch.Generator) -> None:
     coefficients = random_coefficients(2 * DIM, components, generator=generator)
     x = torch.randn(BATCH, length, DIM, generator=generator)
-    output, _ = reference_ema(
-        x, coefficients, bidirectional=True, truncation=None, initial_state=None, return_state=False
-    )
+    output, _ = reference_ema(x, coefficients, None, EmaOptions(bidirectional=True, truncation=None, return_state=False))
     close(output, direct_ema(x, direct_kernel(coefficients, length), bidirectional=True))
 
 
 def test_bidirectional_refuses_state(generator: torch.Generator) -> None:
     coefficients = random_coefficients(2 * DIM, 2, generator=generator)
     with pytest.raises(ValueError, match="bidirectional"):
-        reference_ema(
-            torch.zeros(1, 3, DIM), coefficients, bidirectional=True, truncation=None, initial_state=None,
-            return_state=True,
-        )
+        reference_ema(torch.zeros(1, 3, DIM), coefficients, None, EmaOptions(bidirectional=True, truncation=None, return_state=True))
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
@@ -98,9 +89,7 @@ def test_truncation_matches_truncated_sum(
 ) -> None:
     coefficients = random_coefficients((2 if bidirectional else 1) * DIM, 3, generator=generator)
     x = torch.randn(BATCH, length, DIM, generator=generator)
-    output, _ = reference_ema(
-        x, coefficients, bidirectional=bidirectional, truncation=truncation, initial_state=None, return_state=False
-    )
+    output, _ = reference_ema(x, coefficients, None, EmaOptions(bidirectional=bidirectional, truncation=truncation, return_state=False))
     kernel = direct_kernel(coefficients, length, truncation)
     close(output, direct_ema(x, kernel, bidirectional=bidirectional))
 
@@ -109,15 +98,9 @@ def test_truncation_matches_truncated_sum(
 def test_split_with_carried_state_equals_one_call(split: int, generator: torch.Generator) -> None:
     coefficients = random_coefficients(DIM, 3, generator=generator)
     x = torch.randn(BATCH, 64, DIM, generator=generator)
-    whole, whole_state = reference_ema(
-        x, coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=True
-    )
-    first, state = reference_ema(
-        x[:, :split], coefficients, bidirectional=False, truncation=None, initial_state=None, return_state=True
-    )
-    second, final = reference_ema(
-        x[:, split:], coefficients, bidirectional=False, truncation=None, initial_state=state, return_state=True
-    )
+    whole, whole_state = reference_ema(x, coefficients, None, EmaOptions(bidirectional=False, truncation=None, return_state=True))
+    first, state = reference_ema(x[:, :split], coefficients, None, EmaOptions(bidirectional=False, truncation=None, return_state=True))
+    second, final = reference_ema(x[:, split:], coefficients, state, EmaOptions(bidirectional=False, truncation=None, return_state=True))
     close(torch.cat([first, second], dim=1), whole, atol=1e-5, rtol=1e-5)
     close(final, whole_state, atol=1e-5, rtol=1e-5)
 

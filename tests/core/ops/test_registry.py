@@ -101,9 +101,9 @@ def test_registered_kernel_is_dispatched_and_can_decline(
 ) -> None:
     calls: list[int] = []
 
-    def spy(query, key, value, bias, key_mask, **options):  # noqa: ANN001, ANN003, ANN202
+    def spy(query, key, value, bias, key_mask, options):  # noqa: ANN001, ANN202
         calls.append(query.shape[-2])
-        return reference_attention(query, key, value, bias, key_mask, **options)
+        return reference_attention(query, key, value, bias, key_mask, options)
 
     cleanup_kernels.append(("attention", "spy"))
     register_kernel(

@@ -8,7 +8,7 @@ from mega_plugin.registry import hookimpl
 
 
 def ema_without_options(x: Any) -> Any:
-    """Takes one argument; the ema op passes two plus four keywords."""
+    """Takes one argument; the ema op passes four."""
     return x
 
 

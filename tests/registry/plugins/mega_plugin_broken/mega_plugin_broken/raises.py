@@ -9,9 +9,9 @@ from mega_plugin.core.presets import tiny
 from mega_plugin.registry import hookimpl
 
 
-def broken_partial_ema(x: Any, coefficients: Any, **options: Any) -> Any:
+def broken_partial_ema(x: Any, coefficients: Any, initial_state: Any, options: Any) -> Any:
     """Forwards to the reference EMA (valid signature)."""
-    return reference_ema(x, coefficients, **options)
+    return reference_ema(x, coefficients, initial_state, options)
 
 
 @hookimpl

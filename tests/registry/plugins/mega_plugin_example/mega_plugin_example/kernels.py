@@ -1,4 +1,7 @@
-"""Two kernels for mega-plugin, written from the op signatures alone.
+"""Two kernels for mega-plugin, written from the op conventions alone (tensors, then the options).
+
+Their ``supports`` read the call like a mapping and answer ``None`` or a reason, as plugins of
+earlier releases did: the registry accepts both.
 
 ``block_scan_ema``: the causal damped EMA computed block by block. Inside a block of T steps
 the output is a T x T lower-triangular Toeplitz product with the impulse response
@@ -22,16 +25,10 @@ BLOCK: Final = 16
 
 
 def block_scan_ema(
-    x: Tensor,
-    coefficients: Any,
-    *,
-    bidirectional: bool,
-    truncation: int | None,
-    initial_state: Tensor | None,
-    return_state: bool,
+    x: Tensor, coefficients: Any, initial_state: Tensor | None, options: Any
 ) -> tuple[Tensor, Tensor | None]:
     """Causal EMA by blocks of 16 steps with a carried state (no FFT)."""
-    if bidirectional or truncation is not None:
+    if options.bidirectional or options.truncation is not None:
         raise ValueError("block_scan_ema computes the causal, untruncated EMA only")
     batch, length, dim = x.shape
     gain = coefficients.input_gain.float()  # (D, N)
@@ -56,7 +53,7 @@ def block_scan_ema(
         state = torch.einsum("bsd,dns->bdn", block, to_end) * gain + state * powers[..., size]
         outputs.append(y)
     output = torch.cat(outputs, dim=1) if outputs else x.new_zeros(batch, 0, dim, dtype=torch.float32)
-    return output, (state if return_state else None)
+    return output, (state if options.return_state else None)
 
 
 def block_scan_supports(call: Mapping[str, Any]) -> str | None:
@@ -69,30 +66,18 @@ def block_scan_supports(call: Mapping[str, Any]) -> str | None:
 
 
 def sdpa_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, options: Any
 ) -> tuple[Tensor, Tensor | None]:
     """Softmax attention through torch's scaled_dot_product_attention."""
-    if activation != "softmax" or need_weights:
+    if options.activation != "softmax" or options.need_weights:
         raise ValueError("sdpa_attention serves softmax attention without returned weights only")
     query_length, key_length = query.shape[-2], key.shape[-2]
     allowed = None  # (B|1, C|1, Lq, Lk) bool
     if key_mask is not None:
         key_mask = key_mask | ~key_mask.any(dim=-1, keepdim=True)  # an all-padding chunk stays visible
         allowed = key_mask.unsqueeze(-2)
-    if causal:
-        rows = torch.arange(query_length, device=query.device).view(-1, 1) + query_offset
+    if options.causal:
+        rows = torch.arange(query_length, device=query.device).view(-1, 1) + options.query_offset
         order = torch.arange(key_length, device=query.device).view(1, -1) <= rows
         allowed = order if allowed is None else allowed & order
     mask = query.new_zeros(query_length, key_length) if bias is None else bias.to(query.dtype)
@@ -102,7 +87,7 @@ def sdpa_attention(
         blocked = torch.full((), float("-inf"), dtype=query.dtype, device=query.device)
         mask = mask + torch.where(allowed | ~visible, torch.zeros((), dtype=query.dtype, device=query.device), blocked)
     output = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, dropout_p=dropout_p if training else 0.0, scale=scale
+        query, key, value, attn_mask=mask, dropout_p=options.dropout_p if options.training else 0.0, scale=options.scale
     )
     if visible is not None:
         output = output * visible.to(output.dtype)
