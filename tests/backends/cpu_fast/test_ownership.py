@@ -8,22 +8,13 @@ from torch import Tensor, nn
 from mega_plugin.backends import accelerate, restore
 from mega_plugin.backends.cpu_fast.layer import BlockedGatedAttention
 from mega_plugin.backends.cpu_fast.ownership import HandOverStack
-from mega_plugin.core import MegaBackbone, MegaCoreConfig
+from _support.configs import tiny_config
+from mega_plugin.core import MegaBackbone
 
 
 def _model() -> MegaBackbone:
     torch.manual_seed(0)
-    config = MegaCoreConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        nffn_hidden_size=32,
-        shared_representation_size=8,
-        num_hidden_layers=3,
-        use_chunking=True,
-        chunk_size=4,
-    )
-    return MegaBackbone(config).eval()
+    return MegaBackbone(tiny_config(num_hidden_layers=3, use_chunking=True, chunk_size=4)).eval()
 
 
 def _layer_outputs(model: nn.Module, tokens: Tensor) -> list[Tensor]:
@@ -65,7 +56,7 @@ def test_outputs_kept_by_forward_hooks_are_not_overwritten_by_later_layers() -> 
 def test_the_callers_embeddings_and_kept_hidden_states_are_never_overwritten() -> None:
     model = _model()
     accelerate(model)
-    embeds = torch.randn(2, 12, 16)
+    embeds = torch.randn(2, 12, 16)  # hidden 16 (tiny_config)
     given = embeds.clone()
     with torch.no_grad():
         output = model(inputs_embeds=embeds, output_hidden_states=True)

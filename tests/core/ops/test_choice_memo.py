@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-import torch
 
+from _support.calls import attention_call
 from mega_plugin.core.ops import (
     SUPPORTED,
     AttentionCall,
@@ -22,18 +22,7 @@ from mega_plugin.core.ops import (
 
 
 def _call(query_length: int = 8) -> AttentionCall:
-    return AttentionCall(
-        activation="softmax",
-        causal=False,
-        query_length=query_length,
-        key_length=query_length,
-        num_chunks=1,
-        need_weights=False,
-        has_key_mask=False,
-        dropout_p=0.0,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-    )
+    return attention_call(query_length=query_length, key_length=query_length)
 
 
 class Counting:

@@ -7,7 +7,7 @@ the new convention) and compute exactly what it computed before, called the new 
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -26,49 +26,23 @@ from mega_plugin.core.ops import (
     select,
     unregister_kernel,
 )
-from mega_plugin.core.ops.calls import AttentionCall, EmaCall
+
+from _support.attention import attention_options
+from _support.calls import attention_call, ema_call
 
 
-def keyword_ema(
-    x: Tensor,
-    coefficients: EmaCoefficients,
-    *,
-    bidirectional: bool,
-    truncation: int | None,
-    initial_state: Tensor | None,
-    return_state: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """An EMA kernel of the earlier convention: the reference, called through keywords."""
-    options = EmaOptions(bidirectional=bidirectional, truncation=truncation, return_state=return_state)
-    return reference_ema(x, coefficients, initial_state, options)
+def keyword_ema(x: Tensor, coefficients: EmaCoefficients, **keywords: Any) -> tuple[Tensor, Tensor | None]:
+    """An EMA kernel of the earlier convention (bidirectional, truncation, initial_state and
+    return_state as keywords): the reference, called with what it was given."""
+    initial_state = keywords.pop("initial_state")
+    return reference_ema(x, coefficients, initial_state, EmaOptions(**keywords))
 
 
 def keyword_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    bias: Tensor | None,
-    key_mask: Tensor | None,
-    *,
-    activation: str,
-    causal: bool,
-    query_offset: int,
-    scale: float,
-    dropout_p: float,
-    training: bool,
-    need_weights: bool,
+    query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, **keywords: Any
 ) -> tuple[Tensor, Tensor | None]:
-    """An attention kernel of the earlier convention: the reference, called through keywords."""
-    options = AttentionOptions(
-        activation=activation,
-        causal=causal,
-        query_offset=query_offset,
-        scale=scale,
-        dropout_p=dropout_p,
-        training=training,
-        need_weights=need_weights,
-    )
-    return reference_attention(query, key, value, bias, key_mask, options)
+    """An attention kernel of the earlier convention (every option a keyword): the reference."""
+    return reference_attention(query, key, value, bias, key_mask, AttentionOptions(**keywords))
 
 
 @pytest.fixture
@@ -93,8 +67,7 @@ def test_a_keyword_ema_kernel_registers_with_a_warning_and_computes_the_same(reg
     with pytest.warns(DeprecationWarning, match=r"fn\(x, coefficients, initial_state, options\)"):
         register_kernel(spec)
     registered.append(("ema", "test_keyword_ema"))
-    call = EmaCall(bidirectional=False, truncation=None, length=9, has_state=True, dtype=torch.float32, device=torch.device("cpu"))
-    chosen = select("ema", "test_keyword_ema", call)
+    chosen = select("ema", "test_keyword_ema", ema_call(length=9, has_state=True))
     assert chosen.fn.__wrapped__ is keyword_ema  # the registered function, behind the shim
 
     x = torch.randn(2, 9, 3)
@@ -112,24 +85,11 @@ def test_a_keyword_attention_kernel_receives_every_option(registered: list, offs
     with pytest.warns(DeprecationWarning):
         register_kernel(KernelSpec(name="test_keyword_attention", op="attention", fn=keyword_attention))
     registered.append(("attention", "test_keyword_attention"))
-    call = AttentionCall(
-        activation="laplace",
-        causal=True,
-        query_length=4,
-        key_length=7,
-        num_chunks=1,
-        need_weights=True,
-        has_key_mask=False,
-        dropout_p=0.0,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-    )
+    call = attention_call(activation="laplace", causal=True, query_length=4, key_length=7, need_weights=True)
     chosen = select("attention", "test_keyword_attention", call)
     query, key, value = torch.randn(2, 1, 4, 8), torch.randn(2, 1, 7, 8), torch.randn(2, 1, 7, 5)
     bias = torch.randn(4, 7)
-    options = AttentionOptions(
-        activation="laplace", causal=True, query_offset=offset, scale=0.3, dropout_p=0.0, training=False, need_weights=True
-    )
+    options = attention_options(activation="laplace", causal=True, query_offset=offset, need_weights=True)
     got, got_weights = chosen.fn(query, key, value, bias, None, options)
     want, want_weights = reference_attention(query, key, value, bias, None, options)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
