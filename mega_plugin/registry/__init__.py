@@ -33,7 +33,7 @@ from .records import (
     PresetRecord,
     not_registered,
 )
-from .registries import AdapterRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
+from .registries import AdapterRegistry, BackendRegistry, ConverterRegistry, KernelRegistry, PresetRegistry
 
 
 def install() -> None:
@@ -126,6 +126,7 @@ __all__ = [
     "PROJECT_NAME",
     "AdapterRecord",
     "AdapterRegistry",
+    "BackendRegistry",
     "ConversionError",
     "ConverterRecord",
     "ConverterRegistry",
@@ -144,8 +145,8 @@ __all__ = [
     "install",
     "is_loaded",
     "list_adapters",
-    "list_converters",
     "list_backends",
+    "list_converters",
     "list_kernels",
     "list_plugins",
     "list_presets",

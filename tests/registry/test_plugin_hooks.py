@@ -59,10 +59,10 @@ def test_every_registry_method_is_documented(method: str) -> None:
 
 def test_public_api_is_pinned() -> None:
     assert registry.__all__ == [
-        "HOOK_NAMES", "PROJECT_NAME", "AdapterRecord", "AdapterRegistry", "ConversionError", "ConverterRecord",
-        "ConverterRegistry", "KernelRegistry", "NotRegisteredError", "PluginError", "PluginRecord", "PresetRecord",
-        "PresetRegistry", "get_adapter", "get_converter", "get_preset", "hf_config_dict", "hookimpl", "hookspec",
-        "install", "is_loaded", "list_adapters", "list_converters", "list_backends", "list_kernels", "list_plugins",
+        "HOOK_NAMES", "PROJECT_NAME", "AdapterRecord", "AdapterRegistry", "BackendRegistry", "ConversionError",
+        "ConverterRecord", "ConverterRegistry", "KernelRegistry", "NotRegisteredError", "PluginError", "PluginRecord",
+        "PresetRecord", "PresetRegistry", "get_adapter", "get_converter", "get_preset", "hf_config_dict", "hookimpl",
+        "hookspec", "install", "is_loaded", "list_adapters", "list_backends", "list_converters", "list_kernels", "list_plugins",
         "list_presets", "load_plugins", "preset_record", "reset",
     ]
     assert all(hasattr(registry, name) for name in registry.__all__)
