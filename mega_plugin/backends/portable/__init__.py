@@ -21,46 +21,23 @@ from .attention_sdpa import sdpa_attention, sdpa_supports
 from .ema_chunked_scan import chunked_scan_ema, chunked_scan_supports
 from .ema_recurrent import recurrent_ema, recurrent_supports
 
-RECURRENT_EMA: Final = KernelSpec(
-    name="recurrent",
-    op="ema",
-    fn=recurrent_ema,
-    priority=10,
-    supports=recurrent_supports,
-    description="step-by-step recurrence for short causal calls (decoding steps)",
+KERNELS: Final = tuple(
+    KernelSpec(name=name, op=op, fn=fn, priority=priority, supports=supports, description=description)
+    for name, op, fn, priority, supports, description in (
+        ("recurrent", "ema", recurrent_ema, 10, recurrent_supports,
+         "step-by-step recurrence for short causal calls (decoding steps)"),
+        ("chunked_scan", "ema", chunked_scan_ema, 5, chunked_scan_supports,
+         "chunk-wise scan: Toeplitz matmuls inside chunks of 64 steps, state carried between (no FFT)"),
+        ("sdpa", "attention", sdpa_attention, 5, sdpa_supports,
+         "softmax through scaled_dot_product_attention: no (B, C, Lq, Lk) scores for long frames"),
+        ("query_blocks", "attention", query_blocks_attention, 6, query_blocks_supports,
+         "the reference arithmetic over slices of the queries: long frames on CPU in cache-sized pieces"),
+    )
 )
-CHUNKED_SCAN_EMA: Final = KernelSpec(
-    name="chunked_scan",
-    op="ema",
-    fn=chunked_scan_ema,
-    priority=5,
-    supports=chunked_scan_supports,
-    description="chunk-wise scan: Toeplitz matmuls inside chunks of 64 steps, state carried between (no FFT)",
-)
-SDPA_ATTENTION: Final = KernelSpec(
-    name="sdpa",
-    op="attention",
-    fn=sdpa_attention,
-    priority=5,
-    supports=sdpa_supports,
-    description="softmax through scaled_dot_product_attention: no (B, C, Lq, Lk) scores for long frames",
-)
-QUERY_BLOCKS_ATTENTION: Final = KernelSpec(
-    name="query_blocks",
-    op="attention",
-    fn=query_blocks_attention,
-    priority=6,
-    supports=query_blocks_supports,
-    description="the reference arithmetic over slices of the queries: long frames on CPU in cache-sized pieces",
-)
-KERNELS: Final = (RECURRENT_EMA, CHUNKED_SCAN_EMA, SDPA_ATTENTION, QUERY_BLOCKS_ATTENTION)
+"""(name, op, implementation, priority, call check, description) of each kernel, for the built-in plugin."""
 
 __all__ = [
-    "CHUNKED_SCAN_EMA",
     "KERNELS",
-    "QUERY_BLOCKS_ATTENTION",
-    "RECURRENT_EMA",
-    "SDPA_ATTENTION",
     "chunked_scan_ema",
     "query_blocks_attention",
     "recurrent_ema",
