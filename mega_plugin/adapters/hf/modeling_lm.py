@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
@@ -14,6 +13,7 @@ from ...core.heads import tanh_dense
 from ...formats.hf import HF_WORD_EMBEDDINGS
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
+from .losses import token_loss
 from .modeling_mega import MegaModel, MegaPreTrainedModel
 from .outputs import cache_field
 
@@ -107,7 +107,9 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         cache: MegaCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithCrossAttentions | tuple[Tensor, ...]:
-        if labels is not None:
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        shift_labels = kwargs.pop("shift_labels", None)
+        if labels is not None or shift_labels is not None:
             use_cache = False
         outputs = self.mega(
             input_ids,
@@ -125,12 +127,9 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         logits = self.lm_head(tanh_dense(outputs.last_hidden_state, self.dense))
-        loss = None
-        if labels is not None:
-            # Position t predicts token t + 1.
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device)
-            )
+        loss = token_loss(
+            logits, labels, shift=True, num_items_in_batch=num_items_in_batch, shift_labels=shift_labels
+        )
         return self._head_output(
             CausalLMOutputWithCrossAttentions,
             outputs,
@@ -175,6 +174,7 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple[Tensor, ...]:
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
@@ -187,9 +187,7 @@ class MegaForMaskedLM(MegaPreTrainedModel):
             **kwargs,
         )
         logits = self.mlm_head(tanh_dense(outputs.last_hidden_state, self.dense))
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device))
+        loss = token_loss(logits, labels, shift=False, num_items_in_batch=num_items_in_batch)
         return self._head_output(MaskedLMOutput, outputs, return_dict, loss=loss, logits=logits)
 
 
