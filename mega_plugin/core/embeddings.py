@@ -14,8 +14,6 @@ class MegaEmbeddings(nn.Module):
 
     def __init__(self, config: MegaCoreConfig) -> None:
         super().__init__()
-        self.vocab_size = config.vocab_size
-        self.type_vocab_size = config.type_vocab_size
         padding_idx = config.pad_token_id
         if padding_idx is not None and not 0 <= padding_idx < config.vocab_size:
             raise ValueError(f"pad_token_id={padding_idx} must lie in [0, vocab_size={config.vocab_size})")
@@ -35,7 +33,8 @@ class MegaEmbeddings(nn.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            check_ids(input_ids, "input_ids", self.vocab_size, "vocab_size")
+            # the table's current size: resize_token_embeddings may have replaced it
+            check_ids(input_ids, "input_ids", self.word_embeddings.weight.shape[0], "vocab_size")
             embeddings = self.word_embeddings(input_ids)
         else:
             embeddings = inputs_embeds
