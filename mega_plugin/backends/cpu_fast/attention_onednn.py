@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ...core.memo import records_grad
-from ...core.ops import SUPPORTED, AttentionCall, AttentionOptions, Support, declined
+from ...core.ops import AttentionCall, AttentionOptions, Support, declined
 from ...core.ops.attention.reference import reference_attention
 from ..portable.attention_query_blocks import query_slice_rows
 from .onednn import matmul_nt, serves, unsupported_tensor
