@@ -23,18 +23,23 @@ ROWS = 8
 LENGTH = 12
 
 
-def dataset() -> list[dict[str, torch.Tensor]]:
+def dataset(task: str = "tokens") -> list[dict[str, torch.Tensor]]:
+    """``tokens``: the ids as labels (LM); ``token-classes``: id mod 3; ``sequence``: first id mod 2."""
     generator = torch.Generator().manual_seed(0)
     rows = []
     for row in range(ROWS):
         ids = torch.randint(3, TINY["vocab_size"], (LENGTH,), generator=generator)
-        labels = ids.clone()
+        labels = ids % 3 if task == "token-classes" else ids.clone()
         labels[2 + row :] = -100  # 2 .. 9 labelled tokens: micro-batches differ in size
+        if task == "sequence":
+            labels = ids[0] % 2
         rows.append({"input_ids": ids, "attention_mask": torch.ones(LENGTH, dtype=torch.long), "labels": labels})
     return rows
 
 
-def one_update(auto_name: str, output_dir: Path, *, accumulation: int, **config: Any) -> dict[str, torch.Tensor]:
+def one_update(
+    auto_name: str, output_dir: Path, *, accumulation: int, task: str, **config: Any
+) -> dict[str, torch.Tensor]:
     """The parameter change of one optimizer step over all rows, in ``accumulation`` micro-batches."""
     torch.manual_seed(0)
     values = dict(TINY, **NO_DROPOUT, **config)
@@ -54,23 +59,25 @@ def one_update(auto_name: str, output_dir: Path, *, accumulation: int, **config:
         seed=0,
         disable_tqdm=True,
     )
-    transformers.Trainer(model=model, args=arguments, train_dataset=dataset()).train()
+    transformers.Trainer(model=model, args=arguments, train_dataset=dataset(task)).train()
     return {name: parameter.detach() - before[name] for name, parameter in model.named_parameters()}
 
 
 @pytest.mark.parametrize(
-    ("auto_name", "config"),
+    ("auto_name", "task", "config"),
     [
-        ("AutoModelForCausalLM", {"is_decoder": True, "bidirectional": False, "use_chunking": True, "chunk_size": 4}),
-        ("AutoModelForMaskedLM", {}),
+        ("AutoModelForCausalLM", "tokens", {"is_decoder": True, "bidirectional": False, "use_chunking": True, "chunk_size": 4}),
+        ("AutoModelForMaskedLM", "tokens", {}),
+        ("AutoModelForTokenClassification", "token-classes", {"num_labels": 3}),
+        ("AutoModelForSequenceClassification", "sequence", {"num_labels": 2}),
     ],
-    ids=["causal-lm", "masked-lm"],
+    ids=["causal-lm", "masked-lm", "token-classification", "sequence-classification"],
 )
-def test_accumulated_updates_equal_one_batch(auto_name: str, config: dict[str, Any], tmp_path: Path) -> None:
-    whole = one_update(auto_name, tmp_path / "1", accumulation=1, **config)
+def test_accumulated_updates_equal_one_batch(auto_name: str, task: str, config: dict[str, Any], tmp_path: Path) -> None:
+    whole = one_update(auto_name, tmp_path / "1", accumulation=1, task=task, **config)
     assert sum(delta.abs().sum() for delta in whole.values()) > 0
     for accumulation in (2, 4):
-        split = one_update(auto_name, tmp_path / str(accumulation), accumulation=accumulation, **config)
+        split = one_update(auto_name, tmp_path / str(accumulation), accumulation=accumulation, task=task, **config)
         whole_norm = torch.sqrt(sum(delta.pow(2).sum() for delta in whole.values()))
         split_norm = torch.sqrt(sum(delta.pow(2).sum() for delta in split.values()))
         assert split_norm / whole_norm == pytest.approx(1.0, abs=1e-4), accumulation

@@ -16,6 +16,7 @@ from transformers.modeling_outputs import (
 
 from ...core.heads import MegaClassificationHead as CoreClassificationHead
 from .configuration_mega import MegaConfig
+from .losses import token_loss
 from .modeling_mega import MegaModel, MegaPreTrainedModel
 
 _PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
@@ -154,6 +155,8 @@ class MegaForMultipleChoice(MegaPreTrainedModel):
 class MegaForTokenClassification(MegaPreTrainedModel):
     """MEGA with a per-token classification head (``classifier``)."""
 
+    accepts_loss_kwargs = True  # the loss honours num_items_in_batch (.losses.token_loss)
+
     def __init__(self, config: MegaConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -174,6 +177,7 @@ class MegaForTokenClassification(MegaPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> TokenClassifierOutput | tuple[Tensor, ...]:
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
@@ -184,9 +188,7 @@ class MegaForTokenClassification(MegaPreTrainedModel):
             **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
+        loss = token_loss(logits, labels, shift=False, num_items_in_batch=num_items_in_batch)
         return self._head_output(
             TokenClassifierOutput,
             outputs,

@@ -35,6 +35,8 @@ def lm_hidden_dense(config: MegaConfig) -> nn.Linear | None:
 class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     """MEGA with a next-token prediction head; generates through ``generate()``."""
 
+    accepts_loss_kwargs = True  # the loss honours num_items_in_batch (.losses.token_loss)
+
     _tied_weights_keys = {"lm_head.weight": HF_WORD_EMBEDDINGS}
     _is_stateful = True
 
@@ -142,6 +144,8 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
 
 class MegaForMaskedLM(MegaPreTrainedModel):
     """MEGA with a masked-token prediction head (``mlm_head``, tied to the word embeddings)."""
+
+    accepts_loss_kwargs = True  # the loss honours num_items_in_batch (.losses.token_loss)
 
     _tied_weights_keys = {"mlm_head.weight": HF_WORD_EMBEDDINGS}
 

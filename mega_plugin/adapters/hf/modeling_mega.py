@@ -44,6 +44,10 @@ class MegaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MegaBlock"]
     _supports_sdpa = False
     _supports_flash_attn = False
+    accepts_loss_kwargs = False
+    """Whether ``forward`` honours ``Trainer``'s ``num_items_in_batch``. Every forward takes ``**kwargs``,
+    which ``Trainer`` would read as yes and then stop dividing accumulated losses by the number of
+    micro-batches; only the token-level heads (LM, token classification) say yes, and do honour it."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
