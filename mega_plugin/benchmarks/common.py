@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: the reference configuration, timing, progress."""
+"""Shared pieces of the benchmarks: the benchmark configuration, timing, progress."""
 
 from __future__ import annotations
 
@@ -63,6 +63,3 @@ class Progress:
         if self.done == self.total:
             sys.stderr.write("\n")
 
-
-def describe_machine() -> str:
-    return f"torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..core.config import MegaCoreConfig
-from ..backends.cpu_fast.onednn import matmul_nt, onednn_available
-from .common import best_time
+from .machine import measure_gemm_rates
 
 
 def model_flops_per_token(config: MegaCoreConfig, *, length: int, chunk_size: int | None) -> float:
@@ -26,16 +23,6 @@ def model_flops_per_token(config: MegaCoreConfig, *, length: int, chunk_size: in
 
 
 def gemm_gflops(*, size: int = 2048, repeats: int = 3) -> float:
-    """The fastest fp32 matrix multiply of this process's threads, GFLOP/s (best of ``repeats``).
-
-    Both ``torch.mm`` (MKL, which runs AVX2 code on non-Intel CPUs) and, where it works, the
-    oneDNN GEMM the fast kernels use are timed; the faster one is the yardstick, so the
-    model's share of the GEMM rate is never flattered by a slow BLAS.
-    """
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
-    candidates = [lambda: a @ b]
-    if onednn_available().ok:
-        candidates.append(lambda: matmul_nt(a, b))
-    seconds = min(best_time(candidate, repeats=repeats, warmup=1) for candidate in candidates)
-    return 2.0 * size**3 / seconds / 1e9
+    """The faster of the two fp32 GEMMs (:func:`.machine.measure_gemm_rates`), GFLOP/s: the
+    yardstick of the model's share, never flattered by a slow BLAS."""
+    return measure_gemm_rates(size=size, repeats=repeats).fastest

@@ -1,8 +1,10 @@
 """Forward and training-step benchmarks: ours versus transformers' deprecated MEGA, side by side.
 
-For every (mode, chunk, length) the two implementations run one after the other, each in a
-fresh process, on the same tokens and the same weights, so their ratio is measured under the
-same machine load. A GEMM measured in the same run gives the achieved fraction of peak. The
+For every (mode, chunk, length) the implementations (ours, the reference, an equal-size
+Llama) run one after the other, each in a fresh process, on the same tokens (ours and the
+reference also on the same weights), so their ratios are measured under the same machine
+load, optionally with busy background processes (``--background-load N``). Both fp32 GEMMs
+(BLAS and oneDNN) measured in the same run give the achieved fraction of each. The
 same as ``mega-plugin bench forward`` (fairseq2 environment, where transformers 4.57's
 deprecated MEGA is importable)::
 
@@ -16,9 +18,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from .background import busy_processes
 from .common import Progress, benchmark_config
-from .flops import gemm_gflops, model_flops_per_token
+from .flops import model_flops_per_token
 from .isolated import available_mib, run_isolated
+from .llama import llama_unavailable
+from .machine import GemmRates, describe_run, measure_gemm_rates
 from .measure import Case, Measurement
 from .models import reference_unavailable
 from .suite_command import run_bench_suite
@@ -29,9 +34,12 @@ class SuiteResult:
     """Everything one run measured."""
 
     measurements: list[Measurement] = field(default_factory=list)
-    gemm_gflops: float = 0.0
-    gemm_gflops_end: float = 0.0
-    """The same GEMM measured again after the last case: the machine's load can change during a run."""
+    gemm: GemmRates = GemmRates(blas=0.0, onednn=None)
+    gemm_end: GemmRates = GemmRates(blas=0.0, onednn=None)
+    """The same GEMMs measured again after the last case: the machine's load can change during a run."""
+    machine: str = ""
+    """CPU model and flags, torch version, threads, background load (:func:`.machine.describe_run`)."""
+    background_load: int = 0
     load_averages: tuple[float, float] = (0.0, 0.0)
     """One-minute load average before the first and after the last case (shared machines)."""
     threads: int = 1
@@ -40,9 +48,11 @@ class SuiteResult:
     notes: list[str] = field(default_factory=list)
 
     def find(self, implementation: str, mode: str, length: int, chunk_size: int | None) -> Measurement | None:
+        """The measurement of one cell; Llama has no chunks, so any chunk size finds its row."""
         for m in self.measurements:
             c = m.case
-            if (c.implementation, c.mode, c.length, c.chunk_size) == (implementation, mode, length, chunk_size):
+            same_chunk = c.chunk_size == chunk_size or implementation == "llama"
+            if (c.implementation, c.mode, c.length) == (implementation, mode, length) and same_chunk:
                 return m
         return None
 
@@ -62,10 +72,14 @@ def run_suite(
     repeats: int,
     threads: int,
     with_reference: bool,
+    with_llama: bool = True,
+    background_load: int = 0,
     force_reference: bool = False,
     timeout_s: float = 900.0,
 ) -> SuiteResult:
-    """Measure every combination; returns the measurements and the GEMM rate.
+    """Measure every combination; returns the measurements and the GEMM rates.
+
+    ``background_load`` busy processes run from before the first GEMM until after the last one.
 
     A reference case whose estimated memory exceeds 70% of the free RAM is skipped (its cell
     says why) unless ``force_reference``: then it runs, and a child killed for memory comes back
@@ -74,14 +88,20 @@ def run_suite(
     import torch
 
     torch.set_num_threads(threads)
-    result = SuiteResult(threads=threads, batch=batch, repeats=repeats)
+    result = SuiteResult(
+        threads=threads,
+        batch=batch,
+        repeats=repeats,
+        background_load=background_load,
+        machine=describe_run(threads=threads, background_load=background_load),
+    )
     implementations = ["ours"]
-    if with_reference:
-        reason = reference_unavailable()
-        if reason is None:
-            implementations.append("reference")
-        else:
-            result.notes.append(f"reference not measured: {reason}")
+    for wanted, name, why_not in ((with_reference, "reference", reference_unavailable), (with_llama, "llama", llama_unavailable)):
+        reason = why_not() if wanted else None
+        if wanted and reason is None:
+            implementations.append(name)
+        elif reason is not None:
+            result.notes.append(f"{name} not measured: {reason}")
     cases = [
         Case(implementation, mode, length, chunk, batch)
         for mode in modes
@@ -89,25 +109,29 @@ def run_suite(
         for length in lengths
         if chunk is None or length % chunk == 0  # the reference needs whole chunks
         for implementation in implementations
+        if implementation != "llama" or chunk == chunk_sizes[0]  # Llama has no chunks: measured once
     ]
     progress = Progress(total=len(cases) + 1, label="bench")
-    progress.step("GEMM 2048 x 2048")
-    result.gemm_gflops = gemm_gflops()
-    load_start = os.getloadavg()[0]
-    for case in cases:
-        progress.step(f"{case.implementation} {case.mode} L={case.length} chunk={case.chunk_size or 'none'}")
-        available = available_mib() if case.implementation == "reference" and not force_reference else None
-        if available is not None:
-            needed = estimated_reference_mib(case)
-            if needed > 0.7 * available:
-                result.measurements.append(
-                    Measurement(case=case, error=f"skipped: needs ~{needed / 1024:.1f} GiB, {available / 1024:.1f} GiB free")
-                )
-                continue
-        result.measurements.append(run_isolated(case, repeats=repeats, threads=threads, timeout_s=timeout_s))
-    result.gemm_gflops_end = gemm_gflops()
-    result.load_averages = (load_start, os.getloadavg()[0])
+    with busy_processes(background_load):
+        progress.step("GEMM 2048 x 2048")
+        result.gemm = measure_gemm_rates()
+        load_start = os.getloadavg()[0]
+        for case in cases:
+            progress.step(f"{case.implementation} {case.mode} L={case.length} chunk={case.chunk_size or 'none'}")
+            result.measurements.append(_measure(case, repeats=repeats, threads=threads, force=force_reference, timeout_s=timeout_s))
+        result.gemm_end = measure_gemm_rates()
+        result.load_averages = (load_start, os.getloadavg()[0])
     return result
+
+
+def _measure(case: Case, *, repeats: int, threads: int, force: bool, timeout_s: float) -> Measurement:
+    """One case in a fresh process, unless the reference would not fit in memory (then why not)."""
+    available = available_mib() if case.implementation == "reference" and not force else None
+    if available is not None:
+        needed = estimated_reference_mib(case)
+        if needed > 0.7 * available:
+            return Measurement(case=case, error=f"skipped: needs ~{needed / 1024:.1f} GiB, {available / 1024:.1f} GiB free")
+    return run_isolated(case, repeats=repeats, threads=threads, timeout_s=timeout_s)
 
 
 def useful_gflops(measurement: Measurement) -> float | None:

@@ -28,7 +28,8 @@ class Case:
     """``"ours"`` or ``"reference"`` (transformers' deprecated MEGA)."""
 
     mode: str
-    """``"forward"`` (eval, no grad) or ``"train"`` (forward + backward of a scalar loss)."""
+    """``"forward"`` (eval, no grad) or ``"train"`` (forward, backward of a scalar loss and an
+    AdamW step: the whole training step, as a user's loop runs it)."""
 
     length: int
     chunk_size: int | None
@@ -84,11 +85,13 @@ def measure_case(case: Case, *, repeats: int, threads: int, seed: int = 0) -> Me
 
     else:
         model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def call() -> None:
             hidden = forward(tokens)
             hidden.float().square().mean().backward()
-            model.zero_grad(set_to_none=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     before = _resident_mib()
     call()

@@ -4,7 +4,8 @@
 by :func:`build_ours`; every benchmark that runs our model gets it from there. ``reference``
 is transformers' deprecated ``MegaModel`` (transformers 4.57, the fairseq2 environment), built
 by :func:`build_reference` and loaded with our state dict so both compute the same function
-on the same inputs.
+on the same inputs. ``llama`` is transformers' Llama with as many non-embedding parameters
+(:mod:`.llama`): a different function of the same size, the yardstick a user compares against.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from ..backends import accelerate
 from ..core.backbone import MegaBackbone
 from ..core.config import MegaCoreConfig
 from .common import benchmark_config
+from .llama import build_equal_llama, non_embedding_parameters
 
-IMPLEMENTATIONS: Final = ("ours", "reference")
+IMPLEMENTATIONS: Final = ("ours", "reference", "llama")
 REFERENCE_MODULE: Final = "transformers.models.deprecated.mega"
 
 
@@ -93,5 +95,10 @@ def build_model(
     ours = build_ours(config)
     if implementation == "ours":
         return ours, lambda tokens: ours(tokens).hidden
+    if implementation == "llama":
+        llama = build_equal_llama(
+            config, mega_parameters=non_embedding_parameters(ours), max_length=max_length, causal_lm=False
+        )
+        return llama, lambda tokens: llama(tokens).last_hidden_state
     reference = build_reference(config, state_dict=ours.state_dict())
     return reference, lambda tokens: reference(tokens).last_hidden_state

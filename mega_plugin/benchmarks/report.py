@@ -41,48 +41,54 @@ def _memory_ratio(reference_mib: float | None, ours_mib: float | None) -> str:
     return f"{ours_mib / reference_mib:.2f}x more"
 
 
+def _share(gflops: float | None, gemm: float | None) -> str:
+    return "-" if gflops is None or not gemm else f"{100 * gflops / gemm:.0f}%"
+
+
 def format_suite_table(result: SuiteResult) -> str:
-    """One row per (mode, chunk, length): ours and the reference side by side, with ratios."""
+    """One row per (mode, chunk, length): ours, the reference and the equal-size Llama side by
+    side, with speed ratios (ours / other), and our useful GFLOP/s as a share of both GEMMs."""
+    gemm, end = result.gemm, result.gemm_end
     lines = [
-        f"GEMM (fp32 2048^3, faster of torch.mm and oneDNN, same run): {result.gemm_gflops:.0f} GFLOP/s before the cases, "
-        f"{result.gemm_gflops_end:.0f} after; load average {result.load_averages[0]:.2f} before, "
-        f"{result.load_averages[1]:.2f} after; batch {result.batch}, "
-        f"{result.threads} threads, best of {result.repeats}.",
+        f"Machine: {result.machine}.",
+        f"{gemm.describe()} before the cases; {end.describe()} after; load average "
+        f"{result.load_averages[0]:.2f} before, {result.load_averages[1]:.2f} after; batch {result.batch}, "
+        f"best of {result.repeats}.",
         "",
-        "| mode | chunk | length | ours ms | ours tok/s | ours MiB | ref ms | ref tok/s | ref MiB "
-        "| speed ratio | memory ratio | ours GFLOP/s | % of GEMM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | chunk | length | ours ms | ours tok/s | ours MiB | ref tok/s | ref MiB | vs ref | memory vs ref "
+        "| Llama tok/s | Llama MiB | vs Llama | ours GFLOP/s | % of BLAS GEMM | % of oneDNN GEMM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = []
     for m in result.measurements:
         key = (m.case.mode, m.case.chunk_size, m.case.length)
-        if key not in keys:
+        if m.case.implementation != "llama" and key not in keys:
             keys.append(key)
     for mode, chunk, length in keys:
         ours = result.find("ours", mode, length, chunk)
         reference = result.find("reference", mode, length, chunk)
+        llama = result.find("llama", mode, length, chunk)
         gflops = None if ours is None else useful_gflops(ours)
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    mode,
-                    str(chunk or "none"),
-                    str(length),
-                    _ms(ours),
-                    _tokens(ours),
-                    _mib(ours),
-                    _ms(reference),
-                    _tokens(reference),
-                    _mib(reference),
-                    _ratio(ours and ours.tokens_per_second, reference and reference.tokens_per_second),
-                    _memory_ratio(reference and reference.peak_mib, ours and ours.peak_mib),
-                    "-" if gflops is None else f"{gflops:.0f}",
-                    "-" if gflops is None or not result.gemm_gflops else f"{100 * gflops / result.gemm_gflops:.0f}%",
-                ]
-            )
-            + " |"
-        )
+        ours_rate = ours and ours.tokens_per_second
+        cells = [
+            mode,
+            str(chunk or "none"),
+            str(length),
+            _ms(ours),
+            _tokens(ours),
+            _mib(ours),
+            _tokens(reference) if reference is None or reference.error is None else reference.error,
+            _mib(reference),
+            _ratio(ours_rate, reference and reference.tokens_per_second),
+            _memory_ratio(reference and reference.peak_mib, ours and ours.peak_mib),
+            _tokens(llama) if llama is None or llama.error is None else llama.error,
+            _mib(llama),
+            _ratio(ours_rate, llama and llama.tokens_per_second),
+            "-" if gflops is None else f"{gflops:.0f}",
+            _share(gflops, gemm.blas),
+            _share(gflops, gemm.onednn),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.extend(f"\nNote: {note}" for note in result.notes)
     return "\n".join(lines)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 NAME = "bench"
-HELP = "Measure forward/training speed and memory (against transformers' MEGA when installed) and decoding."
-SUITES = ("forward", "train", "decode", "all")
+HELP = (
+    "Measure forward/training speed and memory against transformers' MEGA and an equal-size Llama, "
+    "decoding, and generate()."
+)
+SUITES = ("forward", "train", "decode", "generate", "all")
 DEFAULT_LENGTHS = (512, 2048, 8192, 16384, 32768)
 
 
@@ -29,6 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=4, help="batch size of forward/train")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case (the best is kept)")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' deprecated MEGA")
+    parser.add_argument("--no-llama", action="store_true", help="skip the equal-size transformers Llama")
+    parser.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy processes (one core each) while measuring every side (forward, train, generate)",
+    )
+    parser.add_argument("--generate-prompts", type=int, nargs="+", default=[128, 1024], help="generate() prompt lengths")
+    parser.add_argument("--generate-batches", type=int, nargs="+", default=[1], help="generate() batch sizes")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generate() produces per case")
     parser.add_argument(
         "--force-reference",
         action="store_true",
@@ -44,15 +59,21 @@ def _check_positive(args: argparse.Namespace) -> None:
     singles = (("--steps", args.steps), ("--batch", args.batch), ("--repeats", args.repeats), ("--threads", args.threads))
     lists = [("--contexts", c) for c in args.contexts] + [("--lengths", n) for n in args.lengths]
     lists += [("--train-lengths", n) for n in args.train_lengths]
+    lists += [("--generate-prompts", n) for n in args.generate_prompts]
+    lists += [("--generate-batches", n) for n in args.generate_batches]
     for name, value in (*singles, *lists):
         if value <= 0:
             raise SystemExit(f"{name} must be positive, got {value}")
+    if args.new_tokens < 2:
+        raise SystemExit(f"--new-tokens must be at least 2 (one prefill token is excluded), got {args.new_tokens}")
+    if args.background_load < 0:
+        raise SystemExit(f"--background-load must be 0 or more, got {args.background_load}")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..benchmarks.common import describe_machine
+    from ..benchmarks.machine import describe_run
 
     _check_positive(args)
     torch.set_num_threads(args.threads)
@@ -75,17 +96,20 @@ def run(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 threads=args.threads,
                 with_reference=not args.no_reference,
+                with_llama=not args.no_llama,
+                background_load=args.background_load,
                 force_reference=args.force_reference,
             )
-            title = "Forward (eval)" if mode == "forward" else "Training step (forward + backward)"
-            sections.append(f"## {title}, hidden 256, 4 layers, fp32 ({describe_machine()})\n\n{format_suite_table(result)}")
+            title = "Forward (eval)" if mode == "forward" else "Training step (forward + backward + AdamW)"
+            sections.append(f"## {title}, hidden 256, 4 layers, fp32\n\n{format_suite_table(result)}")
             if args.output_dir is not None:
                 args.output_dir.mkdir(parents=True, exist_ok=True)
                 (args.output_dir / f"{mode}.json").write_text(
                     json.dumps(
                         {
-                            "gemm_gflops": result.gemm_gflops,
-                            "gemm_gflops_end": result.gemm_gflops_end,
+                            "machine": result.machine,
+                            "gemm": dataclasses.asdict(result.gemm),
+                            "gemm_end": dataclasses.asdict(result.gemm_end),
                             "load_averages": list(result.load_averages),
                             "measurements": [m.to_dict() for m in result.measurements],
                         },
@@ -99,7 +123,24 @@ def run(args: argparse.Namespace) -> int:
         from ..benchmarks.decode import format_decode_table, run_decode_benchmark
 
         results = run_decode_benchmark(contexts=tuple(args.contexts), steps=args.steps)
-        sections.append(f"## Decoding, batch 1, hidden 256, 4 layers ({describe_machine()})\n\n{format_decode_table(results)}")
+        machine = describe_run(threads=args.threads)
+        sections.append(f"## Decoding (core state), batch 1, hidden 256, 4 layers\n\nMachine: {machine}.\n\n{format_decode_table(results)}")
+        print(sections[-1], flush=True)
+    if args.suite in ("generate", "all"):
+        from ..benchmarks.generate import GENERATORS, format_generate_table, run_generate_benchmark
+
+        generated = run_generate_benchmark(
+            prompts=tuple(args.generate_prompts),
+            batches=tuple(args.generate_batches),
+            new_tokens=args.new_tokens,
+            implementations=tuple(g for g in GENERATORS if g == "ours" or not args.no_llama),
+            background_load=args.background_load,
+        )
+        machine = describe_run(threads=args.threads, background_load=args.background_load)
+        sections.append(
+            f"## generate() decoding, greedy, {args.new_tokens} new tokens, hidden 256, 4 layers\n\n"
+            f"Machine: {machine}.\n\n{format_generate_table(generated)}"
+        )
         print(sections[-1], flush=True)
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,6 @@ def test_decode_table_prints_skipped_rows_with_their_reason() -> None:
 def test_module_main_runs_the_bench_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--contexts", "4", "--steps", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "## Decoding, batch 1" in out
+    assert "## Decoding (core state), batch 1" in out and "Machine: " in out
     assert "| 256 | 4 |" in out
     assert "| none | 4 |" in out

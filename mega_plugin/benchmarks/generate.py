@@ -1,0 +1,121 @@
+"""Decoding through transformers' ``generate()``: MEGA against an equal-size Llama.
+
+This is the path a Hugging Face user takes: greedy ``generate()`` with the model's own cache
+(``MegaCache`` for ours; transformers' ``DynamicCache`` and SDPA for the Llama), batch 1 by
+default. The decode rate excludes the prompt: each case runs ``generate`` for ``new_tokens``
+and for 1 new token on the same prompt, and the difference is the time of ``new_tokens - 1``
+decoding steps. A third row, a one-layer width-64 Llama, measures the ``generate`` loop's own
+cost per token on this machine: no model can beat that floor through ``generate``.
+
+    mega-plugin bench generate --generate-prompts 128 1024 --new-tokens 128
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Final
+
+import torch
+from torch import nn
+
+from .background import busy_processes
+from .common import Progress, benchmark_config, best_time
+from .llama import build_equal_llama, non_embedding_parameters
+
+GENERATORS: Final = ("ours", "llama", "floor")
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    implementation: str
+    prompt: int
+    batch: int
+    new_tokens: int
+    tokens_per_second: float | None
+    error: str | None = None
+
+
+def build_generator(implementation: str, *, max_length: int, chunk_size: int = 256, seed: int = 0) -> nn.Module:
+    """A causal LM with ``generate()``: our HF MegaForCausalLM, the equal Llama, or the floor model."""
+    if implementation not in GENERATORS:
+        raise ValueError(f"implementation={implementation!r}; allowed values: {', '.join(GENERATORS)}")
+    from ..adapters.hf import MegaConfig, MegaForCausalLM
+
+    config = benchmark_config(chunk_size=chunk_size, causal=True)
+    torch.manual_seed(seed)
+    ours = MegaForCausalLM(MegaConfig.from_core(config, eos_token_id=None, pad_token_id=0)).eval()
+    if implementation == "ours":
+        return ours
+    if implementation == "llama":
+        mega_parameters = non_embedding_parameters(ours.mega)
+        return build_equal_llama(config, mega_parameters=mega_parameters, max_length=max_length, causal_lm=True).eval()
+    # one layer, one head of 64: the smallest Llama; its cost per token is the loop's own
+    floor = dataclasses.replace(benchmark_config(chunk_size=chunk_size, causal=True, num_layers=1), hidden_size=64)
+    return build_equal_llama(floor, mega_parameters=64 * 64 * 8, max_length=max_length, causal_lm=True).eval()
+
+
+def decode_rate(model: nn.Module, *, prompt: int, batch: int, new_tokens: int, repeats: int) -> float:
+    """Generated tokens per second over ``new_tokens - 1`` greedy steps (the prompt excluded)."""
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens={new_tokens}; allowed values: 2 or more")
+    ids = torch.randint(3, 1000, (batch, prompt), generator=torch.Generator().manual_seed(prompt))
+
+    def generate(count: int) -> Callable[[], object]:
+        options = dict(max_new_tokens=count, min_new_tokens=count, do_sample=False, pad_token_id=0, eos_token_id=None)
+        return lambda: model.generate(ids, attention_mask=torch.ones_like(ids), **options)
+
+    with torch.inference_mode():
+        full = best_time(generate(new_tokens), repeats=repeats, warmup=1)
+        prefill = best_time(generate(1), repeats=repeats, warmup=1)
+    return batch * (new_tokens - 1) / max(full - prefill, 1e-9)
+
+
+def run_generate_benchmark(
+    *,
+    prompts: tuple[int, ...],
+    batches: tuple[int, ...] = (1,),
+    new_tokens: int = 128,
+    implementations: tuple[str, ...] = GENERATORS,
+    background_load: int = 0,
+    repeats: int = 2,
+) -> list[GenerateResult]:
+    """Every (implementation, prompt, batch); a failing case comes back with its error."""
+    results = []
+    progress = Progress(total=len(implementations) * len(prompts) * len(batches), label="generate")
+    with busy_processes(background_load) if background_load else contextlib.nullcontext():
+        for implementation in implementations:
+            model = build_generator(implementation, max_length=max(prompts) + new_tokens)
+            for prompt in prompts:
+                for batch in batches:
+                    progress.step(f"{implementation} prompt={prompt} batch={batch}")
+                    try:
+                        rate = decode_rate(model, prompt=prompt, batch=batch, new_tokens=new_tokens, repeats=repeats)
+                        results.append(GenerateResult(implementation, prompt, batch, new_tokens, rate))
+                    except Exception as error:  # shown in the table, not hidden
+                        message = f"{type(error).__name__}: {error}"[:200]
+                        results.append(GenerateResult(implementation, prompt, batch, new_tokens, None, error=message))
+    return results
+
+
+def format_generate_table(results: list[GenerateResult]) -> str:
+    """One row per (prompt, batch): tokens/s of each implementation and ours / Llama."""
+    def find(implementation: str, prompt: int, batch: int) -> GenerateResult | None:
+        return next((r for r in results if (r.implementation, r.prompt, r.batch) == (implementation, prompt, batch)), None)
+
+    def cell(result: GenerateResult | None) -> str:
+        if result is None:
+            return "-"
+        return result.error if result.tokens_per_second is None else f"{result.tokens_per_second:.0f}"
+
+    lines = [
+        "| prompt | batch | ours tok/s | Llama tok/s | ours / Llama | generate floor tok/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for prompt, batch in dict.fromkeys((r.prompt, r.batch) for r in results):
+        ours, llama = find("ours", prompt, batch), find("llama", prompt, batch)
+        rates = (ours and ours.tokens_per_second, llama and llama.tokens_per_second)
+        ratio = f"{rates[0] / rates[1]:.2f}x" if rates[0] and rates[1] else "-"
+        lines.append(f"| {prompt} | {batch} | {cell(ours)} | {cell(llama)} | {ratio} | {cell(find('floor', prompt, batch))} |")
+    return "\n".join(lines)

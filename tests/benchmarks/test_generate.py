@@ -1,0 +1,48 @@
+"""The generate() benchmark times real greedy decoding of our HF model, the equal Llama and
+the floor model, excludes the prompt, and reports failures in the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from mega_plugin.benchmarks import generate
+from mega_plugin.benchmarks.generate import GenerateResult, format_generate_table, run_generate_benchmark
+
+pytestmark = pytest.mark.hf
+
+
+def test_every_generator_decodes_and_the_table_has_the_ratio() -> None:
+    results = run_generate_benchmark(prompts=(8,), new_tokens=3, repeats=1)
+    assert [r.implementation for r in results] == ["ours", "llama", "floor"]
+    assert all(r.error is None and r.tokens_per_second and r.tokens_per_second > 0 for r in results)
+    table = format_generate_table(results)
+    assert table.splitlines()[2].startswith("| 8 | 1 |") and table.splitlines()[2].count("x |") == 1
+
+
+def test_generate_produces_exactly_the_requested_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = generate.build_generator("ours", max_length=16)
+    lengths: list[int] = []
+    original = model.generate
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        lengths.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(model, "generate", recording)
+    generate.decode_rate(model, prompt=5, batch=2, new_tokens=4, repeats=1)
+    assert set(lengths) == {5 + 4, 5 + 1}  # the full run and the prefill-only run
+
+
+def test_bad_arguments_name_themselves() -> None:
+    with pytest.raises(ValueError, match="implementation='gpt'"):
+        generate.build_generator("gpt", max_length=8)
+    model = generate.build_generator("floor", max_length=8)
+    with pytest.raises(ValueError, match="new_tokens=1"):
+        generate.decode_rate(model, prompt=4, batch=1, new_tokens=1, repeats=1)
+
+
+def test_a_failed_case_is_shown_not_dropped() -> None:
+    failed = GenerateResult("ours", 8, 1, 3, None, error="RuntimeError: boom")
+    table = format_generate_table([failed, GenerateResult("llama", 8, 1, 3, 100.0)])
+    assert "RuntimeError: boom" in table and "| 100 |" in table
