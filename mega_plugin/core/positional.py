@@ -55,6 +55,12 @@ class SimpleRelativePositionalBias(nn.Module):
         return f"max_positions={self.max_positions}, center={self.center}"
 
 
+def _square_side(size: int) -> int:
+    """The side of the cached square bias that holds a frame of ``size``: the next power of
+    two (at least 16), so a growing decoding frame reuses one square instead of one per length."""
+    return max(16, 1 << (size - 1).bit_length())
+
+
 def sinusoids(length: int, dim: int, *, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(sin, cos), each (length, dim // 2), at base 10000 over dim // 2 frequencies."""
     half = dim // 2
@@ -83,9 +89,10 @@ class RotaryRelativePositionalBias(nn.Module):
         self.b_param = nn.Parameter(torch.zeros(1, dim))
         # Kept only for checkpoint compatibility: HF MEGA checkpoints store this buffer.
         self.register_buffer("_float_tensor", torch.zeros(1), persistent=True)
-        # One cached bias for calls that record no gradient (every layer, block and forward asks
-        # for the same chunk x chunk bias): the key holds copies of the parameter values, so any
-        # change to them (optimizer step, load_state_dict, in-place init through ``.data``) misses.
+        # One cached square bias for calls that record no gradient (every layer, block, forward
+        # and decoding step reads a window of the same square): the key holds copies of the
+        # parameter values, so any change to them (optimizer step, load_state_dict, in-place
+        # init through ``.data``) misses.
         self._cache: ValueKeyedCache[Tensor] = ValueKeyedCache(capacity=1)
 
     def reset_parameters(self) -> None:
@@ -96,14 +103,17 @@ class RotaryRelativePositionalBias(nn.Module):
 
     def forward(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
         recording = records_grad((self.alpha, self.b_param))
-        if recording or query_length * key_length > MAX_CACHED_BIAS:
+        side = _square_side(max(key_length, query_offset + query_length))
+        if recording or side * side > MAX_CACHED_BIAS:
             return self._compute(query_length, key_length, query_offset)
-        key = (query_length, key_length, query_offset)
-        bias = self._cache.get(key, (self.alpha, self.b_param))
-        if bias is None:
-            bias = self._compute(query_length, key_length, query_offset)
-            self._cache.put(key, (self.alpha, self.b_param), bias)
-        return bias
+        square = self._cache.get(side, (self.alpha, self.b_param))
+        if square is None:
+            square = self._compute(side, side, 0)
+            self._cache.put(side, (self.alpha, self.b_param), square)
+        # Every window lies inside one cached square (the bias depends on absolute frame
+        # positions only): a decoding step, 1 query at offset k - 1 against k keys, is a slice
+        # of it instead of a fresh bias per layer and per token.
+        return square[query_offset : query_offset + query_length, :key_length]
 
     def _compute(self, query_length: int, key_length: int, query_offset: int) -> Tensor:
         sin, cos = sinusoids(
