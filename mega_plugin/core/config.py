@@ -105,6 +105,12 @@ class MegaCoreConfig:
     type_vocab_size: int = 2
     """Number of token types when ``add_token_type_embeddings`` is on."""
 
+    scale_embeddings: bool = False
+    """Multiply the token embeddings by ``sqrt(hidden_size)`` before the first layer, as the
+    original fairseq MEGA models do (translation encoders and decoders, language models) unless
+    trained with ``--no-scale-embedding``. Applied in the model, so the stored table is the
+    original's and fp16/bf16 tables are not rounded twice. ``False`` is the HF layout."""
+
     relative_positional_bias: str = "rotary"
     """``rotary`` or ``simple``."""
 

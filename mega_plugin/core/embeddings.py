@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -21,6 +23,7 @@ class MegaEmbeddings(nn.Module):
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
         )
+        self.scale = embedding_scale(config)
 
     def forward(
         self,
@@ -37,8 +40,24 @@ class MegaEmbeddings(nn.Module):
             check_ids(input_ids, "input_ids", self.word_embeddings.weight.shape[0], "vocab_size")
             embeddings = self.word_embeddings(input_ids)
         else:
+            # table rows, as get_input_embeddings()(ids) gives them: scaled like ids
             embeddings = inputs_embeds
+        embeddings = scale_token_embeddings(embeddings, self.scale)
         return add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids)
+
+
+def embedding_scale(config: MegaCoreConfig) -> float | None:
+    """``sqrt(hidden_size)`` when ``config.scale_embeddings``, else None (no multiplication)."""
+    return math.sqrt(config.hidden_size) if config.scale_embeddings else None
+
+
+def scale_token_embeddings(embeddings: Tensor, scale: float | None) -> Tensor:
+    """Token embeddings (*, D) times ``scale`` (the original's ``embed_scale * embed_tokens(x)``).
+
+    The product is taken in the table's dtype, as the original computes it, so fp32 models match
+    it exactly and fp16 ones round once, where the original rounds.
+    """
+    return embeddings if scale is None else embeddings * scale
 
 
 def add_token_type_embeddings(

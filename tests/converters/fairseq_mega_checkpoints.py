@@ -110,3 +110,45 @@ def hf_keys(config: dict[str, Any]) -> set[str]:
     if "MegaForCausalLM" in config["architectures"]:
         keys |= {"lm_head.weight", "lm_head.bias"}
     return keys
+
+
+WMT_ARGS: dict[str, Any] = dict(
+    arch="mega_wmt_en_de", encoder_chunk_size=-1, decoder_chunk_size=-1, max_source_positions=16,
+    max_target_positions=16, normalize_before=False, normalization_type="layernorm", activation_fn="silu",
+    attention_activation_fn="softmax", truncation_length=0, share_all_embeddings=True,
+    share_decoder_input_output_embed=True, no_scale_embedding=False, dropout=0.1,
+)
+"""The training args of a (tiny) WMT16 translation model, as the original ``args`` names them."""
+
+
+def translation_state(
+    *, hidden: int = 8, shared: int = 4, vocab: int = 11, norm: str = "layernorm", bias: str = "simple",
+    positions: int = 16, share_all: bool = True, tied_output: bool = True,
+) -> dict[str, torch.Tensor]:
+    """A random original translation model: a bidirectional encoder, a decoder with cross-attention."""
+    encoder = fairseq_state("encoder.", bidirectional=True, hidden=hidden, shared=shared, vocab=vocab, norm=norm,
+                            bias=bias, bias_positions=positions)
+    decoder = fairseq_state("decoder.", hidden=hidden, shared=shared, vocab=vocab, norm=norm, bias=bias,
+                            bias_positions=positions)
+    if share_all:
+        decoder["decoder.embed_tokens.weight"] = encoder["encoder.embed_tokens.weight"]
+    decoder["decoder.output_projection.weight"] = (
+        decoder["decoder.embed_tokens.weight"] if tied_output else torch.randn(vocab, hidden)
+    )
+    for i in range(2):
+        cross = f"decoder.layers.{i}.cross_attn."
+        decoder.update({
+            f"{cross}k_proj.weight": torch.randn(shared, hidden), f"{cross}k_proj.bias": torch.randn(shared),
+            f"{cross}v_proj.weight": torch.randn(hidden, hidden), f"{cross}v_proj.bias": torch.randn(hidden),
+            f"{cross}q_proj.weight": torch.randn(2 * hidden + shared, hidden),
+            f"{cross}q_proj.bias": torch.randn(2 * hidden + shared),
+            f"{cross}h_proj.weight": torch.randn(hidden, hidden), f"{cross}h_proj.bias": torch.randn(hidden),
+        })
+        if bias == "simple":
+            decoder[f"{cross}rel_pos_bias.rel_pos_bias"] = torch.randn(2 * positions - 1)
+        else:
+            decoder[f"{cross}rel_pos_bias.alpha"] = torch.randn(1, shared)
+            decoder[f"{cross}rel_pos_bias.beta"] = torch.randn(1, shared)
+            decoder[f"{cross}rel_pos_bias._float_tensor"] = torch.zeros(1)
+        decoder.update(_norm(f"{cross}norm", norm, hidden))
+    return {**encoder, **decoder, "encoder.version": torch.tensor([3.0]), "decoder.version": torch.tensor([3.0])}

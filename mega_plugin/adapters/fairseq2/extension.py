@@ -18,7 +18,7 @@ CARDS_PACKAGE: Final = "mega_plugin.adapters.fairseq2.cards"
 
 
 def setup_mega_extension(container: DependencyContainer) -> None:
-    """Register the ``mega`` family, its archs, its HF converter and the package asset cards."""
+    """Register the ``mega`` and ``mega_seq2seq`` families, their archs, the HF converter and the package asset cards."""
     from fairseq2.composition import register_model_family, register_package_assets
     from fairseq2.models.hg import HuggingFaceConverter
 
@@ -43,7 +43,30 @@ def setup_mega_extension(container: DependencyContainer) -> None:
     )
     container.register_type(HuggingFaceConverter, MegaHuggingFaceConverter, key=MEGA_FAMILY)
     register_mega_archs(container)
+    register_mega_seq2seq_family(container)
     register_package_assets(container, CARDS_PACKAGE)
+
+
+def register_mega_seq2seq_family(container: DependencyContainer) -> None:
+    """The ``mega_seq2seq`` family (encoder-decoder, translation) and its ``mega_wmt_en_de`` arch."""
+    from fairseq2.composition import register_model_family
+    from fairseq2.runtime.config_registry import ConfigRegistrar
+
+    from .seq2seq_config import MEGA_SEQ2SEQ_FAMILY, MegaSeq2SeqConfig, wmt_en_de
+    from .seq2seq_factory import create_mega_seq2seq_model
+    from .seq2seq_interop import convert_mega_seq2seq_state_dict
+    from .seq2seq_model import MegaSeq2SeqModel
+
+    register_model_family(
+        container,
+        MEGA_SEQ2SEQ_FAMILY,
+        MegaSeq2SeqModel,
+        MegaSeq2SeqConfig,
+        factory=create_mega_seq2seq_model,
+        supports_meta=True,
+        state_dict_converter=convert_mega_seq2seq_state_dict,
+    )
+    ConfigRegistrar(container, MegaSeq2SeqConfig)("mega_wmt_en_de")(wmt_en_de)
 
 
 def register_mega_archs(container: DependencyContainer) -> None:

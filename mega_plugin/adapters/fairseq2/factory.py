@@ -8,6 +8,7 @@ from fairseq2.nn import Linear, StandardEmbedding
 from torch import nn
 
 from ...backends import accelerate
+from ...core.embeddings import embedding_scale
 from ...core.heads import MegaLMHeadTransform
 from ...core.init import init_embedding_, init_linear_
 from ...core.stack import MegaLayerStack
@@ -68,7 +69,7 @@ class MegaFactory:
             if config.add_token_type_embeddings
             else None
         )
-        return MegaFrontend(embed, token_type)
+        return MegaFrontend(embed, token_type, scale=embedding_scale(self._core))
 
     def create_decoder(self) -> MegaDecoder:
         layers = MegaLayerStack(self._core)

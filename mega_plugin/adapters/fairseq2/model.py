@@ -15,7 +15,7 @@ from fairseq2.nn import BatchLayout, IncrementalState, IncrementalStateBag, Proj
 from fairseq2.nn.functional import cross_entropy
 from torch import Tensor, nn
 
-from ...core.embeddings import add_token_type_embeddings
+from ...core.embeddings import add_token_type_embeddings, scale_token_embeddings
 from ...core.heads import MegaLMHeadTransform
 from ...core.init import initialize_tree
 from ...core.stack import MegaLayerStack
@@ -48,16 +48,20 @@ class MegaFrontend(nn.Module):
 
     The token-type handling is the core's (:func:`~mega_plugin.core.embeddings.add_token_type_embeddings`);
     fairseq2 batches carry no type ids, so every position gets type 0, as in HF without ids.
+    ``scale`` (core ``scale_embeddings``: sqrt(D), or None) multiplies the token embeddings.
     """
 
-    def __init__(self, embed: StandardEmbedding, token_type_embed: StandardEmbedding | None) -> None:
+    def __init__(
+        self, embed: StandardEmbedding, token_type_embed: StandardEmbedding | None, *, scale: float | None = None
+    ) -> None:
         super().__init__()
         self.embed = embed
         self.token_type_embed = token_type_embed
+        self.scale = scale
 
     def forward(self, seqs: Tensor) -> Tensor:
         """(*) token ids -> (*, D)."""
-        return add_token_type_embeddings(self.embed(seqs), self.token_type_embed)
+        return add_token_type_embeddings(scale_token_embeddings(self.embed(seqs), self.scale), self.token_type_embed)
 
 
 class MegaDecoder(nn.Module):

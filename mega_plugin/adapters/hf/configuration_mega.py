@@ -78,6 +78,7 @@ class MegaConfig(PretrainedConfig):
         tie_word_embeddings: bool = True,
         ema_kernel: str = CORE.ema_kernel,
         attention_kernel: str = CORE.attention_kernel,
+        scale_embeddings: bool = CORE.scale_embeddings,
         **kwargs: Any,
     ) -> None:
         # The parameters follow the reference's order (positional calls keep working) and name

@@ -24,6 +24,7 @@ from torch import Tensor
 from ...formats.hf import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
 from ...registry.records import ConversionError
 from .config import arg, infer_architecture
+from .seq2seq import convert_seq2seq, is_seq2seq_checkpoint
 from .keys import (
     EMBEDDING_KEYS,
     IGNORED,
@@ -64,9 +65,12 @@ def convert_fairseq_mega(
     *,
     allow_drop: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Original facebookresearch/mega checkpoint (LM or LRA encoder) -> (HF config dict, HF state dict)."""
+    """Original facebookresearch/mega checkpoint (LM, LRA encoder, or translation model) -> (HF config
+    dict, HF state dict); a translation model gives an ``EncoderDecoderModel`` directory (:mod:`.seq2seq`)."""
     args = dict(original_args or {})
     keys = list(state_dict)
+    if is_seq2seq_checkpoint(keys):  # a translation model: an EncoderDecoderModel directory
+        return convert_seq2seq(state_dict, args, allow_drop=allow_drop)
     prefix, num_layers = model_prefix(keys)
     causal = prefix.split(".", 1)[0] == "decoder"
     mapped: dict[str, Tensor] = {}
