@@ -23,8 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source_format", required=True, metavar="NAME",
                         help="converter name, e.g. fairseq-mega (see `mega-plugin info`)")
     parser.add_argument("checkpoint", metavar="CKPT", help="source checkpoint file")
-    parser.add_argument("--to", dest="target_format", default="hf", choices=("hf",),
-                        help="target layout (only hf)")
+    parser.add_argument("--to", dest="target_format", default="hf", choices=("hf", "fairseq2"),
+                        help="target layout: hf (a transformers directory) or fairseq2 (the same directory plus an "
+                             "asset card NAME.yaml that fairseq2's load_model finds through FAIRSEQ2_USER_ASSET_DIR)")
+    parser.add_argument("--name", metavar="NAME",
+                        help="asset card name for --to fairseq2 (default: the OUT_DIR folder name)")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write config.json and the weights to")
     parser.add_argument("--allow-drop", action="append", default=[], metavar="KEY_PATTERN",
                         help="glob of source keys the target layout cannot hold that may be dropped (repeatable)")
@@ -138,6 +141,22 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(error))
     progress.stage(f"writing {out_dir}")
     files = save_hf_directory(out_dir, config, hf_state, progress=progress.update, safe_serialization=not args.bin)
+    if args.target_format == "fairseq2":
+        try:
+            files.append(_write_fairseq2_card(out_dir, args.name or out_dir.resolve().name))
+        except (ImportError, ValueError) as error:
+            return _fail(f"the HF directory is written, but not its fairseq2 card: {error}")
     parameters = sum(t.numel() for t in hf_state.values())
     print(f"wrote {', '.join(str(f) for f in files)} ({len(hf_state)} tensors, {parameters:,} values)")
     return 0
+
+
+def _write_fairseq2_card(out_dir: Path, name: str) -> Path:
+    """``OUT_DIR/NAME.yaml``: the card of the directory just written (family ``mega`` or ``mega_seq2seq``)."""
+    import yaml  # fairseq2 extra
+
+    from .fairseq2_card import build_card
+
+    card_path = out_dir / f"{name}.yaml"
+    card_path.write_text(yaml.safe_dump(build_card(out_dir, name), sort_keys=False), encoding="utf-8")
+    return card_path

@@ -21,14 +21,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def seq2seq_card(hf_config: dict[str, Any], hf_dir: Path, name: str) -> dict[str, Any]:
+    """The asset card dict of an ``EncoderDecoderModel`` directory of two MEGAs: family ``mega_seq2seq``."""
+    from ..adapters.fairseq2.seq2seq_config import MEGA_SEQ2SEQ_FAMILY, MegaSeq2SeqConfig, seq2seq_config_values
+
+    config = MegaSeq2SeqConfig.from_hf_config(hf_config)
+    config.encoder_core(), config.decoder_core()  # validates, so a bad card is never written
+    return {
+        "name": name,
+        "model_family": MEGA_SEQ2SEQ_FAMILY,
+        "model_config": seq2seq_config_values(config),
+        "checkpoint": str(hf_dir.resolve()),
+    }
+
+
 def build_card(hf_dir: Path, name: str, *, max_seq_len: int | None = None) -> dict[str, Any]:
-    """The asset card dict: family ``mega``, ``model_config`` from config.json, checkpoint = ``hf_dir``."""
+    """The asset card dict: family ``mega``, ``model_config`` from config.json, checkpoint = ``hf_dir``
+    (an encoder-decoder directory gets a ``mega_seq2seq`` card)."""
     from ..adapters.fairseq2.config import MEGA_FAMILY, MegaLMConfig, config_values
 
     config_file = hf_dir / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: HF_DIR must be a Hugging Face MEGA model directory")
     hf_config = json.loads(config_file.read_text())
+    if hf_config.get("model_type") == "encoder-decoder":
+        card = seq2seq_card(hf_config, hf_dir, name)
+        if max_seq_len is not None:
+            card["model_config"]["max_target_seq_len"] = max_seq_len
+        return card
     if hf_config.get("model_type") not in (None, "mega"):
         raise ValueError(f"{config_file} has model_type={hf_config.get('model_type')!r}, expected 'mega'")
     config = MegaLMConfig.from_hf_config(hf_config)
