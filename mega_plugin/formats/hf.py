@@ -25,6 +25,10 @@ HF_WORD_EMBEDDINGS: Final = f"{HF_PREFIX}embedding_layer.word_embeddings.weight"
 EXCLUDED_CORE_FIELDS: Final = ("extra", "ema_kernel", "attention_kernel", "norm_eps")
 """Core fields that are not written to config.json (ours, or fixed in the reference)."""
 
+WRITTEN_ONLY_WHEN_SET: Final[Mapping[str, Any]] = {"scale_embeddings": False}
+"""Our core fields the reference ``MegaConfig`` lacks: left out of config.json at these values, so a
+directory of a model that does not use them stays the reference's layout."""
+
 HF_ONLY_DEFAULTS: Final[Mapping[str, Any]] = {
     "bos_token_id": 0,
     "eos_token_id": 2,
@@ -48,6 +52,9 @@ def hf_config_dict(core: MegaCoreConfig, *, architectures: Sequence[str], **hf_f
     Keys in ``core.extra`` (e.g. ``bos_token_id``) and then ``hf_fields`` override the defaults.
     """
     values = {k: v for k, v in dataclasses.asdict(core).items() if k not in EXCLUDED_CORE_FIELDS}
+    for name, unset in WRITTEN_ONLY_WHEN_SET.items():
+        if values.get(name) == unset:
+            del values[name]
     values.update(HF_ONLY_DEFAULTS)
     values.update(core.extra)
     values.update(hf_fields)
