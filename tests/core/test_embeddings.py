@@ -114,3 +114,21 @@ def test_init_embedding_zeroes_the_padding_row() -> None:
     unpadded = torch.empty(50, 20)
     init_embedding_(unpadded, std=0.2, padding_idx=None)
     assert torch.count_nonzero(unpadded) == unpadded.numel()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_scale_embeddings_multiplies_by_sqrt_hidden_in_the_table_dtype(dtype: torch.dtype) -> None:
+    """The original's ``sqrt(d) * embed_tokens(x)``: ids and inputs_embeds alike, token types after."""
+    config = MegaCoreConfig(vocab_size=11, hidden_size=9, pad_token_id=1, scale_embeddings=True,
+                            add_token_type_embeddings=True)
+    module = MegaEmbeddings(config).to(dtype)
+    ids = torch.tensor([[4, 5, 1], [7, 8, 9]])
+    rows = module.word_embeddings.weight[ids]
+    expected = rows * torch.tensor(3.0, dtype=dtype) + module.token_type_embeddings.weight[0]
+    assert torch.equal(module(ids), expected)
+    assert torch.equal(module(inputs_embeds=rows), expected)
+    unscaled = MegaEmbeddings(MegaCoreConfig(vocab_size=11, hidden_size=9, add_token_type_embeddings=True)).to(dtype)
+    unscaled.load_state_dict(module.state_dict())
+    assert not torch.equal(unscaled(ids), module(ids))  # the option does something
+    with pytest.raises(ValueError, match="scale_embeddings must be true or false"):
+        MegaCoreConfig(scale_embeddings="yes")  # type: ignore[arg-type]
