@@ -1,4 +1,4 @@
-"""``mega-plugin convert --from NAME CKPT --to hf OUT_DIR``: checkpoints into the HF MEGA layout.
+"""``mega-plugin convert --from NAME CKPT --to {hf,fairseq2} OUT_DIR``: checkpoints into the HF MEGA layout.
 
 The converter comes from the plugin registry (built-in: ``fairseq-mega``). The checkpoint is
 loaded with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed, for fairseq's
