@@ -125,6 +125,12 @@ class MegaCoreConfig:
     encoder-decoder model; needs ``is_decoder=True`` (checked when the block is built, as the reference
     does, so HF can still flip the flags on a loaded config before building)."""
 
+    cross_attention_max_positions: int | None = None
+    """Size n of the cross-attention's simple bias table (2n - 1 entries, lag 0 at n) when it is
+    not the self-attention's: the original translation models size it by
+    max(max_source_positions, max_target_positions) whatever the chunking. ``None`` (the HF
+    layout): the self-attention's size and centre."""
+
     initializer_range: float = 0.02
     """Std of the normal initialisation of linear layers, embeddings and biases."""
 

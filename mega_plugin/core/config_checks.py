@@ -85,6 +85,11 @@ def validate_config(config: MegaCoreConfig) -> None:
         isinstance(config.truncation, bool) or not isinstance(config.truncation, int) or config.truncation <= 0
     ):
         raise ValueError(f"truncation must be None or a positive integer, got {config.truncation!r}")
+    cross_positions = config.cross_attention_max_positions
+    if cross_positions is not None and (
+        isinstance(cross_positions, bool) or not isinstance(cross_positions, int) or cross_positions <= 0
+    ):
+        raise ValueError(f"cross_attention_max_positions must be None or a positive integer, got {cross_positions!r}")
     if config.relative_positional_bias == "rotary" and config.shared_representation_size % 2 != 0:
         raise ValueError(
             "relative_positional_bias='rotary' needs an even shared_representation_size, "

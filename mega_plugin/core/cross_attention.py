@@ -60,7 +60,7 @@ class GatedCrossAttention(GatedSublayer):
         # One projection yields the update gate (D), the reset gate (D) and the query (Z).
         self.q_proj = nn.Linear(config.hidden_size, 2 * config.hidden_size + config.shared_representation_size)
         self.h_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.rel_pos_bias = relative_positional_bias(config)
+        self.rel_pos_bias = relative_positional_bias(config, positions=config.cross_attention_max_positions)
 
     def project_memory(self, encoder_hidden: Tensor, key_mask: Tensor | None = None) -> EncoderMemory:
         """Encoder output (B, S, D) and its (B, S) bool mask -> keys and values for every later call."""
@@ -117,7 +117,8 @@ class GatedCrossAttention(GatedSublayer):
             if longest > limit:
                 raise ValueError(
                     f"cross-attention with relative_positional_bias='simple' covers decoder positions and "
-                    f"encoder lengths up to {limit} (chunk_size when set, else max_positions); got decoder "
+                    f"encoder lengths up to {limit} (cross_attention_max_positions when set, else chunk_size "
+                    f"when set, else max_positions); got decoder "
                     f"length {query_offset + query_length} and encoder length {key_length}. Use shorter "
                     "sequences, a larger chunk_size/max_positions, or relative_positional_bias='rotary'"
                 )

@@ -127,9 +127,17 @@ class RotaryRelativePositionalBias(nn.Module):
         return f"dim={self.dim}"
 
 
-def relative_positional_bias(config: MegaCoreConfig) -> SimpleRelativePositionalBias | RotaryRelativePositionalBias:
-    """The ``rel_pos_bias`` module ``config.relative_positional_bias`` names (self- and cross-attention)."""
+def relative_positional_bias(
+    config: MegaCoreConfig, *, positions: int | None = None
+) -> SimpleRelativePositionalBias | RotaryRelativePositionalBias:
+    """The ``rel_pos_bias`` module ``config.relative_positional_bias`` names (self- and cross-attention).
+
+    ``positions`` sizes and centres a simple table on its own (the cross-attention's
+    ``cross_attention_max_positions``); by default it follows ``max_positions`` and the chunking.
+    """
     if config.relative_positional_bias == "simple":
+        if positions is not None:
+            return SimpleRelativePositionalBias(max_positions=positions, center=positions, init_std=config.initializer_range)
         return SimpleRelativePositionalBias(
             max_positions=config.max_positions, center=config.simple_bias_center, init_std=config.initializer_range
         )

@@ -254,3 +254,30 @@ def test_cached_state_refuses_other_encoder_inputs() -> None:
     # the mask the cache was built with (as 0/1 or bool) is accepted
     model(ids[:, :1], state=state.clone(), use_cache=True, encoder_attention_mask=mask.long())
     model(ids[:, :1], state=state.clone(), use_cache=True, encoder_attention_mask=mask.bool())
+
+
+@pytest.mark.parametrize("chunk", [None, 4], ids=["nochunk", "chunk4"])
+def test_cross_attention_max_positions_sizes_its_own_simple_table(chunk: int | None) -> None:
+    """The original translation models: a (2n - 1) cross table with lag 0 at n - 1, chunked or not."""
+    positions = 12
+    chunking = dict(use_chunking=True, chunk_size=chunk) if chunk else {}
+    config = make_config("softmax", "simple", cross_attention_max_positions=positions, **chunking)
+    module = GatedCrossAttention(config).eval()
+    initialize_tree(module, std=0.3)
+    perturb_(module)
+    assert module.rel_pos_bias.rel_pos_bias.shape == (2 * positions - 1,)
+    table = module.rel_pos_bias.rel_pos_bias
+    x = torch.randn(2, 6, HIDDEN)
+    states, mask = encoder(2, 9)
+    memory = module.project_memory(states, mask)
+    for offset in (0, 5):
+        expected = torch.stack([
+            torch.stack([table[positions - 1 + j - (offset + i)] for j in range(9)]) for i in range(6)
+        ])
+        assert torch.equal(module._bias(6, 9, offset), expected)
+        out, _ = module(x, memory, query_offset=offset)
+        assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="cross_attention_max_positions"):
+        module(x, module.project_memory(torch.randn(2, positions + 1, HIDDEN)), query_offset=0)
+    with pytest.raises(ValueError, match="cross_attention_max_positions must be None or a positive integer"):
+        make_config(cross_attention_max_positions=0)

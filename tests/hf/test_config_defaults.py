@@ -29,7 +29,7 @@ NOT_IN_MEGA_CONFIG = ("extra", "norm_eps")
 SHARED_FIELDS = tuple(f.name for f in dataclasses.fields(MegaCoreConfig) if f.name not in NOT_IN_MEGA_CONFIG)
 """Every core field MegaConfig carries."""
 
-OUR_FIELDS = ("ema_kernel", "attention_kernel", "scale_embeddings")
+OUR_FIELDS = ("ema_kernel", "attention_kernel", "scale_embeddings", "cross_attention_max_positions")
 """Fields MegaConfig has and the transformers 4.57 reference does not."""
 
 

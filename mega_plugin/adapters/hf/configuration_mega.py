@@ -79,6 +79,7 @@ class MegaConfig(PretrainedConfig):
         ema_kernel: str = CORE.ema_kernel,
         attention_kernel: str = CORE.attention_kernel,
         scale_embeddings: bool = CORE.scale_embeddings,
+        cross_attention_max_positions: int | None = CORE.cross_attention_max_positions,
         **kwargs: Any,
     ) -> None:
         # The parameters follow the reference's order (positional calls keep working) and name

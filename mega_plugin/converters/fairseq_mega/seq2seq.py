@@ -9,8 +9,9 @@ are copied unchanged), and the output projection is tied to the decoder embeddin
 original shared them (``share_decoder_input_output_embed`` / ``share_all_embeddings``).
 
 What the HF layout cannot hold (final norms of pre-norm models, an embedding norm, an input
-projection, an adaptive softmax, a cross-attention bias table of another size) is refused with
-one :class:`ConversionError` listing every such key.
+projection, an adaptive softmax) is refused with one :class:`ConversionError` listing every
+such key. The cross-attention's simple bias keeps the original's own size
+(``cross_attention_max_positions`` when it is not the self-attention's).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def split_seq2seq(
 
     encoder = _core(state_dict, "encoder", len(layers["encoder"]), args, embeddings["encoder"].shape[0])
     decoder = _core(state_dict, "decoder", len(layers["decoder"]), args, embeddings["decoder"].shape[0])
-    _check_cross_bias(sides["decoder"], decoder)
+    decoder = dataclasses.replace(decoder, cross_attention_max_positions=_cross_bias_positions(sides["decoder"], decoder))
     _pad_simple_biases(sides["encoder"], encoder)
     _pad_simple_biases(sides["decoder"], decoder)
 
@@ -169,19 +170,25 @@ def split_seq2seq(
     return Seq2SeqParts(encoder, decoder, encoder_state, decoder_state, tie_output=tie, share_embeddings=share)
 
 
-def _check_cross_bias(decoder_state: Mapping[str, Tensor], core: MegaCoreConfig) -> None:
-    # Our cross-attention reads the simple table centred where the self-attention's is; the original
-    # sizes it by max(max_source_positions, max_target_positions). Any other size cannot be held.
-    for key, table in decoder_state.items():
-        if key.endswith("cross_attn.rel_pos_bias.rel_pos_bias"):
-            positions = (table.shape[0] + 1) // 2
-            if positions != core.simple_bias_center or core.use_chunking:
-                raise ConversionError(
-                    f"decoder.{key}: "
-                    f"the cross-attention's simple bias covers {positions} positions, but the decoder's "
-                    f"self-attention table is centred at {core.simple_bias_center}"
-                    f"{' (chunked)' if core.use_chunking else ''}; the HF layout shares one centre"
-                )
+def _cross_bias_positions(decoder_state: Mapping[str, Tensor], core: MegaCoreConfig) -> int | None:
+    """``cross_attention_max_positions`` for the original's simple cross-attention tables, or None.
+
+    The original sizes them by max(max_source_positions, max_target_positions), whatever the
+    chunking; when that is not the self-attention's layout (chunked, or other limits), the decoder
+    config carries the size. Every layer must agree.
+    """
+    sizes = {
+        (table.shape[0] + 1) // 2
+        for key, table in decoder_state.items()
+        if key.endswith("cross_attn.rel_pos_bias.rel_pos_bias")
+    }
+    if not sizes:
+        return None
+    if len(sizes) > 1:
+        raise ConversionError(f"decoder.layers.*.cross_attn.rel_pos_bias.rel_pos_bias: layers differ in size ({sorted(sizes)})")
+    positions = sizes.pop()
+    same_layout = not core.use_chunking and positions == core.max_positions
+    return None if same_layout else positions
 
 
 def _pad_simple_biases(state: dict[str, Tensor], core: MegaCoreConfig) -> None:
