@@ -81,3 +81,14 @@ def test_what_cannot_be_held_is_refused_with_every_key() -> None:
     assert config["model_type"] == "encoder-decoder"
     with pytest.raises(ConversionError, match="final_norm"):
         convert_fairseq_mega(translation_state(), {**WMT_ARGS, "normalize_before": True})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_checkpoints_become_exact_fp32(dtype: torch.dtype) -> None:
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in translation_state().items()}
+    _, converted = convert_fairseq_mega(state, WMT_ARGS)
+    assert all(t.dtype == torch.float32 for t in converted.values() if t.is_floating_point())
+    original = state["decoder.layers.1.cross_attn.q_proj.weight"]
+    assert torch.equal(converted["decoder.mega.layers.1.cross_attn.q_proj.weight"], original.float())
+    assert torch.equal(converted["encoder.embedding_layer.word_embeddings.weight"],
+                       state["encoder.embed_tokens.weight"].float())  # no scale baked in: no rounding

@@ -5,7 +5,7 @@ with gated cross-attention (``decoder.*``, ``decoder.layers.{i}.cross_attn.*``).
 transformers' ``EncoderDecoderModel`` of our ``MegaModel`` (``encoder.*``) and ``MegaForCausalLM``
 with ``add_cross_attention`` (``decoder.mega.*``, ``decoder.lm_head.*``). Both sides keep the
 original's ``sqrt(d)`` embedding scale as ``scale_embeddings`` (applied in the model, the tables
-are copied unchanged), and the output projection is tied to the decoder embedding when the
+are copied unchanged; fp16/bf16 tensors are widened to fp32, exactly), and the output projection is tied to the decoder embedding when the
 original shared them (``share_decoder_input_output_embed`` / ``share_all_embeddings``).
 
 What the HF layout cannot hold (final norms of pre-norm models, an embedding norm, an input
@@ -117,6 +117,8 @@ def split_seq2seq(
     for key, tensor in state_dict.items():
         if IGNORED.match(key):
             continue
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            tensor = tensor.float()  # fp16/bf16 originals: exact in fp32, and the model then runs in fp32
         side, _, inner = key.partition(".")
         layer = LAYER_KEY.match(key)
         cross = CROSS_KEY.match(key)
