@@ -208,3 +208,20 @@ def test_load_model_finds_the_converted_card(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     expected = float(fs2_model(directory).encoder_frontend.embed.weight.sum())
     assert abs(float(done.stdout.strip().splitlines()[-1]) - expected) < 1e-4
+
+
+def test_sampling_generator_decodes_too(tmp_path: Path) -> None:
+    from fairseq2.generation.sampling import SamplingSeq2SeqGenerator, TopKSampler
+
+    model = fs2_model(convert(tmp_path))
+    prompt = torch.full((SOURCE.shape[0], 1), 2)
+    source_layout, prompt_layout = layouts(prompt)
+    generator = SamplingSeq2SeqGenerator(model, vocab(model.final_proj.output_dim), TopKSampler(k=1),
+                                         max_gen_len=(0, 6))
+    hypotheses = generator(SOURCE, source_layout, prompt, prompt_layout).hypotheses
+    from fairseq2.generation.beam_search import BeamSearchSeq2SeqGenerator
+
+    greedy = BeamSearchSeq2SeqGenerator(model, vocab(model.final_proj.output_dim), beam_size=1, max_gen_len=(0, 6))
+    expected = greedy(SOURCE, source_layout, prompt, prompt_layout).hypotheses
+    for sampled, best in zip(hypotheses, expected):  # top-1 sampling is greedy decoding
+        assert sampled[0].seq.tolist() == best[0].seq.tolist()

@@ -212,3 +212,21 @@ def test_a_converted_encoder_loads_with_auto_model_and_auto_model_for_masked_lm(
     )
     logits = masked.eval()(torch.tensor([[3, 4, 5, 6, 7]])).logits
     assert logits.shape == (1, 5, 11) and torch.isfinite(logits).all()
+
+
+def test_to_fairseq2_writes_the_directory_and_a_card(tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    checkpoint = tmp_path / "lm.pt"
+    _lm_checkpoint(checkpoint)
+    out = tmp_path / "lm_out"
+    assert main(["convert", "--from", "fairseq-mega", str(checkpoint), "--to", "fairseq2", str(out),
+                 "--name", "my_lm"]) == 0
+    card = yaml.safe_load((out / "my_lm.yaml").read_text())
+    assert card["name"] == "my_lm" and card["model_family"] == "mega"
+    assert Path(card["checkpoint"]) == out.resolve() and (out / "model.safetensors").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert card["model_config"]["hidden_size"] == config["hidden_size"]
+    assert card["model_config"]["chunk_size"] == LM_ARGS["decoder_chunk_size"]
+    default = tmp_path / "named_after_dir"
+    assert main(["convert", "--from", "fairseq-mega", str(checkpoint), "--to", "fairseq2", str(default)]) == 0
+    assert yaml.safe_load((default / "named_after_dir.yaml").read_text())["name"] == "named_after_dir"
