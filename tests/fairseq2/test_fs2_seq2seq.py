@@ -9,6 +9,7 @@ train step, the arch and the card written by ``convert --to fairseq2``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -225,3 +226,20 @@ def test_sampling_generator_decodes_too(tmp_path: Path) -> None:
     expected = greedy(SOURCE, source_layout, prompt, prompt_layout).hypotheses
     for sampled, best in zip(hypotheses, expected):  # top-1 sampling is greedy decoding
         assert sampled[0].seq.tolist() == best[0].seq.tolist()
+
+
+def test_family_and_arch_are_registered(fs2_assets: Any) -> None:
+    from fairseq2.models.hub import ModelHubAccessor
+
+    from mega_plugin.adapters.fairseq2.seq2seq_config import MegaSeq2SeqConfig
+    from mega_plugin.adapters.fairseq2.seq2seq_model import MegaSeq2SeqModel
+
+    hub = ModelHubAccessor("mega_seq2seq", MegaSeq2SeqModel, MegaSeq2SeqConfig)()
+    assert hub.get_archs() == {"mega_wmt_en_de"}
+    config = hub.get_arch_config("mega_wmt_en_de")
+    assert config.hidden_size == 512 and config.num_decoder_layers == 6
+    small = MegaSeq2SeqConfig(**{**dataclasses.asdict(config), "hidden_size": 16, "intermediate_size": 24,
+                                 "nffn_hidden_size": 20, "shared_representation_size": 8, "vocab_size": 30,
+                                 "num_hidden_layers": 1, "num_decoder_layers": 1})
+    model = hub.create_new_model(small, device=torch.device("cpu"), meta=True)
+    assert isinstance(model, MegaSeq2SeqModel)
