@@ -93,3 +93,55 @@ def test_auto_tokenizer_knows_mega() -> None:
     names = [t.__name__ for t in (tokenizers if isinstance(tokenizers, tuple) else (tokenizers,)) if t is not None]
     assert any(name.startswith("Roberta") for name in names), names
 
+
+
+def test_from_transformers_import_returns_ours() -> None:
+    """The model document's first line: on 5.x the names do not exist, on 4.57 they are deprecated."""
+    from transformers import (  # noqa: F401
+        MegaConfig,
+        MegaForCausalLM,
+        MegaForMaskedLM,
+        MegaForMultipleChoice,
+        MegaForQuestionAnswering,
+        MegaForSequenceClassification,
+        MegaForTokenClassification,
+        MegaModel,
+        MegaPreTrainedModel,
+    )
+
+    imported = dict(locals())
+    assert set(imported) == set(registration.TOP_LEVEL_NAMES)
+    for name, value in imported.items():
+        assert value is getattr(ours_hf, name), (name, value)
+
+
+def test_the_deprecated_reference_package_is_left_alone() -> None:
+    reference = pytest.importorskip("transformers.models.deprecated.mega", reason="needs transformers 4.57")
+    assert reference.MegaModel.__module__.startswith("transformers.models.deprecated.mega")
+    assert reference.MegaModel is not ours_hf.MegaModel
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param("", id="mega_plugin-first"),
+        pytest.param("import transformers\n", id="transformers-first"),
+        # On 4.57 this resolves (and caches) the deprecated class before we register.
+        pytest.param("import transformers\ngetattr(transformers, 'MegaModel', None)\n", id="deprecated-name-cached-first"),
+    ],
+)
+def test_fresh_process_sees_our_names(before: str) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        before
+        + "import mega_plugin\n"
+        + "from transformers import MegaConfig, MegaModel, MegaForCausalLM\n"
+        + "print(MegaConfig.__module__, MegaModel.__module__, MegaForCausalLM.__module__)\n"
+    )
+    env = {**__import__("os").environ, "MEGA_PLUGIN_AUTOREGISTER": "0"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    modules = done.stdout.split()
+    assert len(modules) == 3 and all(m.startswith("mega_plugin.adapters.hf.") for m in modules), done.stdout

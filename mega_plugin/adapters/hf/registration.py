@@ -1,13 +1,24 @@
-"""Register MEGA with transformers' Auto classes (4.57.x and 5.x).
+"""Register MEGA with transformers' Auto classes and top-level names (4.57.x and 5.x).
 
 On 5.x ``"mega"`` is free. On 4.57.x the deprecated built-in MEGA owns it; we register with
 ``exist_ok=True`` on *every* Auto mapping that mentions MEGA, because any mapping left alone
 would still resolve a config named ``MegaConfig`` to the deprecated model.
+
+``from transformers import MegaConfig, MegaModel, MegaFor...`` (the model document's first line)
+must return our classes too: on 5.x the names do not exist (transformers' lazy module raises),
+on 4.57 they resolve to the deprecated classes. We bind them as attributes of the ``transformers``
+module (and of ``transformers.models.mega`` where a version has that alias); a lazy module only
+consults its own table for names missing from its ``__dict__``, so the binding wins.
+``transformers.models.deprecated.mega`` is left alone: it is the parity oracle.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
+import sys
+from types import ModuleType
 from typing import Final
 
 import transformers
@@ -37,6 +48,22 @@ AUTO_CLASSES: Final[dict[str, type[MegaPreTrainedModel]]] = {
     "AutoModelForQuestionAnswering": MegaForQuestionAnswering,
 }
 
+# The names the model document imports from ``transformers`` -> our class.
+TOP_LEVEL_NAMES: Final[dict[str, type]] = {
+    "MegaConfig": MegaConfig,
+    "MegaPreTrainedModel": MegaPreTrainedModel,
+    "MegaModel": MegaModel,
+    "MegaForCausalLM": MegaForCausalLM,
+    "MegaForMaskedLM": MegaForMaskedLM,
+    "MegaForSequenceClassification": MegaForSequenceClassification,
+    "MegaForMultipleChoice": MegaForMultipleChoice,
+    "MegaForTokenClassification": MegaForTokenClassification,
+    "MegaForQuestionAnswering": MegaForQuestionAnswering,
+}
+
+MODEL_ALIAS_MODULE: Final = "transformers.models.mega"
+"""Where versions before the deprecation kept MEGA; bound too when it exists."""
+
 _state = {"registered": False}
 
 
@@ -59,6 +86,7 @@ def register_with_transformers() -> list[str]:
         auto_class.register(MegaConfig, model_class, exist_ok=True)
         registered.append(auto_name)
     _register_tokenizer()
+    bind_top_level_names()
     if overriding and not _state["registered"]:
         logger.info(
             "mega-plugin: transformers %s ships a deprecated MEGA; the Auto classes now return "
@@ -67,6 +95,32 @@ def register_with_transformers() -> list[str]:
         )
     _state["registered"] = True
     return registered
+
+
+def bind_top_level_names() -> list[ModuleType]:
+    """Make ``from transformers import MegaModel`` (and every name of :data:`TOP_LEVEL_NAMES`)
+    return our classes. Returns the modules the names were bound in."""
+    modules: list[ModuleType] = [transformers]
+    alias = _model_alias_module()
+    if alias is not None:
+        modules.append(alias)
+    for module in modules:
+        for name, ours in TOP_LEVEL_NAMES.items():
+            setattr(module, name, ours)
+    return modules
+
+
+def _model_alias_module() -> ModuleType | None:
+    # Only a real ``transformers.models.mega`` (4.x before the deprecation) counts; 4.57 and 5.x
+    # have none, and asking must not import anything heavy or raise.
+    if MODEL_ALIAS_MODULE in sys.modules:
+        return sys.modules[MODEL_ALIAS_MODULE]
+    try:
+        if importlib.util.find_spec(MODEL_ALIAS_MODULE) is None:
+            return None
+        return importlib.import_module(MODEL_ALIAS_MODULE)
+    except (ImportError, ValueError):
+        return None
 
 
 def _register_tokenizer() -> None:
