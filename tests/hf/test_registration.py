@@ -130,13 +130,22 @@ def test_the_deprecated_reference_package_is_left_alone() -> None:
         pytest.param("import transformers\ngetattr(transformers, 'MegaModel', None)\n", id="deprecated-name-cached-first"),
     ],
 )
-def test_fresh_process_sees_our_names(before: str) -> None:
+@pytest.mark.parametrize(
+    "after",
+    [
+        pytest.param("", id="as-registered"),
+        # transformers re-runs its own __init__ here and puts a new lazy module into sys.modules.
+        pytest.param("import transformers.processing_utils\n", id="after-transformers-reloads-itself"),
+    ],
+)
+def test_fresh_process_sees_our_names(before: str, after: str) -> None:
     import subprocess
     import sys
 
     script = (
         before
         + "import mega_plugin\n"
+        + after
         + "from transformers import MegaConfig, MegaModel, MegaForCausalLM\n"
         + "print(MegaConfig.__module__, MegaModel.__module__, MegaForCausalLM.__module__)\n"
     )

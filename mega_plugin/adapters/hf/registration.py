@@ -8,7 +8,10 @@ would still resolve a config named ``MegaConfig`` to the deprecated model.
 must return our classes too: on 5.x the names do not exist (transformers' lazy module raises),
 on 4.57 they resolve to the deprecated classes. We bind them as attributes of the ``transformers``
 module (and of ``transformers.models.mega`` where a version has that alias); a lazy module only
-consults its own table for names missing from its ``__dict__``, so the binding wins.
+consults its own table for names missing from its ``__dict__``, so the binding wins. transformers
+re-executes its own ``__init__`` now and then (``processing_utils`` imports it directly), which
+puts a *new* lazy module into ``sys.modules``; so the lazy module class also answers our names
+before its own table, for every instance named ``transformers``.
 ``transformers.models.deprecated.mega`` is left alone: it is the parity oracle.
 """
 
@@ -107,7 +110,27 @@ def bind_top_level_names() -> list[ModuleType]:
     for module in modules:
         for name, ours in TOP_LEVEL_NAMES.items():
             setattr(module, name, ours)
+    _answer_our_names_in_new_lazy_modules(type(transformers))
     return modules
+
+
+def _answer_our_names_in_new_lazy_modules(lazy_class: type) -> None:
+    # A later copy of the lazy ``transformers`` module starts with an empty __dict__ and resolves
+    # names through its class's __getattr__: answer ours there first. Installed once per class.
+    if lazy_class is ModuleType or getattr(lazy_class, "_mega_plugin_names", None) is not None:
+        return
+    own_getattr = getattr(lazy_class, "__getattr__", None)
+    if own_getattr is None:
+        return
+    bound_in = {"transformers", MODEL_ALIAS_MODULE}
+
+    def __getattr__(self: ModuleType, name: str) -> object:
+        if name in TOP_LEVEL_NAMES and self.__name__ in bound_in:
+            return TOP_LEVEL_NAMES[name]
+        return own_getattr(self, name)
+
+    lazy_class.__getattr__ = __getattr__  # type: ignore[method-assign]
+    lazy_class._mega_plugin_names = TOP_LEVEL_NAMES  # type: ignore[attr-defined]
 
 
 def _model_alias_module() -> ModuleType | None:
