@@ -10,9 +10,9 @@ from pathlib import Path
 NAME = "bench"
 HELP = (
     "Measure forward/training speed and memory against transformers' MEGA and an equal-size Llama, "
-    "decoding, and generate()."
+    "decoding, and generate(); `startup`: interpreter start with and without the startup hook."
 )
-SUITES = ("forward", "train", "decode", "generate", "all")
+SUITES = ("forward", "train", "decode", "generate", "all", "startup")
 DEFAULT_LENGTHS = (512, 2048, 8192, 16384, 32768)
 
 
@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 1024, 8192, 32768], help="decode contexts")
     parser.add_argument("--steps", type=int, default=32, help="decoding steps timed per context")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2, as in the issue)")
+    parser.add_argument("--startup-runs", type=int, default=30, help="startup: interpreter starts per variant")
+    parser.add_argument(
+        "--with-transformers", action="store_true", help="startup: also time `import transformers` with and without the hook"
+    )
 
 
 def _check_positive(args: argparse.Namespace) -> None:
@@ -71,6 +75,15 @@ def _check_positive(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "startup":  # no torch: the interpreter starts are the measurement
+        from ..benchmarks.startup import run_startup_benchmark
+
+        section = run_startup_benchmark(runs=args.startup_runs, with_transformers=args.with_transformers)
+        print(section, flush=True)
+        if args.output_dir is not None:
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+            (args.output_dir / "startup.md").write_text(section + "\n")
+        return 0
     import torch
 
     from ..benchmarks.machine import describe_run
