@@ -47,15 +47,16 @@ def snapshot_dir(cache: Path, repo_id: str) -> Path:
     return snapshot
 
 
-def write_tiny_mega(directory: Path, *, seed: int = 0, **overrides: Any) -> Path:
-    """A random tiny MEGA masked LM with the tiny tokenizer, saved as a model directory."""
+def write_tiny_mega(directory: Path, *, seed: int = 0, head: str = "MegaForMaskedLM", **overrides: Any) -> Path:
+    """A random tiny MEGA (``head``: a class name of ``mega_plugin.adapters.hf``, a masked LM by
+    default) with the tiny tokenizer, saved as a model directory."""
     import torch
 
-    from mega_plugin.adapters.hf import MegaConfig, MegaForMaskedLM
+    from mega_plugin.adapters import hf
 
     torch.manual_seed(seed)
-    config = MegaConfig(**{**TINY_MEGA, "vocab_size": vocab_size(), **overrides})
-    model = MegaForMaskedLM(config).eval()
+    config = hf.MegaConfig(**{**TINY_MEGA, "vocab_size": vocab_size(), **overrides})
+    model = getattr(hf, head)(config).eval()
     model.save_pretrained(directory)
     write_tiny_tokenizer(directory)
     return directory
