@@ -1,12 +1,19 @@
-"""Startup hook of mega-plugin: register MEGA with transformers when transformers is imported.
+"""Startup hook of mega-plugin: register MEGA with transformers when transformers needs it.
 
 An installed wheel puts ``mega_plugin_autoregister.pth`` into site-packages; its one line,
 ``import _mega_plugin_autoregister``, runs this module when any interpreter starts. It costs
 almost nothing: it reads one environment variable and puts a finder at the front of
-``sys.meta_path``. The finder answers no import except ``transformers`` itself; for that one it
-wraps the loader another finder found, so that right after transformers' ``__init__`` has run,
-``import mega_plugin`` registers MEGA (Auto classes, ``from transformers import MegaModel``). The
-finder then removes itself. Without transformers nothing ever happens.
+``sys.meta_path``. The finder answers only two imports, each time by wrapping the loader another
+finder found, so that something runs right after the module's own code:
+
+- ``transformers``: the lazy module's class learns the MEGA names (``from transformers import
+  MegaModel`` then imports mega_plugin, which registers, and returns our class); nothing heavy;
+- ``transformers.models.auto`` (imported by every Auto class and ``pipeline``): ``import
+  mega_plugin`` registers MEGA with the Auto classes; the finder then removes itself.
+
+So a plain ``import transformers`` stays as fast as without mega-plugin, and the registration
+(our model classes, ``transformers.modeling_utils``, torch) is paid only where the Auto classes or
+the MEGA names are used. Without transformers nothing ever happens.
 
 - ``MEGA_PLUGIN_AUTOREGISTER=0`` (or ``false``, ``no``, ``off``) turns the hook off.
 - The hook never raises: if mega_plugin cannot be imported or cannot register, it warns once
@@ -26,7 +33,25 @@ ENV_SWITCH = "MEGA_PLUGIN_AUTOREGISTER"
 """Set to ``0``/``false``/``no``/``off`` to turn the hook off."""
 
 TARGET = "transformers"
-"""The import that triggers registration."""
+"""The import after which the MEGA names are taught to transformers' lazy module class."""
+
+AUTO_TARGET = "transformers.models.auto"
+"""The import after which MEGA is registered with the Auto classes."""
+
+MEGA_NAMES = frozenset(
+    (
+        "MegaConfig",
+        "MegaPreTrainedModel",
+        "MegaModel",
+        "MegaForCausalLM",
+        "MegaForMaskedLM",
+        "MegaForSequenceClassification",
+        "MegaForMultipleChoice",
+        "MegaForTokenClassification",
+        "MegaForQuestionAnswering",
+    )
+)
+"""What ``from transformers import ...`` gives from mega_plugin (as in the registration's table)."""
 
 _OFF_VALUES = ("0", "false", "no", "off")
 _state = {"warned": False, "registered": False}
@@ -40,8 +65,9 @@ def enabled() -> bool:
 class _RegisterAfterLoad:
     """Wraps transformers' real loader: runs it, then registers mega_plugin."""
 
-    def __init__(self, inner: object) -> None:
+    def __init__(self, inner: object, after: object) -> None:
         self.inner = inner
+        self.after = after
 
     def create_module(self, spec: object) -> object:
         create = getattr(self.inner, "create_module", None)
@@ -53,8 +79,7 @@ class _RegisterAfterLoad:
         finally:
             # Later readers of __loader__ / __spec__.loader see transformers' own loader.
             _restore_loader(module, self.inner)
-        uninstall()
-        register()
+        self.after(module)  # type: ignore[operator]
 
     def __getattr__(self, name: str) -> object:  # get_resource_reader, is_package, ... of the real loader
         return getattr(self.inner, name)
@@ -74,10 +99,10 @@ class AutoRegisterFinder:
     """A ``sys.meta_path`` finder that only ever answers ``transformers``, with a wrapped loader."""
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
-        if name != TARGET:
+        if name != TARGET and name != AUTO_TARGET:
             return None
         try:
-            return _wrapped_spec(self, name, path, target)
+            return _wrapped_spec(self, name, path, target, _after_transformers if name == TARGET else _after_auto)
         except Exception:  # noqa: BLE001 - fall back to the normal import (which reports its own errors)
             return None
 
@@ -85,7 +110,7 @@ class AutoRegisterFinder:
         return None
 
 
-def _wrapped_spec(finder: AutoRegisterFinder, name: str, path: object, target: object) -> object:
+def _wrapped_spec(finder: AutoRegisterFinder, name: str, path: object, target: object, after: object) -> object:
     for other in list(sys.meta_path):
         if other is finder or isinstance(other, AutoRegisterFinder):
             continue
@@ -98,9 +123,41 @@ def _wrapped_spec(finder: AutoRegisterFinder, name: str, path: object, target: o
         loader = getattr(spec, "loader", None)
         if loader is None or not hasattr(loader, "exec_module") or isinstance(loader, _RegisterAfterLoad):
             return spec
-        spec.loader = _RegisterAfterLoad(loader)
+        spec.loader = _RegisterAfterLoad(loader, after)
         return spec
     return None
+
+
+def _after_transformers(module: object) -> None:
+    # transformers' __init__ may have replaced itself in sys.modules by a lazy module: teach that one.
+    _teach_mega_names(sys.modules.get(TARGET, module))
+
+
+def _after_auto(module: object) -> None:
+    uninstall()
+    register()
+
+
+def _teach_mega_names(module: object) -> None:
+    """Make the lazy module class answer the MEGA names by importing mega_plugin (once per class)."""
+    try:
+        lazy_class = type(module)
+        own_getattr = getattr(lazy_class, "__getattr__", None)
+        if lazy_class is type(sys) or own_getattr is None or getattr(lazy_class, "_mega_plugin_hook", False):
+            return
+
+        def __getattr__(self: object, name: str) -> object:
+            if name in MEGA_NAMES and getattr(self, "__name__", None) == TARGET and register():
+                for bound_in in (sys.modules.get(TARGET), self):
+                    value = getattr(bound_in, "__dict__", {}).get(name)
+                    if value is not None:
+                        return value
+            return own_getattr(self, name)
+
+        lazy_class.__getattr__ = __getattr__
+        lazy_class._mega_plugin_hook = True
+    except Exception:  # noqa: BLE001 - names stay as transformers has them
+        pass
 
 
 def register() -> bool:
@@ -140,9 +197,11 @@ def install() -> bool:
     try:
         if not enabled():
             return False
-        if TARGET in sys.modules:
+        if AUTO_TARGET in sys.modules:
             register()
             return True
+        if TARGET in sys.modules:
+            _teach_mega_names(sys.modules[TARGET])
         if not any(isinstance(finder, AutoRegisterFinder) for finder in sys.meta_path):
             sys.meta_path.insert(0, AutoRegisterFinder())
         return True

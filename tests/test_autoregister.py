@@ -25,8 +25,20 @@ HOOK = ROOT / "_mega_plugin_autoregister.py"
 sys.path.insert(0, str(ROOT))
 import _mega_plugin_autoregister as hook  # noqa: E402
 
-# A transformers whose __init__ marks when it finished, and a mega_plugin that records what it saw.
-FAKE_TRANSFORMERS = "import sys\nsys.modules[__name__].READY = True\n"
+# A transformers whose __init__ makes it a lazy module (a ModuleType subclass with __getattr__) and
+# marks when it finished, with a models.auto package; a mega_plugin that records what it saw.
+FAKE_TRANSFORMERS = textwrap.dedent(
+    """
+    import sys, types
+
+    class Lazy(types.ModuleType):
+        def __getattr__(self, name):
+            raise AttributeError(f"fake transformers has no {name}")
+
+    sys.modules[__name__].__class__ = Lazy
+    sys.modules[__name__].READY = True
+    """
+)
 BROKEN_TRANSFORMERS = "raise RuntimeError('transformers is broken')\n"
 FAKE_MEGA_PLUGIN = textwrap.dedent(
     """
@@ -34,6 +46,8 @@ FAKE_MEGA_PLUGIN = textwrap.dedent(
     transformers = sys.modules["transformers"]
     transformers.REGISTERED_BY = "mega_plugin"
     transformers.READY_WHEN_REGISTERED = getattr(transformers, "READY", False)
+    transformers.AUTO_IMPORTED_WHEN_REGISTERED = "transformers.models.auto" in sys.modules
+    transformers.MegaModel = "our MegaModel"
     """
 )
 BROKEN_MEGA_PLUGIN = "raise ImportError('mega_plugin is broken')\n"
@@ -48,9 +62,19 @@ REPORT = textwrap.dedent(
     outcome = {"finder_installed": any(isinstance(f, hook.AutoRegisterFinder) for f in sys.meta_path)}
     try:
         import transformers
-        import transformers  # a second import must not register or warn again
+        outcome["registered_before_auto"] = "REGISTERED_BY" in vars(transformers)
+        if sys.argv[1] == "auto":
+            import transformers.models.auto
+            import transformers.models.auto  # a second import must not register or warn again
+        else:
+            try:
+                from transformers import MegaModel
+                outcome["MegaModel"] = MegaModel
+            except ImportError as error:
+                outcome["MegaModel"] = f"ImportError: {error}"
         outcome["imported"] = True
-        outcome["registered_by"] = getattr(transformers, "REGISTERED_BY", None)
+        outcome["registered_by"] = vars(transformers).get("REGISTERED_BY")
+        outcome["auto_imported_when_registered"] = getattr(transformers, "AUTO_IMPORTED_WHEN_REGISTERED", None)
         outcome["ready_when_registered"] = getattr(transformers, "READY_WHEN_REGISTERED", None)
         outcome["loader_restored"] = type(transformers.__loader__).__name__ != "_RegisterAfterLoad"
     except Exception as error:
@@ -64,30 +88,54 @@ REPORT = textwrap.dedent(
 )
 
 
-def run_case(tmp_path: Path, *, transformers: str | None, mega_plugin: str | None, env: dict[str, str] | None = None) -> dict:
+def run_case(
+    tmp_path: Path,
+    *,
+    transformers: str | None,
+    mega_plugin: str | None,
+    env: dict[str, str] | None = None,
+    trigger: str = "auto",
+) -> dict:
+    """``trigger``: ``auto`` imports transformers.models.auto, ``names`` does ``from transformers import MegaModel``."""
     site = tmp_path / "site"
     site.mkdir()
     shutil.copy(HOOK, site / HOOK.name)
-    for name, body in (("transformers", transformers), ("mega_plugin", mega_plugin)):
+    packages = {"transformers": transformers, "transformers/models": "", "transformers/models/auto": "", "mega_plugin": mega_plugin}
+    if transformers is None:
+        packages = {"mega_plugin": mega_plugin}
+    for name, body in packages.items():
         if body is not None:
             (site / name).mkdir()
             (site / name / "__init__.py").write_text(body)
     environment = {key: value for key, value in os.environ.items() if key != "MEGA_PLUGIN_AUTOREGISTER"}
     environment.update(PYTHONPATH=str(site), **(env or {}))
     done = subprocess.run(
-        [sys.executable, "-S", "-c", REPORT], capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=60
+        [sys.executable, "-S", "-c", REPORT, trigger], capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def test_registers_once_right_after_transformers_is_imported(tmp_path: Path) -> None:
+def test_registers_once_when_the_auto_package_is_imported(tmp_path: Path) -> None:
     outcome = run_case(tmp_path, transformers=FAKE_TRANSFORMERS, mega_plugin=FAKE_MEGA_PLUGIN)
     assert outcome["finder_installed"] and outcome["imported"], outcome
+    assert outcome["registered_before_auto"] is False  # a plain `import transformers` stays light
     assert outcome["registered_by"] == "mega_plugin"
-    assert outcome["ready_when_registered"] is True  # after transformers' __init__, not during
+    assert outcome["ready_when_registered"] is True and outcome["auto_imported_when_registered"] is True
     assert outcome["loader_restored"] and not outcome["finder_left"]
     assert outcome["warnings"] == []
+
+
+def test_a_mega_name_registers_and_returns_ours(tmp_path: Path) -> None:
+    outcome = run_case(tmp_path, transformers=FAKE_TRANSFORMERS, mega_plugin=FAKE_MEGA_PLUGIN, trigger="names")
+    assert outcome["MegaModel"] == "our MegaModel", outcome
+    assert outcome["registered_by"] == "mega_plugin" and outcome["warnings"] == []
+
+
+def test_a_mega_name_with_a_broken_mega_plugin_is_transformers_own_answer(tmp_path: Path) -> None:
+    outcome = run_case(tmp_path, transformers=FAKE_TRANSFORMERS, mega_plugin=BROKEN_MEGA_PLUGIN, trigger="names")
+    assert outcome["MegaModel"].startswith("ImportError"), outcome
+    assert len(outcome["warnings"]) == 1
 
 
 @pytest.mark.parametrize("value", ["0", "false", "OFF", "no"])
@@ -125,10 +173,17 @@ def test_a_missing_mega_plugin_warns_once(tmp_path: Path) -> None:
     assert outcome["imported"] is True and len(outcome["warnings"]) == 1, outcome
 
 
-def test_the_finder_answers_only_transformers() -> None:
+def test_the_finder_answers_only_its_two_imports() -> None:
     finder = hook.AutoRegisterFinder()
-    for name in ("json", "torch", "transformers_extra", "transformers.models", "mega_plugin"):
+    for name in ("json", "torch", "transformers_extra", "transformers.models", "transformers.models.auto.x", "mega_plugin"):
         assert finder.find_spec(name) is None, name
+
+
+def test_the_hook_knows_the_names_the_registration_binds() -> None:
+    pytest.importorskip("transformers")
+    from mega_plugin.adapters.hf.registration import TOP_LEVEL_NAMES
+
+    assert hook.MEGA_NAMES == set(TOP_LEVEL_NAMES)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("1", True), ("yes", True), ("0", False), (" Off ", False)])
@@ -149,6 +204,7 @@ def test_the_hook_registers_the_real_packages(tmp_path: Path) -> None:
         sys.path.insert(0, sys.argv[1])  # this checkout's hook module and mega_plugin
         import _mega_plugin_autoregister
         import transformers
+        assert "mega_plugin" not in sys.modules  # a plain import transformers registers nothing yet
         from transformers import MegaForCausalLM
         config = transformers.AutoConfig.for_model("mega", vocab_size=40, hidden_size=16, num_hidden_layers=1,
             intermediate_size=16, shared_representation_size=8, ema_projection_size=4, nffn_hidden_size=16)
