@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import torch
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
+from .tracing import capturing_graph
 
 
 class MegaEmbeddings(nn.Module):
@@ -37,10 +39,11 @@ class MegaEmbeddings(nn.Module):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
             # the table's current size: resize_token_embeddings may have replaced it
-            check_ids(input_ids, "input_ids", self.word_embeddings.weight.shape[0], "vocab_size")
+            input_ids = check_ids(input_ids, "input_ids", self.word_embeddings.weight.shape[0], "vocab_size")
             embeddings = self.word_embeddings(input_ids)
         else:
             # table rows, as get_input_embeddings()(ids) gives them: scaled like ids
+            check_embeddings_dtype(inputs_embeds, self.word_embeddings.weight.dtype)
             embeddings = inputs_embeds
         embeddings = scale_token_embeddings(embeddings, self.scale)
         return add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids)
@@ -77,24 +80,56 @@ def add_token_type_embeddings(
                 f"token_type_ids has shape {tuple(token_type_ids.shape)}, expected {tuple(embeddings.shape[:-1])}"
             )
         if token_type_embeddings is None:
-            if bool((token_type_ids != 0).any()):
+            if not capturing_graph() and bool((token_type_ids != 0).any()):
                 raise ValueError(
                     "token_type_ids has non-zero entries but the model has no token-type embeddings "
                     "(add_token_type_embeddings=False); they would be ignored"
                 )
             return embeddings
-        check_ids(token_type_ids, "token_type_ids", token_type_embeddings.weight.shape[0], "type_vocab_size")
+        token_type_ids = check_ids(token_type_ids, "token_type_ids", token_type_embeddings.weight.shape[0], "type_vocab_size")
         return embeddings + token_type_embeddings(token_type_ids)
     if token_type_embeddings is None:
         return embeddings
     return embeddings + token_type_embeddings.weight[0]
 
-def check_ids(ids: Tensor, name: str, limit: int, limit_name: str) -> None:
-    """``ValueError`` naming the argument when ids are not integers in [0, limit)."""
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got dtype {ids.dtype}")
-    if ids.numel() == 0:
-        return
+
+INDEX_DTYPES: Final = (torch.int64, torch.int32)
+"""The id dtypes an embedding lookup takes as they are; other integer dtypes are widened to int64."""
+
+
+def check_ids(ids: Tensor, name: str, limit: int, limit_name: str) -> Tensor:
+    """``ids`` as an index tensor for a table of ``limit`` rows.
+
+    Integer ids of any width are accepted (int8, int16 and unsigned ones are widened to int64,
+    which loses nothing); floating-point, complex and bool ids raise ``TypeError`` naming the
+    argument. Values outside ``[0, limit)`` raise ``ValueError`` in eager calls; a captured graph
+    (:func:`~mega_plugin.core.tracing.capturing_graph`) has no values to check and skips it.
+    """
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be an integer tensor (int64, int32, or a narrower integer dtype such as "
+            f"int16, int8 or uint8), got dtype {ids.dtype}"
+        )
+    if ids.dtype not in INDEX_DTYPES:
+        ids = ids.long()
+    if ids.numel() == 0 or capturing_graph():
+        return ids
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= limit:
         raise ValueError(f"{name} must lie in [0, {limit_name}={limit}); found values in [{low}, {high}]")
+    return ids
+
+
+def check_embeddings_dtype(inputs_embeds: Tensor, table_dtype: torch.dtype) -> None:
+    """``TypeError`` naming both dtypes unless ``inputs_embeds`` has the dtype of the word embeddings.
+
+    Another floating dtype would either fail deep inside the first projection (float64 into a
+    float32 model) or silently compute in a precision the model was not loaded in.
+    """
+    if not inputs_embeds.dtype.is_floating_point:
+        raise TypeError(f"inputs_embeds must be a floating-point tensor of dtype {table_dtype} (the model's), got {inputs_embeds.dtype}")
+    if inputs_embeds.dtype != table_dtype:
+        raise TypeError(
+            f"inputs_embeds has dtype {inputs_embeds.dtype} but the model's word embeddings are {table_dtype}: "
+            f"pass inputs_embeds.to({table_dtype}) (or convert the model with model.to({inputs_embeds.dtype}))"
+        )

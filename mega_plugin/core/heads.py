@@ -21,6 +21,15 @@ def tanh_dense(hidden: Tensor, dense: nn.Module | None) -> Tensor:
     return torch.tanh(dense(hidden)) if dense is not None else hidden
 
 
+def first_token(hidden: Tensor, reader: str) -> Tensor:
+    """(B, L, D) -> (B, D), the first token; ``ValueError`` naming ``reader`` for a length-0 input."""
+    if hidden.shape[1] == 0:
+        raise ValueError(
+            f"{reader} reads the first token, but the input has length 0: pass at least one token per sequence"
+        )
+    return hidden[:, 0]
+
+
 class MegaLMHeadTransform(nn.Module):
     """The hidden transform before the vocabulary projection of a language-model head.
 
@@ -47,7 +56,7 @@ class MegaPooler(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(B, L, D) -> (B, D)."""
-        return tanh_dense(hidden[:, 0], self.dense)
+        return tanh_dense(first_token(hidden, "the pooler (pooler_output)"), self.dense)
 
 
 class MegaClassificationHead(nn.Module):
@@ -61,5 +70,5 @@ class MegaClassificationHead(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(B, L, D) -> (B, num_labels) logits from the first token."""
-        first = self.dropout(hidden[:, 0])  # (B, D)
+        first = self.dropout(first_token(hidden, "the sequence classification head"))  # (B, D)
         return self.out_proj(self.dropout(tanh_dense(first, self.dense)))

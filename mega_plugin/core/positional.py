@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .config import MegaCoreConfig
 from .memo import ValueKeyedCache, records_grad
+from .tracing import capturing_graph
 
 MAX_CACHED_BIAS: Final = 1 << 22
 """Largest rotary bias kept between calls (elements, 16 MiB in fp32): chunk biases and
@@ -104,7 +105,9 @@ class RotaryRelativePositionalBias(nn.Module):
     def forward(self, query_length: int, key_length: int, query_offset: int = 0) -> Tensor:
         recording = records_grad((self.alpha, self.b_param))
         side = _square_side(max(key_length, query_offset + query_length))
-        if recording or side * side > MAX_CACHED_BIAS:
+        # a captured graph computes the bias: the cache compares parameter values, and a hit
+        # would bake the remembered square into the graph as a constant
+        if recording or side * side > MAX_CACHED_BIAS or capturing_graph():
             return self._compute(query_length, key_length, query_offset)
         square = self._cache.get(side, (self.alpha, self.b_param))
         if square is None:

@@ -13,6 +13,7 @@ computed once per encoder pass and reordered with the rest of the state in beam 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Final
 
 import torch
 from torch import Tensor
@@ -60,6 +61,12 @@ class LayerState:
         )
 
     @property
+    def batch_size(self) -> int | None:
+        """The batch of the held tensors, None when nothing is held yet."""
+        held = self.tensors()
+        return held[0].shape[0] if held else None
+
+    @property
     def cached_length(self) -> int:
         return 0 if self.keys is None else self.keys.shape[1]
 
@@ -92,9 +99,8 @@ class MegaState:
     @property
     def batch_size(self) -> int | None:
         for layer in self.layers:
-            tensors = layer.tensors()
-            if tensors:
-                return tensors[0].shape[0]
+            if layer.batch_size is not None:
+                return layer.batch_size
         return None
 
     def clone(self) -> "MegaState":
@@ -102,6 +108,23 @@ class MegaState:
             layers=[LayerState(**{f.name: getattr(layer, f.name) for f in fields(layer)}) for layer in self.layers],
             position=self.position,
         )
+
+
+LAYER_STATE_FIELDS: Final = tuple(f.name for f in fields(LayerState))
+"""The fields of :class:`LayerState`, in the order :func:`layer_state_tensors` lists them."""
+
+
+def layer_state_tensors(state: LayerState) -> tuple[Tensor | None, ...]:
+    """Every field of ``state`` in :data:`LAYER_STATE_FIELDS` order (None where absent): the
+    leaves a pytree (``torch.export``) sees of a layer's state."""
+    return tuple(getattr(state, name) for name in LAYER_STATE_FIELDS)
+
+
+def layer_state_from_tensors(values: tuple[Tensor | None, ...] | list[Tensor | None]) -> LayerState:
+    """The inverse of :func:`layer_state_tensors`."""
+    if len(values) != len(LAYER_STATE_FIELDS):
+        raise ValueError(f"a layer state has {len(LAYER_STATE_FIELDS)} fields, got {len(values)} values")
+    return LayerState(**dict(zip(LAYER_STATE_FIELDS, values)))
 
 
 def merge_key_masks(previous: Tensor | None, current: Tensor | None, previous_length: int, current_length: int, *, batch: int, device: torch.device) -> Tensor | None:

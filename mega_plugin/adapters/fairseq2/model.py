@@ -20,6 +20,7 @@ from ...core.heads import MegaLMHeadTransform
 from ...core.init import initialize_tree
 from ...core.stack import MegaLayerStack
 from ...core.state import MegaState
+from ...core.tracing import capturing_graph
 
 REDUCTIONS: Final = ("sum", "mean")
 """Loss reductions of the ``CausalLM`` contract."""
@@ -180,7 +181,9 @@ class MegaCausalLM(CausalLM):
         valid = offsets < lens[:, None]  # (B, W)
         index = (begins[:, None] + offsets).clamp(max=seqs.shape[0] - 1)  # (B, W)
         hidden = self.decoder_frontend(seqs[index])  # (B, W, D)
-        key_mask = None if bool(valid.all()) else valid
+        # None when every row is full (eager only: a captured graph cannot read values, and
+        # an all-True mask gives the same result)
+        key_mask = valid if capturing_graph() or not bool(valid.all()) else None
         hidden = self.decoder(hidden, key_mask=key_mask)[0]
         packed = hidden.new_zeros(seqs.shape[0], hidden.shape[-1])  # (S, D)
         return packed.index_put((index[valid],), hidden[valid])

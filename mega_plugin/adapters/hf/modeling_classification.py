@@ -130,7 +130,8 @@ class MegaForMultipleChoice(MegaPreTrainedModel):
         num_choices = reference.shape[1]
 
         def flat(tensor: Tensor | None, keep: int) -> Tensor | None:
-            return None if tensor is None else tensor.reshape(-1, *tensor.shape[-keep:])
+            # (B, C, *rest) -> (B * C, *rest), spelled out: -1 is ambiguous when rest is empty
+            return None if tensor is None else tensor.reshape(tensor.shape[0] * tensor.shape[1], *tensor.shape[-keep:])
 
         outputs = self._encode(
             flat(input_ids, 1),

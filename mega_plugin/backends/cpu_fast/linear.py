@@ -14,6 +14,7 @@ from typing import Final
 
 from torch import Tensor, nn
 
+from ...core.tracing import capturing_graph
 from .onednn import context_allows, matmul_nt, serves, unsupported_tensor
 
 MIN_ROWS: Final = 32
@@ -31,6 +32,8 @@ class OneDnnLinear(nn.Linear):
         return matmul_nt(rows, self.weight, self.bias).view(*input.shape[:-1], self.out_features)
 
     def _onednn_serves(self, input: Tensor) -> bool:
+        if capturing_graph():
+            return False  # a graph holds torch's own linear (the private op does not trace)
         if input.numel() < MIN_ROWS * input.shape[-1] or not serves(input.device, input.dtype).ok:
             return False
         if any(unsupported_tensor(tensor) is not None for tensor in (input, self.weight, self.bias)):

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ...core.memo import records_grad
 from ...core.ops import SUPPORTED, Support, declined
+from ...core.tracing import capturing_graph
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
@@ -103,7 +104,7 @@ def context_allows() -> Support:
         return declined("oneDNN is disabled (torch.backends.mkldnn.enabled is False)")
     if torch.is_autocast_enabled("cpu"):
         return declined("CPU autocast is on: torch's matmul casts to the autocast dtype")
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if capturing_graph():
         return declined("tracing or compiling: torch's own matmul is what the compiler should see")
     if _functorch_active():
         return declined("a torch.func transform (vmap, grad, jacrev, ...) is active: torch's ops carry its rules")

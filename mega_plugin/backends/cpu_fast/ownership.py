@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_internals
 
 from ...core.stack import MegaLayerStack, StackOutput
+from ...core.tracing import capturing_graph
 
 _NOTHING: Final = object()
 _caller_input: contextvars.ContextVar[Any] = contextvars.ContextVar("mega_plugin_caller_input", default=_NOTHING)
@@ -43,7 +44,8 @@ class HandOverStack(MegaLayerStack):
     """:class:`MegaLayerStack` whose layers may overwrite the tensors the previous layer handed them."""
 
     def forward(self, hidden: Tensor, **options: Any) -> StackOutput:
-        if options.get("output_hidden_states") or _hooks_may_read(self):
+        # a captured graph gets the core's stack: no context variable, no hand-over of buffers
+        if capturing_graph() or options.get("output_hidden_states") or _hooks_may_read(self):
             return super().forward(hidden, **options)
         token = _caller_input.set(hidden)
         try:

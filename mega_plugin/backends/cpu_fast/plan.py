@@ -13,6 +13,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ...core.tracing import capturing_graph
+
 
 class BlockableLayer(Protocol):
     training: bool
@@ -21,15 +23,16 @@ class BlockableLayer(Protocol):
 
 def runs_in_blocks(layer: BlockableLayer, x: Tensor, *, dropouts: tuple[float, ...]) -> bool:
     """Whether ``layer`` runs ``x`` (B, L, D) in row blocks."""
-    if x.dim() != 3:
-        return False
-    compiling = torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
-    signature = (x.device.type, layer.training, compiling, dropouts)
+    if x.dim() != 3 or x.numel() == 0:
+        return False  # an empty batch or length: nothing to block
+    if capturing_graph():
+        return False  # compilers and exporters see the core's whole-tensor ops
+    signature = (x.device.type, layer.training, dropouts)
     plans: dict[tuple[object, ...], bool] | None = layer.__dict__.get("_row_block_plans")
     if plans is None:
         plans = layer.__dict__["_row_block_plans"] = {}
     plan = plans.get(signature)
     if plan is None:
         exact = not layer.training or (not getattr(layer.norm, "is_batch_norm", False) and max(dropouts, default=0.0) == 0.0)
-        plan = plans[signature] = x.device.type == "cpu" and not compiling and exact
+        plan = plans[signature] = x.device.type == "cpu" and exact
     return plan

@@ -12,6 +12,7 @@ from typing import Final
 
 from torch import Tensor
 
+from ..tracing import capturing_graph
 from .attention.reference import reference_attention
 from .calls import (
     SUPPORTED,
@@ -33,6 +34,7 @@ from .registry import (
     as_support,
     is_registered,
     kernels,
+    reference_kernel,
     register_kernel,
     registry_version,
     select,
@@ -59,7 +61,12 @@ for _spec in (REFERENCE_EMA, REFERENCE_ATTENTION):
 def run_ema(
     x: Tensor, coefficients: EmaCoefficients, initial_state: Tensor | None, options: EmaOptions, *, kernel: str
 ) -> tuple[Tensor, Tensor | None]:
-    """The EMA of ``x`` (B, L, D) by the kernel chosen for this call: (y (B, L, D) fp32, state or None)."""
+    """The EMA of ``x`` (B, L, D) by the kernel chosen for this call: (y (B, L, D) fp32, state or None).
+
+    Empty inputs (no sequence, or length 0) and captured graphs go to the reference kernel.
+    """
+    if x.numel() == 0 or capturing_graph():
+        return reference_kernel("ema").fn(x, coefficients, initial_state, options)
     call = EmaCall(
         bidirectional=options.bidirectional,
         truncation=options.truncation,
@@ -76,7 +83,13 @@ def run_attention(
     *,
     kernel: str,
 ) -> tuple[Tensor, Tensor | None]:
-    """Attention of ``query`` (B, C, Lq, Z) over ``key``/``value`` by the kernel chosen for this call."""
+    """Attention of ``query`` (B, C, Lq, Z) over ``key``/``value`` by the kernel chosen for this call.
+
+    Empty inputs and captured graphs go to the reference kernel.
+    """
+    kernel_bias = None if bias is None else bias.to(query.dtype)
+    if query.numel() == 0 or key.numel() == 0 or capturing_graph():
+        return reference_kernel("attention").fn(query, key, value, kernel_bias, key_mask, options)
     call = AttentionCall(
         activation=options.activation,
         causal=options.causal,
@@ -89,7 +102,6 @@ def run_attention(
         dtype=query.dtype,
         device=query.device,
     )
-    kernel_bias = None if bias is None else bias.to(query.dtype)
     return select("attention", kernel, call).fn(query, key, value, kernel_bias, key_mask, options)
 
 
@@ -116,6 +128,7 @@ __all__ = [
     "kernels",
     "reference_attention",
     "reference_ema",
+    "reference_kernel",
     "register_kernel",
     "registry_version",
     "run_attention",

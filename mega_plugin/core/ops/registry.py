@@ -10,6 +10,10 @@ registered as a :class:`KernelSpec`. :func:`select` is the one place that choose
 * the choice depends only on the (frozen) call, the name and the registry's contents, so it is
   made once and remembered; a kernel's ``guard()`` is then the only check left per call, for
   process state that can change between two identical calls (autocast, tracing, ...).
+* while a graph is captured (``torch.compile``, ``torch.export``, ONNX export, tracing; see
+  :func:`~mega_plugin.core.tracing.capturing_graph`) the op's ``reference`` kernel runs whatever
+  was asked: it is written in public torch ops only, while fast kernels may use private ops,
+  in-place writes or value-keyed memos that do not trace.
 
 Torch only: plugin discovery comes in as a callback (:func:`set_discovery`).
 """
@@ -21,6 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Hashable
 
+from ..tracing import capturing_graph
 from .calls import SUPPORTED, Support, declined
 from .conventions import SIGNATURES, KernelError, adapt_kernel
 
@@ -183,8 +188,18 @@ def _candidates(op: str, name: str, call: Hashable) -> tuple[KernelSpec, ...]:
     raise KernelError(f"no registered {op} kernel accepts this call (is the reference kernel registered?)")
 
 
+def reference_kernel(op: str) -> KernelSpec:
+    """The ``reference`` kernel of ``op``: public torch ops only, any shape (empty tensors included)."""
+    spec = _kernels.get(op, {}).get(REFERENCE)
+    if spec is None:
+        raise KernelError(f"no {REFERENCE!r} kernel is registered for op={op!r} (allowed ops: {', '.join(OPS)})")
+    return spec
+
+
 def select(op: str, requested: str, call: Hashable) -> KernelSpec:
     """The kernel that runs ``call`` (see the module doc); the one function that chooses."""
+    if capturing_graph():
+        return reference_kernel(op)
     name = env_override(op) or requested or AUTO
     key = (op, name, call)
     candidates = _choices.get(key)

@@ -62,6 +62,8 @@ def ema_fft(
     ``y_t = sum_{s<=t} k1[t-s] x_s + sum_{s>=t} k2[s-t] x_s`` (lag 0 counted in both).
     """
     batch, length, dim = x.shape
+    if batch == 0 or length == 0:
+        return x.new_zeros(batch, length, dim, dtype=torch.float32)  # no FFT of an empty signal
     kernel_length = length if truncation is None else min(truncation, length)
     kernel = ema_kernel(coefficients, kernel_length)
     signal = x.transpose(1, 2)  # (B, D, L)
