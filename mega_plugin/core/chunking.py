@@ -69,16 +69,17 @@ def attend_in_chunks(
     else:
         chunks = -(-frame // chunk)
         padding = chunks * chunk - frame
-        # queries are placed at their frame positions; the rows before them are computed and dropped
-        query_frames = F.pad(query, (0, 0, cached, padding)).view(batch, chunks, chunk, -1)
-        key_frames = F.pad(key, (0, 0, 0, padding)).view(batch, chunks, chunk, -1)
-        value_frames = F.pad(value, (0, 0, 0, padding)).view(batch, chunks, chunk, -1)
+        # queries are placed at their frame positions; the rows before them are computed and dropped.
+        # (B, frames, C, Z|V), the last size spelled out: -1 is ambiguous for an empty batch
+        query_frames = F.pad(query, (0, 0, cached, padding)).view(batch, chunks, chunk, query.shape[-1])
+        key_frames = F.pad(key, (0, 0, 0, padding)).view(batch, chunks, chunk, key.shape[-1])
+        value_frames = F.pad(value, (0, 0, 0, padding)).view(batch, chunks, chunk, value.shape[-1])
         frame_mask = None
         if padding or key_mask is not None:
             real = key_mask if key_mask is not None else torch.ones(batch, frame, dtype=torch.bool, device=query.device)
             frame_mask = F.pad(real, (0, padding), value=False).view(batch, chunks, chunk)
         out, weights = attend(query_frames, key_frames, value_frames, bias(chunk, chunk, 0), frame_mask, 0)
-        attended = out.reshape(batch, chunks * chunk, -1)[:, cached:frame]
+        attended = out.reshape(batch, chunks * chunk, out.shape[-1])[:, cached:frame]
 
     new_state = None
     if update_state:

@@ -124,10 +124,14 @@ def check_embeddings_dtype(inputs_embeds: Tensor, table_dtype: torch.dtype) -> N
     """``TypeError`` naming both dtypes unless ``inputs_embeds`` has the dtype of the word embeddings.
 
     Another floating dtype would either fail deep inside the first projection (float64 into a
-    float32 model) or silently compute in a precision the model was not loaded in.
+    float32 model) or silently compute in a precision the model was not loaded in. Under autocast
+    (on the device of ``inputs_embeds``) float32, float16 and bfloat16 are accepted, as autocast
+    casts them; float64 is not (autocast leaves float64 alone).
     """
     if not inputs_embeds.dtype.is_floating_point:
         raise TypeError(f"inputs_embeds must be a floating-point tensor of dtype {table_dtype} (the model's), got {inputs_embeds.dtype}")
+    if inputs_embeds.dtype != torch.float64 and torch.is_autocast_enabled(inputs_embeds.device.type):
+        return  # autocast casts every projection's float32/16 input itself (never float64)
     if inputs_embeds.dtype != table_dtype:
         raise TypeError(
             f"inputs_embeds has dtype {inputs_embeds.dtype} but the model's word embeddings are {table_dtype}: "

@@ -14,7 +14,8 @@ shape transformers expects of a cache, on 4.57 and 5.x alike:
   be un-consumed, so rolling back needs the earlier states: ``activate_past_recording()`` (which
   5.x ``generate()`` calls when it may roll back) keeps them, by reference (nothing is copied).
 * The cache is a pytree (:mod:`torch.utils._pytree`): its leaves are the state's tensors and its
-  context is the position, so it passes through ``torch.export`` as an input and an output.
+  context the position and which state fields are held, so it passes through ``torch.export`` as
+  an input and an output.
 
 The model's forward reads ``cache.state`` and assigns the new one; everything else goes through
 the layers.
@@ -30,7 +31,7 @@ import transformers
 from torch import Tensor
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from ...core.state import LayerState, MegaState, layer_state_from_tensors, layer_state_tensors
+from ...core.state import LAYER_STATE_FIELDS, LayerState, MegaState, layer_state_from_tensors, layer_state_tensors
 
 CROP_TAKES_A_LENGTH: Final = int(transformers.__version__.split(".")[0]) < 5
 """4.57's ``crop(max_length)`` takes the length to keep (negative: tokens to remove); 5.x's
@@ -245,25 +246,37 @@ class MegaCache(Cache):
 
 # -- pytree: the cache through torch.export -------------------------------------------------
 
-PytreeContext = tuple[int, int]
-"""(position, number of layers): what a graph is specialised on besides the tensors."""
+PytreeContext = tuple[int, tuple[tuple[bool, ...], ...]]
+"""(position, per layer which state fields hold a tensor): what a graph is specialised on besides
+the tensors. Absent fields (None) are recorded here rather than passed as leaves."""
 
 
-def _flatten(cache: MegaCache) -> tuple[list[tuple[Tensor | None, ...]], PytreeContext]:
-    # one tuple of optional tensors per layer (None entries have no leaves)
-    return [layer_state_tensors(layer.state) for layer in cache.layers], (cache.position, len(cache.layers))
+def _flatten(cache: MegaCache) -> tuple[list[Tensor], PytreeContext]:
+    # the held tensors of every layer, layer by layer, in LAYER_STATE_FIELDS order
+    fields = [layer_state_tensors(layer.state) for layer in cache.layers]
+    leaves = [tensor for layer in fields for tensor in layer if tensor is not None]
+    present = tuple(tuple(tensor is not None for tensor in layer) for layer in fields)
+    return leaves, (cache.position, present)
 
 
-def _flatten_with_keys(cache: MegaCache) -> tuple[list[tuple[Any, Any]], PytreeContext]:
-    children, context = _flatten(cache)
-    return [(pytree.SequenceKey(index), child) for index, child in enumerate(children)], context
+def _flatten_with_keys(cache: MegaCache) -> tuple[list[tuple[Any, Tensor]], PytreeContext]:
+    leaves, context = _flatten(cache)
+    names = [
+        f"layers.{index}.{name}"
+        for index, layer in enumerate(context[1])
+        for name, held in zip(LAYER_STATE_FIELDS, layer)
+        if held
+    ]
+    return [(pytree.MappingKey(name), leaf) for name, leaf in zip(names, leaves)], context
 
 
-def _unflatten(children: Any, context: PytreeContext) -> MegaCache:
-    position, count = context
-    if count == 0:
+def _unflatten(leaves: Any, context: PytreeContext) -> MegaCache:
+    position, present = context
+    if not present:
         return MegaCache()
-    return MegaCache(MegaState(layers=[layer_state_from_tensors(child) for child in children], position=position))
+    remaining = iter(leaves)
+    layers = [layer_state_from_tensors([next(remaining) if held else None for held in layer]) for layer in present]
+    return MegaCache(MegaState(layers=layers, position=position))
 
 
 def register_pytree() -> None:

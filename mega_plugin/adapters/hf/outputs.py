@@ -6,19 +6,17 @@ build outputs through :func:`make_output` and never spell either name.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 from transformers.utils import ModelOutput
 
 OutputT = TypeVar("OutputT", bound=ModelOutput)
 
 
-@functools.lru_cache(maxsize=None)
-def _field_names(output_class: type[ModelOutput]) -> frozenset[str]:
-    # asked on every forward (and decoding step) of every head: read the dataclass once per class
-    return frozenset(f.name for f in dataclasses.fields(output_class))
+def _field_names(output_class: type[ModelOutput]) -> Mapping[str, Any]:
+    # the class's own field table: asked on every forward and decoding step, and readable by
+    # dynamo (a torch.compile'd forward), where dataclasses.fields() of a class breaks the graph
+    return output_class.__dataclass_fields__
 
 
 def cache_field(output_class: type[ModelOutput]) -> str | None:
