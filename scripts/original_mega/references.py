@@ -113,10 +113,11 @@ def mt_references(model: nn.Module, inputs: dict[str, Tensor], *, max_len: int =
     for _ in range(max_len):
         out = model.decoder(tokens, encoder_out=encoder_out, incremental_state=state)
         step = model.get_normalized_probs(out, log_probs=True)[:, -1]
-        step[:, PAD] = float("-inf")
+        step[:, :FIRST_WORD] = float("-inf")  # specials (<s>, <pad>, </s>, <unk>) never chosen
         best = step.argmax(dim=-1, keepdim=True)
         greedy_scores.append(step.gather(1, best))
         tokens = torch.cat([tokens, best], dim=1)
+    beam_tokens, beam_scores = beam_search(model, src, lengths, beam=3, steps=max_len - 2)
     mask = encoder_out.encoder_padding_mask
     tensors = {
         "encoder_out": encoder_out.encoder_out.transpose(0, 1),
@@ -126,6 +127,8 @@ def mt_references(model: nn.Module, inputs: dict[str, Tensor], *, max_len: int =
         "incremental_log_probs": incremental,
         "greedy_tokens": tokens,
         "greedy_scores": torch.cat(greedy_scores, dim=1),
+        "beam_tokens": beam_tokens,
+        "beam_scores": beam_scores,
     }
     meaning = {
         "encoder_out": "encoder output for the left-padded 'src_tokens' (pads are whatever the original leaves there): (batch, src_len, hidden)",
@@ -133,12 +136,42 @@ def mt_references(model: nn.Module, inputs: dict[str, Tensor], *, max_len: int =
         "decoder_features": "decoder features (teacher forcing on 'prev_output_tokens'): (batch, tgt_len, hidden)",
         "log_probs": "teacher-forced normalized log-probs: (batch, tgt_len, vocab)",
         "incremental_log_probs": "the same through the original incremental state (prefix fed step by step; compare where prev_output_tokens is not pad): (batch, tgt_len, vocab)",
-        "greedy_tokens": f"greedy decoding with the incremental state from </s> (id {EOS}), pad (id {PAD}) excluded, {max_len} steps, no early stop: (batch, 1 + {max_len})",
+        "greedy_tokens": f"greedy decoding with the incremental state from </s> (id {EOS}), the special ids < {FIRST_WORD} never chosen, {max_len} steps, no early stop: (batch, 1 + {max_len})",
         "greedy_scores": "log-prob of each chosen greedy token: (batch, steps)",
+        "beam_tokens": "fixed-length beam search (beam 3, no eos finalisation, no length penalty, special ids < 4 never chosen) through the "
+                       "original's reorder_encoder_out / reorder_incremental_state: beams sorted best first: (batch, 3, 1 + steps)",
+        "beam_scores": "summed log-prob of each beam: (batch, 3)",
     }
     keep = prev.ne(PAD)
     checks = {"incremental_vs_full_max_abs_non_pad": (incremental - log_probs)[keep].abs().max().item()}
     return tensors, meaning, {}, checks
+
+
+@torch.no_grad()
+def beam_search(model: nn.Module, src: Tensor, lengths: Tensor, *, beam: int, steps: int) -> tuple[Tensor, Tensor]:
+    """A plain beam search on the original's incremental state (exercises its reordering).
+
+    Rows are (sentence, beam) flattened; every step keeps the ``beam`` best (score + log-prob)
+    over beam x vocab (torch.topk order), then reorders the encoder output and the state.
+    """
+    batch = src.shape[0]
+    expand = torch.arange(batch).repeat_interleave(beam)
+    encoder_out = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=lengths), expand)
+    state: dict = {}
+    tokens = torch.full((batch * beam, 1), EOS, dtype=torch.long)
+    scores = torch.zeros(batch, beam)
+    scores[:, 1:] = float("-inf")  # all beams start equal: keep one
+    for _ in range(steps):
+        out = model.decoder(tokens, encoder_out=encoder_out, incremental_state=state)
+        step = model.get_normalized_probs(out, log_probs=True)[:, -1]
+        step[:, :FIRST_WORD] = float("-inf")  # specials (<s>, <pad>, </s>, <unk>) never chosen
+        vocab = step.shape[-1]
+        candidates = (scores.reshape(-1, 1) + step).reshape(batch, beam * vocab)
+        scores, flat = candidates.topk(beam, dim=1)
+        order = (torch.arange(batch).unsqueeze(1) * beam + flat // vocab).reshape(-1)
+        model.decoder.reorder_incremental_state_scripting(state, order)
+        tokens = torch.cat([tokens[order], (flat % vocab).reshape(-1, 1)], dim=1)
+    return tokens.reshape(batch, beam, -1), scores
 
 
 def compute_references(setup: Setup, model: nn.Module, *, inputs: dict[str, Tensor] | None) -> tuple[dict[str, Tensor], dict[str, str], dict[str, Tensor], dict[str, float]]:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from _support.original_fixtures import load_fixture
 
-PAD, EOS = 1, 2
+PAD, EOS, FIRST_WORD = 1, 2, 4
 MT_CHECKPOINTS = [("fp32", "save_state"), ("fp32", "cfg"), ("fp32", "legacy"), ("fp16", "save_state"),
                   ("bf16", "save_state")]
 
@@ -67,22 +67,48 @@ def mt_outputs(model: Any, ref: dict[str, Tensor], *, steps: int) -> dict[str, T
             past = out.past_key_values
             pieces.append(out.logits)
         tokens, past, scores = torch.full((src.shape[0], 1), EOS), None, []
-        for _ in range(steps):  # greedy: pad never chosen, no early stop (as the fixture's original loop)
+        for _ in range(steps):  # greedy: specials never chosen, no early stop (as the fixture's original loop)
             out = model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=tokens[:, -1:],
                         past_key_values=past, use_cache=True)
             past = out.past_key_values
             step = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-            step[:, PAD] = float("-inf")
+            step[:, :FIRST_WORD] = float("-inf")
             best = step.argmax(dim=-1, keepdim=True)
             scores.append(step.gather(1, best))
             tokens = torch.cat([tokens, best], dim=1)
+    beam_tokens, beam_scores = beam_search(model, src, mask, beam=3, steps=steps - 2)
     return {
+        "beam_tokens": beam_tokens,
+        "beam_scores": beam_scores,
         "encoder_out": encoded.last_hidden_state,
         "log_probs": torch.log_softmax(forced.float(), dim=-1),
         "incremental_log_probs": torch.log_softmax(torch.cat(pieces, dim=1).float(), dim=-1),
         "greedy_tokens": tokens,
         "greedy_scores": torch.cat(scores, dim=1),
     }
+
+
+@torch.no_grad()
+def beam_search(model: Any, src: Tensor, mask: Tensor, *, beam: int, steps: int) -> tuple[Tensor, Tensor]:
+    """The fixture's plain beam search (see its manifest) on our model, reordering our cache between steps."""
+    batch = src.shape[0]
+    expand = torch.arange(batch).repeat_interleave(beam)
+    encoded = model.encoder(input_ids=src[expand], attention_mask=mask[expand])
+    tokens, past = torch.full((batch * beam, 1), EOS), None
+    scores = torch.zeros(batch, beam)
+    scores[:, 1:] = float("-inf")
+    for _ in range(steps):
+        out = model(encoder_outputs=encoded, attention_mask=mask[expand], decoder_input_ids=tokens[:, -1:],
+                    past_key_values=past, use_cache=True)
+        step = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        step[:, :FIRST_WORD] = float("-inf")
+        vocab = step.shape[-1]
+        scores, flat = (scores.reshape(-1, 1) + step).reshape(batch, beam * vocab).topk(beam, dim=1)
+        order = (torch.arange(batch).unsqueeze(1) * beam + flat // vocab).reshape(-1)
+        past = out.past_key_values
+        past.reorder_cache(order)
+        tokens = torch.cat([tokens[order], (flat % vocab).reshape(-1, 1)], dim=1)
+    return tokens.reshape(batch, beam, -1), scores
 
 
 def mt_diffs(ours: dict[str, Tensor], ref: dict[str, Tensor]) -> dict[str, float]:
@@ -94,6 +120,7 @@ def mt_diffs(ours: dict[str, Tensor], ref: dict[str, Tensor]) -> dict[str, float
         "incremental_log_probs": max_diff(ours["incremental_log_probs"][real_target],
                                           ref["incremental_log_probs"][real_target]),
         "greedy_scores": max_diff(ours["greedy_scores"], ref["greedy_scores"]),
+        "beam_scores": max_diff(ours["beam_scores"], ref["beam_scores"]),
     }
 
 
@@ -108,6 +135,7 @@ def test_translation_matches_the_original(variant: str, layout: str, tmp_path: P
     atol = fixture.tolerance(variant)["atol"]
     assert all(d < atol for d in diffs.values()), diffs
     assert torch.equal(ours["greedy_tokens"], ref["greedy_tokens"])
+    assert torch.equal(ours["beam_tokens"], ref["beam_tokens"])
     assert ref["log_probs"].std() > 0.1  # not a degenerate comparison
 
 
