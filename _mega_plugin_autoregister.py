@@ -49,6 +49,7 @@ MEGA_NAMES = frozenset(
         "MegaForMultipleChoice",
         "MegaForTokenClassification",
         "MegaForQuestionAnswering",
+        "MegaForImageClassification",
     )
 )
 """What ``from transformers import ...`` gives from mega_plugin (as in the registration's table)."""

@@ -10,6 +10,7 @@ from .config import MegaCoreConfig
 from .embeddings import MegaEmbeddings
 from .init import initialize_tree
 from .masks import padding_to_key_mask
+from .norms import SequenceNorm
 from .stack import MegaLayerStack, StackOutput
 from .state import MegaState
 
@@ -22,6 +23,7 @@ class MegaBackbone(nn.Module):
         self.config = config
         self.embedding_layer = MegaEmbeddings(config)
         self.layers = MegaLayerStack(config)
+        self.final_norm = build_final_norm(config)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -29,7 +31,31 @@ class MegaBackbone(nn.Module):
 
     def forward(self, input_ids: Tensor | None = None, **options: Any) -> StackOutput:
         """``input_ids`` (B, L) or ``inputs_embeds`` (B, L, D) through every layer; options as :func:`run_backbone`."""
-        return run_backbone(self.embedding_layer, self.layers, input_ids, **options)
+        return run_backbone(self.embedding_layer, self.layers, input_ids, final_norm=self.final_norm, **options)
+
+
+def build_final_norm(config: MegaCoreConfig) -> SequenceNorm | None:
+    """The norm after the last layer (``final_norm`` in checkpoints) when ``add_final_norm``, else None."""
+    if not config.add_final_norm:
+        return None
+    return SequenceNorm(
+        config.normalization_type, config.hidden_size, eps=config.norm_eps, affine=config.final_norm_affine
+    )
+
+
+def apply_final_norm(output: StackOutput, final_norm: nn.Module | None) -> StackOutput:
+    """``output`` with ``final_norm`` applied to the last hidden state, or unchanged without one.
+
+    The normalised state also replaces the last entry of ``hidden_states`` (the convention of HF
+    models with a final norm, e.g. GPT-2), so ``hidden_states[-1]`` is ``last_hidden_state``.
+    """
+    if final_norm is None:
+        return output
+    hidden = final_norm(output.hidden)  # (B, L, D), per token: streaming needs no state
+    output.hidden = hidden
+    if output.hidden_states is not None:
+        output.hidden_states = (*output.hidden_states[:-1], hidden)
+    return output
 
 
 def run_backbone(
@@ -40,24 +66,28 @@ def run_backbone(
     attention_mask: Tensor | None = None,
     token_type_ids: Tensor | None = None,
     inputs_embeds: Tensor | None = None,
+    input_values: Tensor | None = None,
     state: MegaState | None = None,
     use_cache: bool = False,
     output_hidden_states: bool = False,
     output_attentions: bool = False,
     encoder_hidden: Tensor | None = None,
     encoder_attention_mask: Tensor | None = None,
+    final_norm: nn.Module | None = None,
 ) -> StackOutput:
-    """Embed, turn the HF-style 0/1 ``attention_mask`` into key masks, run the stack.
+    """Embed, turn the HF-style 0/1 ``attention_mask`` into key masks, run the stack, and apply
+    ``final_norm`` (:func:`apply_final_norm`) when the model has one.
 
     Shared by :class:`MegaBackbone` and the adapters' models, which hold the same two modules
     under the same names (checkpoint keys ``embedding_layer.*`` and ``layers.*``).
     """
-    hidden = embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
+    embed_options = {} if input_values is None else {"input_values": input_values}  # (B, L) real numbers
+    hidden = embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds, **embed_options)
     batch, length = hidden.shape[:2]
     key_mask = padding_to_key_mask(
         attention_mask, batch=batch, length=length, position=state.position if state is not None else 0
     )
-    return layers(
+    output = layers(
         hidden,
         key_mask=key_mask,
         state=state,
@@ -67,3 +97,4 @@ def run_backbone(
         encoder_hidden=encoder_hidden,
         encoder_attention_mask=encoder_attention_mask,
     )
+    return apply_final_norm(output, final_norm)

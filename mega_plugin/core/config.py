@@ -19,12 +19,15 @@ from .config_checks import (
     boolean_fields,
     validate_config,
 )
-
+from .config_lm import LanguageModelOptions, validate_language_model_options
+from .config_lra import LraOptions, validate_lra_options
 
 
 @dataclass
-class MegaCoreConfig:
-    """Every architectural option of MEGA, with the reference's defaults."""
+class MegaCoreConfig(LanguageModelOptions, LraOptions):
+    """Every architectural option of MEGA, with the reference's defaults (the original language
+    models' options come from :class:`~.config_lm.LanguageModelOptions`, the original LRA models'
+    input and head options from :class:`~.config_lra.LraOptions`)."""
 
     vocab_size: int = 30522
     """Number of token ids the word embedding covers."""
@@ -157,6 +160,8 @@ class MegaCoreConfig:
 
     def __post_init__(self) -> None:
         validate_config(self)
+        validate_language_model_options(self)
+        validate_lra_options(self)
 
     @property
     def ema_channels(self) -> int:

@@ -9,19 +9,24 @@ import torch
 from torch import Tensor, nn
 
 from .config import MegaCoreConfig
+from .real_number_embedding import RealNumberEmbedding
 from .tracing import capturing_graph
 
 
 class MegaEmbeddings(nn.Module):
-    """Word embeddings plus, when configured, token-type embeddings. No positions: MEGA's
-    EMA and relative bias carry position."""
+    """Word embeddings (or, with ``input_type='real_numbers'``, the real-number embedding) plus,
+    when configured, token-type embeddings. No positions: MEGA's EMA and relative bias carry position."""
 
     def __init__(self, config: MegaCoreConfig) -> None:
         super().__init__()
         padding_idx = config.pad_token_id
         if padding_idx is not None and not 0 <= padding_idx < config.vocab_size:
             raise ValueError(f"pad_token_id={padding_idx} must lie in [0, vocab_size={config.vocab_size})")
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
+        real_numbers = config.input_type == "real_numbers"
+        self.word_embeddings = (
+            None if real_numbers else nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
+        )
+        self.real_number_embeddings = RealNumberEmbedding(config.hidden_size) if real_numbers else None
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
         )
@@ -33,8 +38,16 @@ class MegaEmbeddings(nn.Module):
         *,
         token_type_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
+        input_values: Tensor | None = None,
     ) -> Tensor:
-        """(B, L) ids or (B, L, D) embeddings -> (B, L, D)."""
+        """(B, L) ids, (B, L) real numbers (``input_values``) or (B, L, D) embeddings -> (B, L, D)."""
+        if self.real_number_embeddings is not None:
+            if input_ids is not None or (input_values is None) == (inputs_embeds is None):
+                raise ValueError("a model with input_type='real_numbers' takes exactly one of input_values or inputs_embeds")
+            embeddings = self.real_number_embeddings(input_values) if input_values is not None else inputs_embeds
+            return add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids)
+        if input_values is not None:
+            raise ValueError("input_values needs input_type='real_numbers'; this model takes token ids (input_ids)")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:

@@ -13,6 +13,7 @@ from .ema import MultiDimensionDampedEma
 from .gated_attention import MovingAverageGatedAttention
 from .norms import RMSNorm, ScaleNorm
 from .positional import RotaryRelativePositionalBias, SimpleRelativePositionalBias
+from .real_number_embedding import RealNumberEmbedding
 
 _SELF_INITIALISING = (
     MultiDimensionDampedEma,
@@ -21,6 +22,7 @@ _SELF_INITIALISING = (
     RotaryRelativePositionalBias,
     ScaleNorm,
     RMSNorm,
+    RealNumberEmbedding,
 )
 
 

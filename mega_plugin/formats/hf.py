@@ -25,7 +25,19 @@ HF_WORD_EMBEDDINGS: Final = f"{HF_PREFIX}embedding_layer.word_embeddings.weight"
 EXCLUDED_CORE_FIELDS: Final = ("extra", "ema_kernel", "attention_kernel", "norm_eps")
 """Core fields that are not written to config.json (ours, or fixed in the reference)."""
 
-WRITTEN_ONLY_WHEN_SET: Final[Mapping[str, Any]] = {"scale_embeddings": False, "cross_attention_max_positions": None}
+WRITTEN_ONLY_WHEN_SET: Final[Mapping[str, Any]] = {
+    "scale_embeddings": False,
+    "cross_attention_max_positions": None,
+    "add_final_norm": False,
+    "final_norm_affine": True,
+    "input_type": "tokens",
+    "classifier_style": "hf",
+    "classifier_pooling": "first",
+    "classifier_layers": 1,
+    "classifier_hidden_size": None,
+    "classifier_activation": "gelu",
+    "classifier_dual_input": False,
+}
 """Our core fields the reference ``MegaConfig`` lacks: left out of config.json at these values, so a
 directory of a model that does not use them stays the reference's layout."""
 

@@ -107,6 +107,8 @@ def hf_keys(config: dict[str, Any]) -> set[str]:
             ffn = f"mega.layers.{i}.nffn."
             keys |= {f"{ffn}{fc}.{p}" for fc in ("fc1", "fc2") for p in ("weight", "bias")}
             keys |= {f"{ffn}norm.norm.{name}" for name in norm}
+    if config.get("add_final_norm", False) and config.get("final_norm_affine", True):
+        keys |= {f"mega.final_norm.norm.{name}" for name in norm}
     if "MegaForCausalLM" in config["architectures"]:
         keys |= {"lm_head.weight", "lm_head.bias"}
     return keys

@@ -100,6 +100,7 @@ def test_from_transformers_import_returns_ours() -> None:
     from transformers import (  # noqa: F401
         MegaConfig,
         MegaForCausalLM,
+        MegaForImageClassification,
         MegaForMaskedLM,
         MegaForMultipleChoice,
         MegaForQuestionAnswering,

@@ -45,6 +45,7 @@ def _lra_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     )
     state["encoder.encoder.final_norm.norm.scalar"] = torch.ones(1)
     state["classifier.0.0.weight"] = torch.randn(16, 8)
+    state["classifier.0.0.bias"] = torch.randn(16)
     state["sentence_projection_layer.weight"] = torch.randn(10, 16)
     args = dict(
         encoder_normalize_before=True, norm_type="scalenorm", chunk_size=-1, max_positions=4002, rel_pos_bias="rotary",
@@ -92,18 +93,20 @@ def test_language_model_checkpoint_converts_from_the_command_line(tmp_path: Path
     assert not state["lm_head.bias"].any()
 
 
-def test_encoder_checkpoint_lists_what_it_cannot_hold_then_drops_it_when_allowed(
+def test_lra_checkpoint_converts_whole_and_drops_its_head_only_when_asked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     original = _lra_checkpoint(tmp_path / "lra.pt")
+    whole = tmp_path / "whole"
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lra.pt"), "--to", "hf", str(whole)]) == 0
+    config = json.loads((whole / "config.json").read_text())
+    state = load_file(str(whole / "model.safetensors"))
+    assert config["architectures"] == ["MegaForSequenceClassification"] and config["classifier_style"] == "lra"
+    assert config["add_final_norm"] and len(config["id2label"]) == 10
+    assert torch.equal(state["classifier.out_proj.weight"], original["sentence_projection_layer.weight"])
+    assert torch.equal(state["mega.final_norm.norm.scalar"], original["encoder.encoder.final_norm.norm.scalar"])
     out = tmp_path / "hf"
-    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lra.pt"), "--to", "hf", str(out)]) == 1
-    err = capsys.readouterr().err
-    for key in ("encoder.encoder.final_norm.norm.scalar", "classifier.0.0.weight", "sentence_projection_layer.weight"):
-        assert key in err
-    assert "final norm after the last layer" in err and "--allow-drop" in err
-    assert not out.exists()
-    allow = ["--allow-drop", "encoder.encoder.final_norm*", "--allow-drop", "classifier.*", "--allow-drop", "sentence_*"]
+    allow = ["--allow-drop", "classifier.*", "--allow-drop", "sentence_*"]
     assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lra.pt"), "--to", "hf", str(out), *allow]) == 0
     assert "dropping 3 key(s) as allowed by --allow-drop" in caplog.text
     config = json.loads((out / "config.json").read_text())
@@ -117,9 +120,10 @@ def test_encoder_checkpoint_lists_what_it_cannot_hold_then_drops_it_when_allowed
     torch.testing.assert_close(
         state["mega.layers.0.mega_layer.rel_pos_bias.b_param"], original["encoder.encoder.layers.0.mega_layer.rel_pos_bias.beta"]
     )
-    torch.testing.assert_close(  # encoders do not scale their embeddings
-        state["mega.embedding_layer.word_embeddings.weight"], original["encoder.encoder.embed_tokens.embed.weight"]
-    )
+    table, source = state["mega.embedding_layer.word_embeddings.weight"], original["encoder.encoder.embed_tokens.embed.weight"]
+    torch.testing.assert_close(table[2:], source[2:])  # encoders do not scale their embeddings
+    torch.testing.assert_close(table[0], source[0])
+    assert not table[1].any()  # the padding row: the original zeroes padded embeddings, so it was never read
 
 
 def test_original_args_file_bin_output_and_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,7 +198,7 @@ def test_a_converted_encoder_loads_with_auto_model_and_auto_model_for_masked_lm(
     from transformers import AutoModel, AutoModelForMaskedLM
 
     original = _lra_checkpoint(tmp_path / "lra.pt")
-    allow = ["--allow-drop", "encoder.encoder.final_norm*", "--allow-drop", "classifier.*", "--allow-drop", "sentence_*"]
+    allow = ["--allow-drop", "classifier.*", "--allow-drop", "sentence_*"]  # a bare encoder
     out = str(tmp_path / "hf")
     assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "lra.pt"), "--to", "hf", out, *allow]) == 0
     base, info = AutoModel.from_pretrained(out, output_loading_info=True)
@@ -204,7 +208,8 @@ def test_a_converted_encoder_loads_with_auto_model_and_auto_model_for_masked_lm(
     assert type(masked).__name__ == "MegaForMaskedLM"
     # The original encoder has no LM head: the head is new, its matrix tied to the converted embeddings.
     assert _missing(info) <= {"mlm_head.weight", "mlm_head.bias"}
-    embedding = original["encoder.encoder.embed_tokens.embed.weight"]
+    embedding = original["encoder.encoder.embed_tokens.embed.weight"].clone()
+    embedding[1] = 0  # the padding row, never read by the original
     assert masked.get_output_embeddings().weight.data_ptr() == masked.get_input_embeddings().weight.data_ptr()
     torch.testing.assert_close(masked.get_input_embeddings().weight, embedding)
     torch.testing.assert_close(

@@ -1,4 +1,4 @@
-"""Hugging Face transformers adapter: ``MegaConfig``, ``MegaModel`` and the six heads.
+"""Hugging Face transformers adapter: ``MegaConfig``, ``MegaModel`` and the heads.
 
 Importing ``mega_plugin`` registers them with the Auto classes; see
 :func:`register_with_transformers`.
@@ -15,6 +15,7 @@ from .modeling_classification import (
     MegaForSequenceClassification,
     MegaForTokenClassification,
 )
+from .modeling_image import MegaForImageClassification
 from .modeling_lm import MegaForCausalLM, MegaForMaskedLM
 from .modeling_mega import MegaModel, MegaPooler, MegaPreTrainedModel
 from .registration import AUTO_CLASSES, register_with_transformers
@@ -25,6 +26,7 @@ __all__ = [
     "MegaClassificationHead",
     "MegaConfig",
     "MegaForCausalLM",
+    "MegaForImageClassification",
     "MegaForMaskedLM",
     "MegaForMultipleChoice",
     "MegaForQuestionAnswering",

@@ -27,7 +27,10 @@ class MegaConfig(PretrainedConfig):
     seed document: ``add_token_type_embeddings`` is ``False``, as in the code that wrote every
     public checkpoint, so a config.json without the key loads as it did there. Two fields are
     ours: ``ema_kernel`` and ``attention_kernel`` name the kernels (``"auto"`` picks the best
-    available; see ``mega-plugin info``). The HF-only fields (token ids, ``classifier_dropout``,
+    available; see ``mega-plugin info``). The original LRA models' options (``input_type``,
+    ``classifier_style``, ``classifier_pooling``, ``classifier_layers``, ``classifier_hidden_size``,
+    ``classifier_activation``, ``classifier_dual_input``; see
+    :class:`mega_plugin.core.config_lra.LraOptions`) are ours too, off by default. The HF-only fields (token ids, ``classifier_dropout``,
     ``use_cache``, ``add_lm_hidden_dense_layer``, ``tie_word_embeddings``) are declared here.
     The architecture is validated when a model is built (:meth:`to_core`).
     """
@@ -80,6 +83,15 @@ class MegaConfig(PretrainedConfig):
         attention_kernel: str = CORE.attention_kernel,
         scale_embeddings: bool = CORE.scale_embeddings,
         cross_attention_max_positions: int | None = CORE.cross_attention_max_positions,
+        add_final_norm: bool = CORE.add_final_norm,
+        final_norm_affine: bool = CORE.final_norm_affine,
+        input_type: str = CORE.input_type,
+        classifier_style: str = CORE.classifier_style,
+        classifier_pooling: str = CORE.classifier_pooling,
+        classifier_layers: int = CORE.classifier_layers,
+        classifier_hidden_size: int | None = CORE.classifier_hidden_size,
+        classifier_activation: str = CORE.classifier_activation,
+        classifier_dual_input: bool = CORE.classifier_dual_input,
         **kwargs: Any,
     ) -> None:
         # The parameters follow the reference's order (positional calls keep working) and name

@@ -15,6 +15,8 @@ from transformers.modeling_outputs import (
 )
 
 from ...core.heads import MegaClassificationHead as CoreClassificationHead
+from ...core.lra_head import MegaLraClassificationHead
+from ...core.masks import padding_to_key_mask
 from .configuration_mega import MegaConfig
 from .losses import token_loss
 from .modeling_mega import MegaModel, MegaPreTrainedModel
@@ -55,15 +57,73 @@ def sequence_classification_loss(config: MegaConfig, logits: Tensor, labels: Ten
     raise ValueError(f"problem_type={config.problem_type!r} is not supported; allowed values: {', '.join(_PROBLEM_TYPES)}")
 
 
+def build_sequence_head(config: MegaConfig) -> nn.Module:
+    """The ``classifier`` of a sequence-level head: the HF first-token head, or the original LRA
+    head (``classifier_style='lra'``: pooling, pair concatenation, MLP, bias-free ``out_proj``)."""
+    if config.classifier_style == "lra":
+        return MegaLraClassificationHead(config.to_core(), config.num_labels, dropout=_classifier_dropout(config))
+    return MegaClassificationHead(config)
+
+
+def key_mask_of(attention_mask: Tensor | None, hidden: Tensor) -> Tensor | None:
+    """The (B, L) bool real-token mask of ``hidden`` (B, L, D) for pooling, or None (all real)."""
+    return padding_to_key_mask(attention_mask, batch=hidden.shape[0], length=hidden.shape[1], position=0)
+
+
 class MegaForSequenceClassification(MegaPreTrainedModel):
-    """MEGA with a first-token classification or regression head (``classifier``)."""
+    """MEGA with a sequence classification or regression head (``classifier``).
+
+    ``classifier_style='hf'`` (default): the first-token head of transformers' MEGA.
+    ``classifier_style='lra'``: the original LRA head; with ``classifier_dual_input`` it scores a
+    pair (LRA Retrieval): pass the second sequence as ``pair_input_ids`` / ``pair_attention_mask``
+    (or ``pair_input_values`` for ``input_type='real_numbers'``). Real-number models take
+    ``input_values`` (B, L) floats instead of ``input_ids``.
+    """
 
     def __init__(self, config: MegaConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
         self.mega = MegaModel(config, add_pooling_layer=False)
-        self.classifier = MegaClassificationHead(config)
+        self.classifier = build_sequence_head(config)
         self.post_init()
+
+    def classify(
+        self, hidden: Tensor, attention_mask: Tensor | None, pair: tuple[Tensor, Tensor | None] | None = None
+    ) -> Tensor:
+        """Logits (B, num_labels) from the last hidden state (B, L, D) (and the pair's, encoded)."""
+        if isinstance(self.classifier, MegaLraClassificationHead):
+            second = None if pair is None else (pair[0], key_mask_of(pair[1], pair[0]))
+            return self.classifier(hidden, key_mask_of(attention_mask, hidden), pair=second)
+        if pair is not None:
+            raise ValueError("pair inputs need classifier_style='lra' with classifier_dual_input=True")
+        return self.classifier(hidden)
+
+    def encode_pair(
+        self,
+        pair_input_ids: Tensor | None,
+        pair_attention_mask: Tensor | None,
+        pair_input_values: Tensor | None,
+        pair_token_type_ids: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None] | None:
+        """The second sequence's (last hidden state, attention mask), or None without one."""
+        if pair_input_ids is None and pair_input_values is None:
+            if self.config.classifier_dual_input:
+                raise ValueError(
+                    "classifier_dual_input=True: pass the second sequence as pair_input_ids "
+                    "(or pair_input_values for input_type='real_numbers')"
+                )
+            return None
+        extra = {} if pair_input_values is None else {"input_values": pair_input_values}
+        encoded = self._encode(
+            pair_input_ids,
+            attention_mask=pair_attention_mask,
+            token_type_ids=pair_token_type_ids,
+            inputs_embeds=None,
+            output_attentions=False,
+            output_hidden_states=False,
+            **extra,
+        )
+        return encoded.last_hidden_state, pair_attention_mask
 
     def forward(
         self,
@@ -75,8 +135,15 @@ class MegaForSequenceClassification(MegaPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        pair_input_ids: Tensor | None = None,
+        pair_attention_mask: Tensor | None = None,
+        pair_token_type_ids: Tensor | None = None,
+        input_values: Tensor | None = None,
+        pair_input_values: Tensor | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput | tuple[Tensor, ...]:
+        if input_values is not None:
+            kwargs["input_values"] = input_values
         outputs = self._encode(
             input_ids,
             attention_mask=attention_mask,
@@ -86,7 +153,8 @@ class MegaForSequenceClassification(MegaPreTrainedModel):
             output_hidden_states=output_hidden_states,
             **kwargs,
         )
-        logits = self.classifier(outputs.last_hidden_state)
+        pair = self.encode_pair(pair_input_ids, pair_attention_mask, pair_input_values, pair_token_type_ids)
+        logits = self.classify(outputs.last_hidden_state, attention_mask, pair)
         loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
         return self._head_output(
             SequenceClassifierOutput,

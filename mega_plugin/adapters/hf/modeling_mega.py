@@ -15,7 +15,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.utils import ModelOutput
 
 from ...backends import accelerate
-from ...core.backbone import run_backbone
+from ...core.backbone import build_final_norm, run_backbone
 from ...core.embeddings import MegaEmbeddings
 from ...core.heads import MegaPooler
 from ...core.init import initialize_module
@@ -236,14 +236,20 @@ class MegaModel(MegaPreTrainedModel):
         core = config.to_core()
         self.embedding_layer = MegaEmbeddings(core)
         self.layers = MegaLayerStack(core)
+        self.final_norm = build_final_norm(core)  # add_final_norm: the original pre-norm LMs' last norm
         self.pooler = MegaPooler(config.hidden_size) if add_pooling_layer else None
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embedding_layer.word_embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        # input_type='real_numbers' has no token table: its input embedding is the real-number one
+        layer = self.embedding_layer
+        return layer.word_embeddings if layer.word_embeddings is not None else layer.real_number_embeddings
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embedding_layer.word_embeddings = value
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if self.embedding_layer.word_embeddings is None:
+            self.embedding_layer.real_number_embeddings = value
+        else:
+            self.embedding_layer.word_embeddings = value
 
     def forward(
         self,
@@ -259,8 +265,10 @@ class MegaModel(MegaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache: MegaCache | None = None,
+        input_values: Tensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple[Tensor, ...]:
+        """``input_values`` (B, L) floats replace ``input_ids`` for ``input_type='real_numbers'``."""
         _reject_unknown_kwargs(kwargs)
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
@@ -268,7 +276,14 @@ class MegaModel(MegaPreTrainedModel):
         return_dict = config.return_dict if return_dict is None else return_dict
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("pass either input_ids or inputs_embeds, not both")
-        if input_ids is None and inputs_embeds is None:
+        if config.input_type == "real_numbers":
+            if input_ids is not None:
+                raise ValueError("this model has input_type='real_numbers': pass input_values (batch, length) floats, not input_ids")
+            if input_values is None and inputs_embeds is None:
+                raise ValueError("pass input_values (batch, length) floats or inputs_embeds")
+        elif input_values is not None:
+            raise ValueError("input_values needs input_type='real_numbers'; this model takes input_ids")
+        elif input_ids is None and inputs_embeds is None:
             raise ValueError("pass input_ids or inputs_embeds")
         if input_ids is not None and input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
@@ -288,12 +303,14 @@ class MegaModel(MegaPreTrainedModel):
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
+            input_values=input_values,
             state=state,
             use_cache=mega_cache is not None,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             encoder_hidden=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
+            final_norm=self.final_norm,
         )
         if mega_cache is not None:
             mega_cache.state = result.state

@@ -33,6 +33,7 @@ from .modeling_classification import (
     MegaForSequenceClassification,
     MegaForTokenClassification,
 )
+from .modeling_image import MegaForImageClassification
 from .modeling_lm import MegaForCausalLM, MegaForMaskedLM
 from .modeling_mega import MegaModel, MegaPreTrainedModel
 
@@ -49,6 +50,7 @@ AUTO_CLASSES: Final[dict[str, type[MegaPreTrainedModel]]] = {
     "AutoModelForMultipleChoice": MegaForMultipleChoice,
     "AutoModelForTokenClassification": MegaForTokenClassification,
     "AutoModelForQuestionAnswering": MegaForQuestionAnswering,
+    "AutoModelForImageClassification": MegaForImageClassification,
 }
 
 # The names the model document imports from ``transformers`` -> our class.
@@ -62,6 +64,7 @@ TOP_LEVEL_NAMES: Final[dict[str, type]] = {
     "MegaForMultipleChoice": MegaForMultipleChoice,
     "MegaForTokenClassification": MegaForTokenClassification,
     "MegaForQuestionAnswering": MegaForQuestionAnswering,
+    "MegaForImageClassification": MegaForImageClassification,
 }
 
 MODEL_ALIAS_MODULE: Final = "transformers.models.mega"

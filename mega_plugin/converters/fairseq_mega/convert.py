@@ -24,6 +24,7 @@ from torch import Tensor
 from ...formats.hf import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
 from ...registry.records import ConversionError
 from .config import arg, infer_architecture
+from .lra import convert_lra, is_lra_checkpoint
 from .seq2seq import convert_seq2seq, is_seq2seq_checkpoint
 from .keys import (
     EMBEDDING_KEYS,
@@ -71,6 +72,8 @@ def convert_fairseq_mega(
     keys = list(state_dict)
     if is_seq2seq_checkpoint(keys):  # a translation model: an EncoderDecoderModel directory
         return convert_seq2seq(state_dict, args, allow_drop=allow_drop)
+    if is_lra_checkpoint(keys):  # an LRA classifier: MegaForSequenceClassification / MegaForImageClassification
+        return convert_lra(state_dict, args, allow_drop=allow_drop)
     prefix, num_layers = model_prefix(keys)
     causal = prefix.split(".", 1)[0] == "decoder"
     mapped: dict[str, Tensor] = {}
