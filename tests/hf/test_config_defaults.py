@@ -21,6 +21,8 @@ transformers = pytest.importorskip("transformers")
 from mega_hf_helpers import REFERENCE_PACKAGE  # noqa: E402
 from mega_plugin.adapters.hf import MegaConfig  # noqa: E402
 from mega_plugin.core.config import MegaCoreConfig  # noqa: E402
+from mega_plugin.core.config_lm import LanguageModelOptions  # noqa: E402
+from mega_plugin.core.config_lra import LraOptions  # noqa: E402
 from mega_plugin.formats.hf import HF_ONLY_DEFAULTS  # noqa: E402
 
 NOT_IN_MEGA_CONFIG = ("extra", "norm_eps")
@@ -29,7 +31,14 @@ NOT_IN_MEGA_CONFIG = ("extra", "norm_eps")
 SHARED_FIELDS = tuple(f.name for f in dataclasses.fields(MegaCoreConfig) if f.name not in NOT_IN_MEGA_CONFIG)
 """Every core field MegaConfig carries."""
 
-OUR_FIELDS = ("ema_kernel", "attention_kernel", "scale_embeddings", "cross_attention_max_positions")
+OUR_FIELDS = (
+    "ema_kernel",
+    "attention_kernel",
+    "scale_embeddings",
+    "cross_attention_max_positions",
+    *(f.name for f in dataclasses.fields(LanguageModelOptions)),
+    *(f.name for f in dataclasses.fields(LraOptions)),
+)
 """Fields MegaConfig has and the transformers 4.57 reference does not."""
 
 
