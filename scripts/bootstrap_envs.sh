@@ -23,7 +23,9 @@ VENVS="$ROOT/.venvs"
 
 # Install recipes: part of the stamp, so editing one re-installs that environment.
 HF_TORCH="torch==2.13.0"
-HF_EXTRA_PKGS=("transformers>=5,<6" "tokenizers")
+# onnx/onnxruntime/onnxscript: torch.onnx.export(dynamo=True) and its parity tests (tests/hf/test_onnx.py);
+# the same pins as the `onnx` extra in pyproject.toml
+HF_EXTRA_PKGS=("transformers>=5,<6" "tokenizers" "onnx==1.23.2" "onnxruntime==1.31.1" "onnxscript==0.7.2")
 FS2_PIN="fairseq2==0.8.1"
 FS2_TRANSFORMERS_PREFIX="4.57"
 
@@ -128,7 +130,7 @@ EOF
 
 # Quick checks: run after installing, and on every run before trusting the stamp.
 verify_hf() {
-    "$VENVS/hf/bin/python" -c "import torch, transformers, tokenizers, pytest, importlib.metadata as m
+    "$VENVS/hf/bin/python" -c "import torch, transformers, tokenizers, pytest, onnx, onnxruntime, onnxscript, importlib.metadata as m
 assert transformers.__version__.startswith('5.'), transformers.__version__
 assert torch.__version__.startswith('${HF_TORCH#torch==}'), torch.__version__
 m.distribution('mega-plugin')"
