@@ -194,15 +194,9 @@ def test_translation_in_fairseq2_matches_the_original(variant: str, layout: str,
 REFUSALS: dict[str, tuple[str, ...]] = {
     "lm_wt103": ("decoder.adaptive_softmax.", "decoder.embed_tokens.embeddings.", "decoder.final_norm"),
     "lm_enwik8": ("decoder.final_norm",),
-    "lra_listops": ("classifier.0.0.weight", "sentence_projection_layer.weight"),
-    "lra_text": ("classifier.0.0.weight", "sentence_projection_layer.weight"),
-    "lra_retrieval": ("classifier.0.0.weight", "sentence_projection_layer.weight"),
-    "lra_image": ("encoder.encoder.embed_tokens.weight", "encoder.encoder.final_norm.norm.running_var"),
-    "lra_pathfinder": ("encoder.encoder.embed_tokens.weight", "encoder.encoder.final_norm.norm.running_var"),
-    "lra_pathx": ("encoder.encoder.embed_tokens.weight", "encoder.encoder.final_norm.norm.running_var"),
-    "sc_raw": ("encoder.encoder.embed_tokens.weight", "encoder.encoder.final_norm.norm.running_var"),
 }
-"""Setups the converter cannot hold yet -> key names its refusal must list (the lm and lra work replaces these)."""
+"""Setups the converter cannot hold yet -> key names its refusal must list (the lm work replaces these;
+the LRA and speech-commands setups convert: tests/converters/test_original_lra.py)."""
 
 
 @pytest.mark.parametrize("setup", sorted(REFUSALS))

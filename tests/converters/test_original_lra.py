@@ -23,7 +23,8 @@ from mega_plugin.cli import main
 
 pytestmark = pytest.mark.hf
 
-LRA_SETUPS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder", "lra_pathx")
+LRA_SETUPS = ("lra_listops", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder", "lra_pathx", "sc_raw")
+"""The six LRA setups, and the raw speech-commands classifier (the same encoder on audio samples)."""
 CHECKPOINTS = (("fp32", "save_state"), ("fp32", "cfg"), ("fp32", "legacy"), ("fp16", "save_state"), ("bf16", "save_state"))
 
 
@@ -39,7 +40,8 @@ def _load(out: Path) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(out)
-    auto = AutoModelForImageClassification if config.input_type == "real_numbers" else AutoModelForSequenceClassification
+    image = config.architectures == ["MegaForImageClassification"]
+    auto = AutoModelForImageClassification if image else AutoModelForSequenceClassification
     return auto.from_pretrained(out).eval()
 
 
@@ -51,8 +53,10 @@ def _real_mask(lengths: torch.Tensor, length: int) -> torch.Tensor:
 def _run(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> Any:
     tokens, lengths = reference["input.src_tokens"], reference["input.src_lengths"]
     with torch.no_grad():
-        if tokens.is_floating_point():  # pixels: one real number per position, no padding
-            return model(pixel_values=tokens, output_hidden_states=True)
+        if tokens.is_floating_point():  # pixels or audio samples: one real number per position, no padding
+            if type(model).__name__ == "MegaForImageClassification":
+                return model(pixel_values=tokens, output_hidden_states=True)
+            return model(input_values=tokens, output_hidden_states=True)
         extra = {}
         if "input.src_tokens1" in reference:  # retrieval: the second document
             second = reference["input.src_tokens1"]
@@ -67,6 +71,8 @@ def test_converted_lra_model_gives_the_original_logits(name: str, variant: str, 
     fixture = load_fixture(name)
     config = _convert(name, variant, layout, tmp_path / "hf")
     expected_class = "MegaForImageClassification" if fixture.kind == "lra_image" else "MegaForSequenceClassification"
+    real_numbers = fixture.kind in ("lra_image", "sc")
+    assert config.get("input_type", "tokens") == ("real_numbers" if real_numbers else "tokens")
     assert config["architectures"] == [expected_class] and config["classifier_style"] == "lra"
     assert config.get("classifier_dual_input", False) == (fixture.kind == "lra_retrieval")  # defaults are left out
     assert config.get("add_final_norm", False) == fixture.args["encoder_normalize_before"]

@@ -147,9 +147,9 @@ def _head_options(parts: _Parts, args: Mapping[str, Any], hidden: int) -> tuple[
 def convert_lra(
     state_dict: Mapping[str, Tensor], original_args: Mapping[str, Any] | None, *, allow_drop: Sequence[str] = ()
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Original LRA checkpoint -> (HF config dict, HF state dict) of a ``MegaForSequenceClassification``
-    (token input) or ``MegaForImageClassification`` (real-number input); a bare ``MegaModel`` when the
-    whole head is dropped with ``allow_drop``."""
+    """Original LRA (or raw speech-commands) checkpoint -> (HF config dict, HF state dict) of a
+    ``MegaForSequenceClassification`` (token or audio-sample input) or ``MegaForImageClassification``
+    (``--input-type image`` pixels); a bare ``MegaModel`` when the whole head is dropped with ``allow_drop``."""
     args = dict(original_args or {})
     prefix, num_layers = model_prefix(list(state_dict))
     parts = _split(state_dict, allow_drop)
@@ -211,5 +211,6 @@ def convert_lra(
             label2id={f"LABEL_{i}": i for i in range(labels)},
             classifier_dropout=float(arg(args, "dropout", default=0.0)),
         )
-        architecture = "MegaForImageClassification" if real_numbers else "MegaForSequenceClassification"
+        image = real_numbers and arg(args, "input_type") == "image"  # LRA pixels; speech commands: audio samples
+        architecture = "MegaForImageClassification" if image else "MegaForSequenceClassification"
     return hf_config_dict(core, architectures=[architecture], **hf_fields), mapped
