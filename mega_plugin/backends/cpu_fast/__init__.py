@@ -4,14 +4,15 @@ What it swaps in (:func:`accelerate`; same parameters, same state-dict keys, sam
 
 * :class:`~.layer.BlockedGatedAttention` and :class:`~.ffn.BlockedFeedForward`: after the EMA,
   every op runs per row block of whole attention frames (:mod:`.row_blocks`), in place where
-  no gradient is recorded;
+  no gradient is recorded; a decoding step (one token after a state) runs the one-token
+  arithmetic of :mod:`.decode_step`;
 * :class:`~.ownership.HandOverStack`: inside one stack call a no-grad layer writes its output
   into the tensor the previous layer handed it;
 * :class:`~.linear.OneDnnLinear`: fp32 projections as oneDNN GEMMs, where oneDNN works here.
 
 and the ``onednn`` attention kernel (the reference arithmetic frame by frame in oneDNN GEMMs).
 Each module falls back to the core's own forward for the calls it does not serve (other
-devices, compilation, streaming state, attention weights, dropout in training).
+devices, compilation, streaming prompts, attention weights, dropout in training).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from torch import Tensor
 from ...core.chunking import attend_in_chunks
 from ...core.gated_attention import AttentionResult, MovingAverageGatedAttention
 from ...core.memo import records_grad
+from .decode_step import decode_step, serves_step
 from .in_place import activation_in_place
 from .ownership import may_overwrite
 from .plan import runs_in_blocks
@@ -42,8 +43,21 @@ class BlockedGatedAttention(MovingAverageGatedAttention):
     """Target tokens per row block (a class default; set on an instance to change one layer)."""
 
     def forward(self, x: Tensor, **options: Any) -> AttentionResult:
-        """The core's ``forward`` (same options); in row blocks when no state, no weights are asked for
-        and :func:`.plan.runs_in_blocks` says the blocks give the same result."""
+        """The core's ``forward`` (same options); one decoding step by :func:`.decode_step.decode_step`
+        when it serves the call; in row blocks when no state, no weights are asked for and
+        :func:`.plan.runs_in_blocks` says the blocks give the same result."""
+        state = options.get("state")
+        if state is not None and serves_step(
+            self,
+            x,
+            state=state,
+            causal=bool(options.get("causal")),
+            need_weights=bool(options.get("need_weights")),
+            dropouts=self._dropouts(),
+        ):
+            return decode_step(
+                self, x, state=state, key_mask=options.get("key_mask"), update_state=bool(options.get("update_state"))
+            )
         streams = options.get("state") is not None or options.get("update_state") or options.get("need_weights")
         if streams or not runs_in_blocks(self, x, dropouts=self._dropouts()):
             return super().forward(x, **options)
