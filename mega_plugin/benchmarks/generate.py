@@ -35,6 +35,8 @@ class GenerateResult:
     new_tokens: int
     tokens_per_second: float | None
     error: str | None = None
+    weight_bytes: int = 0
+    """Bytes of the model's parameters: what one decoding step at batch 1 reads at least once."""
 
 
 def build_generator(implementation: str, *, max_length: int, chunk_size: int = 256, seed: int = 0) -> nn.Module:
@@ -92,15 +94,28 @@ def run_generate_benchmark(
                     progress.step(f"{implementation} prompt={prompt} batch={batch}")
                     try:
                         rate = decode_rate(model, prompt=prompt, batch=batch, new_tokens=new_tokens, repeats=repeats)
-                        results.append(GenerateResult(implementation, prompt, batch, new_tokens, rate))
+                        results.append(
+                            GenerateResult(implementation, prompt, batch, new_tokens, rate, weight_bytes=weight_bytes(model))
+                        )
                     except Exception as error:  # shown in the table, not hidden
                         message = f"{type(error).__name__}: {error}"[:200]
                         results.append(GenerateResult(implementation, prompt, batch, new_tokens, None, error=message))
     return results
 
 
-def format_generate_table(results: list[GenerateResult]) -> str:
-    """One row per (prompt, batch): tokens/s of each implementation and ours / Llama."""
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s distinct parameters (tied tables counted once)."""
+    unique = {parameter.data_ptr(): parameter for parameter in model.parameters()}
+    return sum(parameter.numel() * parameter.element_size() for parameter in unique.values())
+
+
+def format_generate_table(results: list[GenerateResult], *, bandwidth: float | None = None) -> str:
+    """One row per (prompt, batch): tokens/s of each implementation and ours / Llama.
+
+    With ``bandwidth`` (GB/s, :func:`~.machine.measure_read_bandwidth`) a last column gives the
+    bound it sets on our rate: batch x bandwidth / our weight bytes (each step reads every
+    weight once; the cache, the activations and the loop come on top).
+    """
     def find(implementation: str, prompt: int, batch: int) -> GenerateResult | None:
         return next((r for r in results if (r.implementation, r.prompt, r.batch) == (implementation, prompt, batch)), None)
 
@@ -109,13 +124,17 @@ def format_generate_table(results: list[GenerateResult]) -> str:
             return "-"
         return result.error if result.tokens_per_second is None else f"{result.tokens_per_second:.0f}"
 
-    lines = [
-        "| prompt | batch | ours tok/s | Llama tok/s | ours / Llama | generate floor tok/s |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = "| prompt | batch | ours tok/s | Llama tok/s | ours / Llama | generate floor tok/s |"
+    if bandwidth is not None:
+        header += f" weight-read bound at {bandwidth:.1f} GB/s, tok/s |"
+    lines = [header, "|---" * header.count(" |") + "|"]
     for prompt, batch in dict.fromkeys((r.prompt, r.batch) for r in results):
         ours, llama = find("ours", prompt, batch), find("llama", prompt, batch)
         rates = (ours and ours.tokens_per_second, llama and llama.tokens_per_second)
         ratio = f"{rates[0] / rates[1]:.2f}x" if rates[0] and rates[1] else "-"
-        lines.append(f"| {prompt} | {batch} | {cell(ours)} | {cell(llama)} | {ratio} | {cell(find('floor', prompt, batch))} |")
+        row = f"| {prompt} | {batch} | {cell(ours)} | {cell(llama)} | {ratio} | {cell(find('floor', prompt, batch))} |"
+        if bandwidth is not None:
+            bound = batch * bandwidth * 1e9 / ours.weight_bytes if ours and ours.weight_bytes else None
+            row += f" {bound:.0f} |" if bound else " - |"
+        lines.append(row)
     return "\n".join(lines)

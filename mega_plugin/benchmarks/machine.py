@@ -85,6 +85,21 @@ def measure_gemm_rates(*, size: int = 2048, repeats: int = 3) -> GemmRates:
     return GemmRates(blas=blas, onednn=onednn)
 
 
+def measure_read_bandwidth(*, megabytes: int = 256, repeats: int = 3) -> float:
+    """GB/s at which this process reads memory: a sum over ``megabytes`` of fp32, best of ``repeats``.
+
+    Far larger than any cache, so every byte comes from DRAM once; a reduction does one add
+    per loaded float, so it runs at the load bandwidth, not at the FLOP rate. Decoding at
+    batch 1 reads every weight once per token: its rate is bounded by this divided by the
+    bytes of the weights.
+    """
+    if megabytes < 1:
+        raise ValueError(f"megabytes={megabytes}; allowed values: 1 or more")
+    data = torch.ones(megabytes * 2**20 // 4)
+    seconds = best_time(lambda: data.sum(), repeats=repeats, warmup=1)
+    return data.numel() * data.element_size() / seconds / 1e9
+
+
 def describe_run(*, threads: int, background_load: int = 0) -> str:
     """One line for the head of a table: CPU, torch, threads and the background load."""
     load = f", {background_load} busy background process(es)" if background_load else ", quiet"

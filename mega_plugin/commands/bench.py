@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         print(sections[-1], flush=True)
     if args.suite in ("generate", "all"):
         from ..benchmarks.generate import GENERATORS, format_generate_table, run_generate_benchmark
+        from ..benchmarks.machine import measure_read_bandwidth
 
         generated = run_generate_benchmark(
             prompts=tuple(args.generate_prompts),
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         machine = describe_run(threads=args.threads, background_load=args.background_load)
         sections.append(
             f"## generate() decoding, greedy, {args.new_tokens} new tokens, hidden 256, 4 layers\n\n"
-            f"Machine: {machine}.\n\n{format_generate_table(generated)}"
+            f"Machine: {machine}.\n\n{format_generate_table(generated, bandwidth=measure_read_bandwidth())}"
         )
         print(sections[-1], flush=True)
     if args.output_dir is not None:

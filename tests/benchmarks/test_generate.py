@@ -46,3 +46,17 @@ def test_a_failed_case_is_shown_not_dropped() -> None:
     failed = GenerateResult("ours", 8, 1, 3, None, error="RuntimeError: boom")
     table = format_generate_table([failed, GenerateResult("llama", 8, 1, 3, 100.0)])
     assert "RuntimeError: boom" in table and "| 100 |" in table
+
+
+def test_the_weight_read_bound_is_batch_times_bandwidth_over_the_weight_bytes() -> None:
+    ours = GenerateResult("ours", 8, 4, 3, 50.0, weight_bytes=2_000_000)
+    table = format_generate_table([ours], bandwidth=10.0)
+    header, _, row = table.splitlines()
+    assert "10.0 GB/s" in header and header.count("|") == row.count("|")
+    assert row.endswith("| 20000 |")  # 4 x 10e9 B/s / 2e6 B
+
+
+def test_weight_bytes_counts_tied_tables_once() -> None:
+    model = generate.build_generator("ours", max_length=16)
+    distinct = {p.data_ptr(): p.numel() for p in model.parameters()}
+    assert generate.weight_bytes(model) == 4 * sum(distinct.values())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from mega_plugin.benchmarks import machine
 from mega_plugin.benchmarks.machine import GemmRates, describe_run, measure_gemm_rates, read_cpu_info
 
 CPUINFO = """processor\t: 0
@@ -42,3 +45,9 @@ def test_both_gemm_rates_are_measured_and_the_faster_is_the_yardstick() -> None:
 def test_the_run_description_names_threads_and_load() -> None:
     assert "2 threads" in describe_run(threads=2) and "quiet" in describe_run(threads=2)
     assert "3 busy background" in describe_run(threads=1, background_load=3)
+
+
+def test_read_bandwidth_is_a_positive_rate_and_checks_its_size() -> None:
+    assert machine.measure_read_bandwidth(megabytes=8, repeats=1) > 0.1
+    with pytest.raises(ValueError, match="megabytes=0"):
+        machine.measure_read_bandwidth(megabytes=0)
