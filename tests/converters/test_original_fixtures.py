@@ -1,13 +1,18 @@
 """The fixtures made by the ORIGINAL facebookresearch/mega code (tests/fixtures/original_mega).
 
 This file checks the fixture directory itself: every README setup is there, every file the
-manifests list exists and loads in its layout, and the whole is small. Converter parity
+manifests list exists and loads in its layout, and the whole is small; with MEGA_ORIGINAL_SNAPSHOT set,
+the generator rebuilds the stored references exactly. Converter parity
 against these fixtures is in ``test_original_conversion.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +77,22 @@ def test_unknown_variant_or_layout_is_refused() -> None:
         fixture.checkpoint_path(variant="fp16", layout="legacy")
     with pytest.raises(ValueError, match="no original-MEGA fixture"):
         load_fixture("lm_nope")
+
+
+ORIGINAL_SNAPSHOT = os.environ.get("MEGA_ORIGINAL_SNAPSHOT")
+"""An extracted facebookresearch/mega snapshot (docs/original_checkpoints.md); absent in CI."""
+
+
+@pytest.mark.skipif(not ORIGINAL_SNAPSHOT, reason="MEGA_ORIGINAL_SNAPSHOT (an extracted original snapshot) not set")
+@pytest.mark.parametrize("name", ["lm_wt103", "mt_wmt16"])
+def test_the_generator_rebuilds_the_stored_references(name: str, tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "original_mega" / "build_fixtures.py"
+    subprocess.run([sys.executable, str(script), "--original", str(ORIGINAL_SNAPSHOT), "--out", str(tmp_path),
+                    "--only", name], check=True, capture_output=True)
+    fixture = load_fixture(name)
+    for variant in VARIANTS:
+        rebuilt = torch.load(tmp_path / name / f"reference_{variant}.pt", weights_only=True)
+        stored = fixture.reference(variant=variant)
+        assert set(rebuilt) == set(stored)
+        for key in stored:
+            assert torch.equal(rebuilt[key], stored[key]), (variant, key)
