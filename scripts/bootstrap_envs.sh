@@ -184,11 +184,27 @@ bootstrap_fairseq2() {
     log "fairseq2: ready in $((SECONDS - start)) s ($(versions "$venv"))"
 }
 
+# The source distribution of the venv's transformers: its tests/ folder holds transformers' own
+# common test mixins, which tests/hf/test_transformers_mixins.py runs against MEGA
+# (tests/_support/transformers_sdist.py reads .venvs/sdists/transformers-<version>.tar.gz).
+fetch_transformers_sdist() {  # fetch_transformers_sdist VENV
+    local venv="$1" version
+    version="$("$venv/bin/python" -c 'import transformers; print(transformers.__version__)')"
+    mkdir -p "$VENVS/sdists"
+    if [[ -f "$VENVS/sdists/transformers-$version.tar.gz" ]]; then
+        return 0
+    fi
+    log "pip download --no-binary :all: --no-deps transformers==$version (its test mixins)"
+    "$venv/bin/pip" download "${PIP_FLAGS[@]}" --no-binary :all: --no-deps -d "$VENVS/sdists" "transformers==$version" \
+        || log "WARNING: no transformers $version sdist: the transformers mixin tests will skip"
+}
+
 total_start=$SECONDS
 for env_name in "${wanted[@]}"; do
     case "$env_name" in
         hf) bootstrap_hf ;;
         fairseq2) bootstrap_fairseq2 ;;
     esac
+    fetch_transformers_sdist "$VENVS/$env_name"
 done
 log "done in $((SECONDS - total_start)) s"

@@ -25,3 +25,21 @@ def _register(module_name: str, file_name: str) -> None:
 
 _register("mega_hf_helpers", "helpers.py")
 _register("mega_hf_reference_checkpoints", "reference_checkpoints.py")
+
+
+# Markers that transformers' own test mixins (tests/hf/test_transformers_mixins.py) put on
+# their tests; registered so that --strict-markers accepts them.
+TRANSFORMERS_MIXIN_MARKERS = (
+    "accelerate_tests",
+    "flash_attn_test",
+    "flash_attn_3_test",
+    "flash_attn_4_test",
+    "order",  # 4.57
+    "torch_compile_test",
+    "torch_export_test",
+)
+
+
+def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
+    for marker in TRANSFORMERS_MIXIN_MARKERS:
+        config.addinivalue_line("markers", f"{marker}: a marker of transformers' common test mixins")

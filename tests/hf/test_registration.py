@@ -61,7 +61,9 @@ def test_every_builtin_mapping_that_mentions_mega_returns_ours() -> None:
         # The 4.57 tables named in notes/transformers.md, at least.
         assert {"AutoModel", "AutoModelForPreTraining", "AutoModelWithLMHead", *SIX_HEADS_AND_BASE} <= set(mentioning)
     else:
-        assert not mentioning, f"transformers 5 should not know MEGA itself: {sorted(mentioning)}"
+        # 5.x has no MEGA of its own; registration puts "mega" into the name tables
+        # (name_tables.py), so every Auto class of a head we have mentions it.
+        assert set(SIX_HEADS_AND_BASE) <= set(mentioning), sorted(mentioning)
     for name, auto_class in mentioning.items():
         resolved = auto_class._model_mapping[ours_hf.MegaConfig]
         assert resolved.__module__.startswith("mega_plugin."), (name, resolved)

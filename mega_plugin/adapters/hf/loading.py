@@ -35,6 +35,14 @@ class CheckpointError(OSError):
         self.field = field
 
 
+class CheckpointMismatchError(CheckpointError, RuntimeError):
+    """Weights whose shapes or layer count disagree with the config.
+
+    Also a ``RuntimeError``: that is what transformers raises for mismatched sizes (and what
+    callers written against it, its own common tests among them, catch).
+    """
+
+
 class ConfigFileError(ValueError):
     """A config.json whose values are invalid; ``path`` names the file, ``field`` the key."""
 
@@ -207,18 +215,22 @@ def explain_shape_mismatch(
     if not problems:
         return None
     message = f"{path} does not match its config: " + "; ".join(problems)
-    return CheckpointError(message, path=path, field=fields[0])
+    return CheckpointMismatchError(message, path=path, field=fields[0])
 
 
 def check_layer_count(source: Any, directory: Path | None, config: Any, info: Mapping[str, Any]) -> None:
     """After a load: refuse a checkpoint with more or fewer MEGA layers than the config.
 
     transformers only warns here (missing layers are left randomly initialised, extra ones
-    dropped), which would silently run a different model than the one saved.
+    dropped), which would silently run a different model than the one saved. A checkpoint
+    without a single MEGA layer is not a layer-count mismatch but a file of something else (or
+    nothing): transformers' own report, which lists every missing key, stands for it.
     """
     missing = [key for key in info.get("missing_keys", ()) if _LAYER_KEY.search(key)]
     unexpected = [key for key in info.get("unexpected_keys", ()) if _LAYER_KEY.search(key)]
     if not missing and not unexpected:
+        return
+    if not unexpected and min(int(_LAYER_KEY.search(key).group(1)) for key in missing) == 0:  # type: ignore[union-attr]
         return
     configured = config.num_hidden_layers
     if unexpected:
@@ -227,7 +239,7 @@ def check_layer_count(source: Any, directory: Path | None, config: Any, info: Ma
         stored = min(int(_LAYER_KEY.search(key).group(1)) for key in missing)  # type: ignore[union-attr]
     found = checkpoint_file(directory)
     path = found if found is not None else Path(str(source))
-    raise CheckpointError(
+    raise CheckpointMismatchError(
         f"{path} does not match its config: num_hidden_layers: the checkpoint has {stored} "
         f"but the config says {configured} (keys such as {(unexpected or missing)[0]!r} "
         f"{'are not in the model' if unexpected else 'are missing from the checkpoint'})",

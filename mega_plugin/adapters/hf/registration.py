@@ -36,6 +36,7 @@ from .modeling_classification import (
 from .modeling_image import MegaForImageClassification
 from .modeling_lm import MegaForCausalLM, MegaForMaskedLM
 from .modeling_mega import MegaModel, MegaPreTrainedModel
+from .name_tables import add_to_name_tables
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ AUTO_CLASSES: Final[dict[str, type[MegaPreTrainedModel]]] = {
     "AutoModelForTokenClassification": MegaForTokenClassification,
     "AutoModelForQuestionAnswering": MegaForQuestionAnswering,
     "AutoModelForImageClassification": MegaForImageClassification,
+    "AutoModelForTextEncoding": MegaModel,
 }
 
 # The names the model document imports from ``transformers`` -> our class.
@@ -92,6 +94,7 @@ def register_with_transformers() -> list[str]:
         auto_class.register(MegaConfig, model_class, exist_ok=True)
         registered.append(auto_name)
     _register_tokenizer()
+    add_to_name_tables()
     bind_top_level_names()
     if overriding and not _state["registered"]:
         logger.info(
