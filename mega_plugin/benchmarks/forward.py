@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .background import busy_processes
-from .common import Progress, benchmark_config
+from .common import Progress
 from .flops import model_flops_per_token
 from .isolated import available_mib, run_isolated
 from .llama import llama_unavailable
 from .machine import GemmRates, describe_run, measure_gemm_rates
 from .measure import Case, Measurement
-from .models import reference_unavailable
+from .models import case_config, reference_unavailable
 from .suite_command import run_bench_suite
 
 
@@ -76,10 +76,14 @@ def run_suite(
     background_load: int = 0,
     force_reference: bool = False,
     timeout_s: float = 900.0,
+    preset: str | None = None,
 ) -> SuiteResult:
     """Measure every combination; returns the measurements and the GEMM rates.
 
     ``background_load`` busy processes run from before the first GEMM until after the last one.
+
+    With ``preset`` (a paper preset, :data:`~.models.PAPER_PRESETS`) every case is that model at
+    its own chunk size (``chunk_sizes`` is ignored) and the Llama is left out.
 
     A reference case whose estimated memory exceeds 70% of the free RAM is skipped (its cell
     says why) unless ``force_reference``: then it runs, and a child killed for memory comes back
@@ -87,6 +91,9 @@ def run_suite(
     """
     import torch
 
+    if preset is not None:
+        chunk_sizes = (case_config(chunk_size=None, max_length=max(lengths), preset=preset).attention_chunk,)
+        with_llama = False
     torch.set_num_threads(threads)
     result = SuiteResult(
         threads=threads,
@@ -103,7 +110,7 @@ def run_suite(
         elif reason is not None:
             result.notes.append(f"{name} not measured: {reason}")
     cases = [
-        Case(implementation, mode, length, chunk, batch)
+        Case(implementation, mode, length, chunk, batch, preset)
         for mode in modes
         for chunk in chunk_sizes
         for length in lengths
@@ -140,7 +147,7 @@ def useful_gflops(measurement: Measurement) -> float | None:
     if tokens_per_second is None:
         return None
     case = measurement.case
-    config = benchmark_config(chunk_size=case.chunk_size, causal=False)
+    config = case_config(chunk_size=case.chunk_size, max_length=case.length, preset=case.preset)
     flops = model_flops_per_token(config, length=case.length, chunk_size=case.chunk_size)
     if case.mode == "train":
         flops *= 3.0  # backward = two matmuls per forward matmul

@@ -34,6 +34,9 @@ class Case:
     length: int
     chunk_size: int | None
     batch: int
+    preset: str | None = None
+    """A paper preset's architecture (``wikitext103``, ``enwik8``: :data:`~.models.PAPER_PRESETS`)
+    instead of the issue's benchmark model; ``chunk_size`` is then the preset's."""
 
 
 @dataclass
@@ -72,7 +75,9 @@ def measure_case(case: Case, *, repeats: int, threads: int, seed: int = 0) -> Me
     if case.mode not in MODES:
         raise ValueError(f"mode={case.mode!r}; allowed values: {', '.join(MODES)}")
     torch.set_num_threads(threads)
-    model, forward = build_model(case.implementation, chunk_size=case.chunk_size, max_length=case.length, seed=seed)
+    model, forward = build_model(
+        case.implementation, chunk_size=case.chunk_size, max_length=case.length, seed=seed, preset=case.preset
+    )
     generator = torch.Generator().manual_seed(seed + case.length)
     tokens = torch.randint(3, VOCAB, (case.batch, case.length), generator=generator)
 

@@ -10,6 +10,7 @@ on the same inputs. ``llama`` is transformers' Llama with as many non-embedding 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from typing import Callable, Final, Mapping
 
@@ -19,11 +20,14 @@ from torch import Tensor, nn
 from ..backends import accelerate
 from ..core.backbone import MegaBackbone
 from ..core.config import MegaCoreConfig
+from ..core.presets import PRESETS
 from .common import benchmark_config
 from .llama import build_equal_llama, non_embedding_parameters
 
 IMPLEMENTATIONS: Final = ("ours", "reference", "llama")
 REFERENCE_MODULE: Final = "transformers.models.deprecated.mega"
+PAPER_PRESETS: Final = ("wikitext103", "enwik8")
+"""The paper's language models that ``--preset`` measures at their training lengths."""
 
 
 def reference_unavailable() -> str | None:
@@ -63,19 +67,25 @@ def build_reference(config: MegaCoreConfig, *, state_dict: Mapping[str, Tensor])
         num_hidden_layers=config.num_hidden_layers,
         intermediate_size=config.intermediate_size,
         ema_projection_size=config.ema_projection_size,
-        bidirectional=True,
+        bidirectional=config.bidirectional,
         shared_representation_size=config.shared_representation_size,
         use_chunking=config.use_chunking,
         chunk_size=config.chunk_size,
-        normalization_type="scalenorm",
-        relative_positional_bias="rotary",
+        normalization_type=config.normalization_type,
+        norm_affine=config.norm_affine,
+        normalize_before_mega=config.normalize_before_mega,
+        normalize_before_ffn=config.normalize_before_ffn,
+        relative_positional_bias=config.relative_positional_bias,
+        activation=config.activation,
+        attention_activation=config.attention_activation,
         dropout_prob=0.0,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         nffn_activation_dropout_prob=0.0,
         nffn_hidden_size=config.nffn_hidden_size,
         max_positions=config.max_positions,
-        is_decoder=False,
+        is_decoder=config.is_decoder,
+        use_cache=False,
     )
     reference = MegaModel(reference_config, add_pooling_layer=False)
     missing, unexpected = reference.load_state_dict(state_dict, strict=False)
@@ -84,13 +94,36 @@ def build_reference(config: MegaCoreConfig, *, state_dict: Mapping[str, Tensor])
     return reference
 
 
+def case_config(*, chunk_size: int | None, max_length: int, preset: str | None = None) -> MegaCoreConfig:
+    """The measured architecture: the issue's benchmark model (bidirectional), or a paper preset.
+
+    A preset keeps its layers, widths, chunk, norms and causality; its vocabulary becomes the
+    benchmark's (the paper's embedding tables and adaptive softmax are not what is compared)
+    and its dropout is off, as everywhere in the benchmarks.
+    """
+    if preset is None:
+        return benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
+    if preset not in PAPER_PRESETS:
+        raise ValueError(f"preset={preset!r}; allowed values: {', '.join(PAPER_PRESETS)}")
+    config = PRESETS[preset]()
+    return dataclasses.replace(
+        config,
+        vocab_size=benchmark_config(chunk_size=None, causal=False).vocab_size,
+        max_positions=max(max_length, config.chunk_size),
+        dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        nffn_activation_dropout_prob=0.0,
+    )
+
+
 def build_model(
-    implementation: str, *, chunk_size: int | None, max_length: int, seed: int = 0
+    implementation: str, *, chunk_size: int | None, max_length: int, seed: int = 0, preset: str | None = None
 ) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
     """(model, forward(tokens) -> (B, L, D) hidden states) for ``implementation``."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; allowed values: {', '.join(IMPLEMENTATIONS)}")
-    config = benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
+    config = case_config(chunk_size=chunk_size, max_length=max_length, preset=preset)
     torch.manual_seed(seed)
     ours = build_ours(config)
     if implementation == "ours":

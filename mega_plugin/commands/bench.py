@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunks", type=_chunk, nargs="+", default=[256, None], help="chunk sizes ('none': unchunked)")
     parser.add_argument("--train-lengths", type=int, nargs="+", default=[4096], help="lengths of the training step")
     parser.add_argument("--batch", type=int, default=4, help="batch size of forward/train")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="forward/train: a paper language model (wikitext103 or enwik8) at its own chunk size instead "
+        "of the benchmark model, e.g. --preset wikitext103 --lengths 6144 --batch 1",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case (the best is kept)")
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' deprecated MEGA")
     parser.add_argument("--no-llama", action="store_true", help="skip the equal-size transformers Llama")
@@ -72,6 +78,11 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise SystemExit(f"--new-tokens must be at least 2 (one prefill token is excluded), got {args.new_tokens}")
     if args.background_load < 0:
         raise SystemExit(f"--background-load must be 0 or more, got {args.background_load}")
+    if args.preset is not None:
+        from ..benchmarks.models import PAPER_PRESETS
+
+        if args.preset not in PAPER_PRESETS:
+            raise SystemExit(f"--preset {args.preset!r} is not a paper preset; allowed values: {', '.join(PAPER_PRESETS)}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,9 +123,11 @@ def run(args: argparse.Namespace) -> int:
                 with_llama=not args.no_llama,
                 background_load=args.background_load,
                 force_reference=args.force_reference,
+                preset=args.preset,
             )
             title = "Forward (eval)" if mode == "forward" else "Training step (forward + backward + AdamW)"
-            sections.append(f"## {title}, hidden 256, 4 layers, fp32\n\n{format_suite_table(result)}")
+            model = "hidden 256, 4 layers" if args.preset is None else f"the {args.preset} preset"
+            sections.append(f"## {title}, {model}, fp32\n\n{format_suite_table(result)}")
             if args.output_dir is not None:
                 args.output_dir.mkdir(parents=True, exist_ok=True)
                 (args.output_dir / f"{mode}.json").write_text(

@@ -15,6 +15,7 @@ from mega_plugin.cli import main
         (["--generate-prompts", "0"], "--generate-prompts must be positive, got 0"),
         (["--generate-batches", "-2"], "--generate-batches must be positive, got -2"),
         (["--threads", "0"], "--threads must be positive, got 0"),
+        (["--preset", "gpt2"], "--preset 'gpt2' is not a paper preset; allowed values: wikitext103, enwik8"),
     ],
 )
 def test_bad_bench_options_are_named(arguments: list[str], message: str) -> None:

@@ -84,3 +84,53 @@ def test_reference_is_refused_with_the_reason_where_it_is_missing(monkeypatch: p
     config = MegaCoreConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1)
     with pytest.raises(RuntimeError, match="not here"):
         models.build_reference(config, state_dict={})
+
+
+@pytest.mark.parametrize("preset", models.PAPER_PRESETS)
+def test_a_paper_preset_keeps_its_architecture_and_takes_the_benchmark_vocabulary(preset: str) -> None:
+    from mega_plugin.core.presets import PRESETS
+
+    paper = PRESETS[preset]()
+    config = models.case_config(chunk_size=None, max_length=8192, preset=preset)
+    for name in ("hidden_size", "num_hidden_layers", "intermediate_size", "nffn_hidden_size", "chunk_size",
+                 "normalization_type", "is_decoder", "bidirectional", "shared_representation_size"):
+        assert getattr(config, name) == getattr(paper, name), name
+    assert config.vocab_size == 1000 and config.max_positions >= 8192
+    assert config.dropout_prob == config.hidden_dropout_prob == config.attention_probs_dropout_prob == 0.0
+    with pytest.raises(ValueError, match="preset='gpt2'.*wikitext103, enwik8"):
+        models.case_config(chunk_size=None, max_length=64, preset="gpt2")
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(is_decoder=True, bidirectional=False, normalization_type="layernorm"),  # the LM presets' kind
+        dict(normalize_before_mega=False, normalize_before_ffn=False, attention_activation="laplace", activation="gelu"),
+        dict(relative_positional_bias="simple"),
+        dict(normalization_type="layernorm", activation="relu"),  # (rmsnorm differs: README)
+    ],
+    ids=["causal-layernorm", "postnorm-laplace-gelu", "simple", "layernorm-relu"],
+)
+def test_the_reference_mirrors_every_architecture_field_of_ours(overrides: dict[str, Any]) -> None:
+    """A preset case is only a comparison if the reference computes the same function."""
+    config = MegaCoreConfig(
+        vocab_size=1000, hidden_size=32, num_hidden_layers=2, intermediate_size=48, nffn_hidden_size=40,
+        shared_representation_size=16, ema_projection_size=4, use_chunking=True, chunk_size=8, max_positions=64,
+        dropout_prob=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, nffn_activation_dropout_prob=0.0,
+        **overrides,
+    )
+    torch.manual_seed(0)
+    ours = models.build_ours(config).eval()
+    reference = models.build_reference(config, state_dict=ours.state_dict()).eval()
+    tokens = torch.randint(3, 1000, (2, 32))
+    with torch.inference_mode():
+        expected = reference(tokens).last_hidden_state
+        torch.testing.assert_close(ours(tokens).hidden, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_preset_case_measures_the_preset(builds: Builds) -> None:
+    result = measure_case(Case("ours", "forward", 16, 2048, 1, "enwik8"), repeats=1, threads=1)
+    assert result.error is None and result.seconds is not None
+    (config,) = builds.through_build_ours
+    assert (config.hidden_size, config.num_hidden_layers, config.chunk_size, config.is_decoder) == (512, 12, 2048, True)
