@@ -139,6 +139,13 @@ def run(args: argparse.Namespace) -> int:
         config, hf_state = converter.run(state_dict, original_args, allow_drop=args.allow_drop)
     except ConversionError as error:
         return _fail(str(error))
+    if args.target_format == "fairseq2":
+        from .fairseq2_card import check_fairseq2_target
+
+        try:
+            check_fairseq2_target(config)
+        except ValueError as error:
+            return _fail(str(error))
     progress.stage(f"writing {out_dir}")
     files = save_hf_directory(out_dir, config, hf_state, progress=progress.update, safe_serialization=not args.bin)
     if args.target_format == "fairseq2":

@@ -35,6 +35,25 @@ def seq2seq_card(hf_config: dict[str, Any], hf_dir: Path, name: str) -> dict[str
     }
 
 
+FAIRSEQ2_TARGETS: Final = ("MegaForCausalLM", "EncoderDecoderModel")
+"""HF architectures with a fairseq2 family: ``mega`` (causal LM) and ``mega_seq2seq`` (translation)."""
+
+
+def check_fairseq2_target(hf_config: dict[str, Any]) -> None:
+    """``ValueError`` before anything is written when the converted model has no fairseq2 family
+    (fairseq2 0.8.1 has no encoder-classifier model pattern: LRA classifiers convert ``--to hf``)."""
+    architectures = hf_config.get("architectures") or []
+    if hf_config.get("model_type") == "encoder-decoder" or any(a in FAIRSEQ2_TARGETS for a in architectures):
+        return
+    if hf_config.get("is_decoder") and "MegaModel" in architectures:
+        return  # a causal stack without its head: the mega family's config checks the rest
+    raise ValueError(
+        f"--to fairseq2: the converted model is a {', '.join(architectures) or 'bare MEGA encoder'}, and fairseq2 has "
+        "MEGA families only for causal language models (mega) and translation models (mega_seq2seq); "
+        "allowed here: --to hf"
+    )
+
+
 def build_card(hf_dir: Path, name: str, *, max_seq_len: int | None = None) -> dict[str, Any]:
     """The asset card dict: family ``mega``, ``model_config`` from config.json, checkpoint = ``hf_dir``
     (an encoder-decoder directory gets a ``mega_seq2seq`` card)."""

@@ -67,6 +67,16 @@ def test_bad_core_field_of_the_lm_config_is_named() -> None:
         module.MegaLMConfig(attention_activation="tanh").to_core()
 
 
+@pytest.mark.parametrize(
+    "field,value", [("input_type", "real_numbers"), ("classifier_style", "lra"), ("classifier_dual_input", True)]
+)
+def test_lra_fields_are_refused_by_the_causal_lm(field: str, value: Any) -> None:
+    # the LRA options are HF classifier options: the fairseq2 LM embeds token ids and has no classifier
+    module = _config_module()
+    with pytest.raises(ValueError, match=f"{field}=.*allowed values"):
+        module.MegaLMConfig(**{field: value}).to_core()
+
+
 def test_asset_card_overrides_fields_by_name(fs2_assets: Fs2Assets) -> None:
     # A card with an arch and a partial model_config, resolved by the family as fairseq2 does.
     from fairseq2.assets import AssetCard

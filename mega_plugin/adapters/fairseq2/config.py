@@ -29,6 +29,14 @@ RENAMED_CORE_FIELDS: Final[Mapping[str, str]] = {"pad_token_id": "pad_idx"}
 """Core field -> the LM field that carries it (fairseq2's name for the padding id)."""
 
 UNCARRIED_CORE_FIELDS: Final = ("extra",)
+
+LM_FIXED_LRA_FIELDS: Final[Mapping[str, Any]] = {
+    "input_type": "tokens",
+    "classifier_style": "hf",
+    "classifier_pooling": "first",
+    "classifier_dual_input": False,
+}
+"""LRA fields (:mod:`mega_plugin.core.config_lra`) a causal LM carries only at these values."""
 """Core fields with no LM counterpart (``extra`` holds unknown config.json keys)."""
 
 LM_DEFAULTS: Final[Mapping[str, Any]] = {
@@ -107,6 +115,12 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
         for name in ("add_lm_hidden_dense_layer", "tie_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        # the LRA options belong to HF's classifiers: a causal LM embeds token ids and has no classifier
+        for name, default in LM_FIXED_LRA_FIELDS.items():
+            if getattr(self, name) != default:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not supported by the fairseq2 MEGA causal LM; allowed values: {default!r}"
+                )
 
     @classmethod
     def from_core(cls, core: MegaCoreConfig, **overrides: Any) -> "MegaLMConfig":
