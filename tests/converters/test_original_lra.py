@@ -173,3 +173,25 @@ def test_to_fairseq2_is_refused_before_anything_is_written(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "MegaForImageClassification" in err and "allowed here: --to hf" in err
     assert not out.exists()
+
+
+def test_incomplete_or_inconsistent_lra_checkpoints_are_refused_by_name() -> None:
+    from _support.original_fixtures import load_checkpoint
+    from mega_plugin.converters.fairseq_mega.convert import convert_fairseq_mega
+    from mega_plugin.registry import ConversionError
+
+    image = load_checkpoint(load_fixture("lra_image").checkpoint_path())
+    state, args = dict(image["model"]), vars(image["args"])
+    no_final = {k: v for k, v in state.items() if not k.startswith("encoder.encoder.final_norm.")}
+    with pytest.raises(ConversionError, match="has no final norm"):
+        convert_fairseq_mega(no_final, args)
+    config, converted = convert_fairseq_mega(state, args, allow_drop=["encoder.encoder.final_norm.*"])
+    assert not config.get("add_final_norm", False) and not any("final_norm" in k for k in converted)  # asked for
+    with pytest.raises(ConversionError, match="real-number embedding needs both"):
+        convert_fairseq_mega({k: v for k, v in state.items() if k != "encoder.encoder.embed_tokens.bias"}, args)
+    with pytest.raises(ConversionError, match="classifier layers are incomplete"):
+        convert_fairseq_mega({k: v for k, v in state.items() if k != "classifier.0.0.bias"}, args)
+    with pytest.raises(ConversionError, match="classifier_activation_fn='swish'.*allowed values"):
+        convert_fairseq_mega(state, {**args, "classifier_activation_fn": "swish"})
+    with pytest.raises(ConversionError, match="unknown key"):
+        convert_fairseq_mega({**state, "encoder.encoder.mystery.weight": state["classifier.0.0.bias"]}, args)

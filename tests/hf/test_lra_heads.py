@@ -228,3 +228,14 @@ def test_misuse_is_refused_clearly() -> None:
         image.mega(input_values=torch.ones(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="not input_ids"):
         image.mega(input_ids=ids)
+
+
+def test_language_model_heads_refuse_real_number_input() -> None:
+    from mega_plugin.adapters.hf import MegaForCausalLM, MegaForMaskedLM, MegaForTokenClassification
+
+    config = lra_config(input_type="real_numbers", pad_token_id=None)
+    for head in (MegaForCausalLM, MegaForMaskedLM):
+        with pytest.raises(ValueError, match="needs input_type='tokens'"):
+            head(config)
+    tokens = MegaForTokenClassification(config).eval()  # per-position labels of real-number sequences work
+    assert tokens(input_values=torch.randn(2, 5)).logits.shape == (2, 5, 3)

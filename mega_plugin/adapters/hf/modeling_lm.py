@@ -32,6 +32,16 @@ def lm_hidden_dense(config: MegaConfig) -> nn.Linear | None:
     return nn.Linear(config.hidden_size, config.hidden_size) if config.add_lm_hidden_dense_layer else None
 
 
+
+def require_token_input(config: MegaConfig, head: str) -> None:
+    """``ValueError`` for an LM head on a real-number model: it predicts token ids from a token table."""
+    if config.input_type != "tokens":
+        raise ValueError(
+            f"{head} predicts token ids and ties its head to the token table: it needs input_type='tokens', "
+            f"got input_type={config.input_type!r} (real-number models: MegaForSequenceClassification, "
+            "MegaForImageClassification, MegaForTokenClassification)"
+        )
+
 class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     """MEGA with a next-token prediction head; generates through ``generate()``."""
 
@@ -41,6 +51,7 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     _is_stateful = True
 
     def __init__(self, config: MegaConfig) -> None:
+        require_token_input(config, "MegaForCausalLM")
         super().__init__(config)
         if not config.is_decoder:
             logger.warning("MegaForCausalLM is used with is_decoder=False: attention is not causal")
@@ -150,6 +161,7 @@ class MegaForMaskedLM(MegaPreTrainedModel):
     _tied_weights_keys = {"mlm_head.weight": HF_WORD_EMBEDDINGS}
 
     def __init__(self, config: MegaConfig) -> None:
+        require_token_input(config, "MegaForMaskedLM")
         super().__init__(config)
         if config.is_decoder:
             logger.warning("MegaForMaskedLM is used with is_decoder=True: set is_decoder=False for bidirectional attention")
