@@ -35,8 +35,14 @@ def seq2seq_card(hf_config: dict[str, Any], hf_dir: Path, name: str) -> dict[str
     }
 
 
-FAIRSEQ2_TARGETS: Final = ("MegaForCausalLM", "EncoderDecoderModel")
-"""HF architectures with a fairseq2 family: ``mega`` (causal LM) and ``mega_seq2seq`` (translation)."""
+FAIRSEQ2_TARGETS: Final = (
+    "MegaForCausalLM",
+    "EncoderDecoderModel",
+    "MegaForSequenceClassification",
+    "MegaForImageClassification",
+)
+"""HF architectures with a fairseq2 family: ``mega`` (causal LM), ``mega_seq2seq`` (translation),
+``mega_classifier`` (sequence and image classifiers)."""
 
 
 def check_fairseq2_target(hf_config: dict[str, Any]) -> None:
@@ -49,9 +55,25 @@ def check_fairseq2_target(hf_config: dict[str, Any]) -> None:
         return  # a causal stack without its head: the mega family's config checks the rest
     raise ValueError(
         f"--to fairseq2: the converted model is a {', '.join(architectures) or 'bare MEGA encoder'}, and fairseq2 has "
-        "MEGA families only for causal language models (mega) and translation models (mega_seq2seq); "
-        "allowed here: --to hf"
+        "MEGA families only for causal language models (mega), translation models (mega_seq2seq) and "
+        "classifiers (mega_classifier); allowed here: --to hf"
     )
+
+
+def classifier_card(hf_config: dict[str, Any], hf_dir: Path, name: str) -> dict[str, Any]:
+    """The ``mega_classifier`` card of an HF sequence/image classifier directory."""
+    import dataclasses
+
+    from ..adapters.fairseq2.classifier_config import MEGA_CLASSIFIER_FAMILY, MegaClassifierConfig
+
+    config = MegaClassifierConfig.from_hf_config(hf_config)
+    config.to_core()  # validated before the card is written
+    return {
+        "name": name,
+        "model_family": MEGA_CLASSIFIER_FAMILY,
+        "model_config": dataclasses.asdict(config),
+        "checkpoint": str(hf_dir.resolve()),
+    }
 
 
 def build_card(hf_dir: Path, name: str, *, max_seq_len: int | None = None) -> dict[str, Any]:
@@ -70,6 +92,8 @@ def build_card(hf_dir: Path, name: str, *, max_seq_len: int | None = None) -> di
         return card
     if hf_config.get("model_type") not in (None, "mega"):
         raise ValueError(f"{config_file} has model_type={hf_config.get('model_type')!r}, expected 'mega'")
+    if set(hf_config.get("architectures") or []) & {"MegaForSequenceClassification", "MegaForImageClassification"}:
+        return classifier_card(hf_config, hf_dir, name)
     config = MegaLMConfig.from_hf_config(hf_config)
     if max_seq_len is not None:
         config.max_seq_len = max_seq_len

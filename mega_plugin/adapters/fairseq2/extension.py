@@ -18,7 +18,8 @@ CARDS_PACKAGE: Final = "mega_plugin.adapters.fairseq2.cards"
 
 
 def setup_mega_extension(container: DependencyContainer) -> None:
-    """Register the ``mega`` and ``mega_seq2seq`` families, their archs, the HF converter and the package asset cards."""
+    """Register the ``mega``, ``mega_seq2seq`` and ``mega_classifier`` families, their archs, the HF converter and
+    the package asset cards."""
     from fairseq2.composition import register_model_family, register_package_assets
     from fairseq2.models.hg import HuggingFaceConverter
 
@@ -44,7 +45,30 @@ def setup_mega_extension(container: DependencyContainer) -> None:
     container.register_type(HuggingFaceConverter, MegaHuggingFaceConverter, key=MEGA_FAMILY)
     register_mega_archs(container)
     register_mega_seq2seq_family(container)
+    register_mega_classifier_family(container)
     register_package_assets(container, CARDS_PACKAGE)
+
+
+def register_mega_classifier_family(container: DependencyContainer) -> None:
+    """The ``mega_classifier`` family: the LRA classifiers (and any HF MEGA sequence/image classifier)."""
+    from fairseq2.composition import register_model_family
+
+    from .classifier_config import MEGA_CLASSIFIER_FAMILY, MegaClassifierConfig
+    from .classifier_model import (
+        MegaSequenceClassifier,
+        convert_mega_classifier_state_dict,
+        create_mega_classifier_model,
+    )
+
+    register_model_family(
+        container,
+        MEGA_CLASSIFIER_FAMILY,
+        MegaSequenceClassifier,
+        MegaClassifierConfig,
+        factory=create_mega_classifier_model,
+        supports_meta=False,
+        state_dict_converter=convert_mega_classifier_state_dict,
+    )
 
 
 def register_mega_seq2seq_family(container: DependencyContainer) -> None:
