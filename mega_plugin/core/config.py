@@ -11,14 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Final, Mapping
 
-from .config_checks import (
-    ACTIVATIONS,
-    ATTENTION_ACTIVATIONS,
-    NORMALIZATION_TYPES,
-    RELATIVE_POSITIONAL_BIASES,
-    boolean_fields,
-    validate_config,
-)
+from .config_checks import ACTIVATIONS, ATTENTION_ACTIVATIONS, NORMALIZATION_TYPES, RELATIVE_POSITIONAL_BIASES
+from .config_checks import boolean_fields, validate_config
 from .config_lm import LanguageModelOptions, validate_language_model_options
 from .config_lra import LraOptions, validate_lra_options
 
