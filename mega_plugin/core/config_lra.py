@@ -32,6 +32,10 @@ class LraOptions:
     position (a pixel), embedded as ``x * weight + bias`` (``embedding_layer.real_number_embeddings``),
     as the original Image, Pathfinder and Path-X models (``--input-type image``) do."""
 
+    embedding_dropout_prob: float = 0.0
+    """Dropout on the input embeddings before the first layer (the original LRA encoder's
+    ``embedding_dropout``, its ``--dropout``); ``0.0``: none, the HF layout. Training only."""
+
     classifier_style: str = "hf"
     """``hf``: the HF head (first token, dropout, ``dense`` + tanh, dropout, ``out_proj``).
     ``lra``: the original LRA head (``classifier_pooling``, ``classifier_layers`` linear +
@@ -73,6 +77,9 @@ def validate_lra_options(config: Any) -> None:
     _choice("classifier_style", config.classifier_style, CLASSIFIER_STYLES)
     _choice("classifier_pooling", config.classifier_pooling, CLASSIFIER_POOLINGS)
     _choice("classifier_activation", config.classifier_activation, CLASSIFIER_ACTIVATIONS)
+    rate = config.embedding_dropout_prob
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"embedding_dropout_prob must be a probability in [0, 1], got {rate!r}")
     layers = config.classifier_layers
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
         raise ValueError(f"classifier_layers must be a non-negative integer, got {layers!r}")

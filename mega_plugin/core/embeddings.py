@@ -27,6 +27,7 @@ class MegaEmbeddings(nn.Module):
             None if real_numbers else nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
         )
         self.real_number_embeddings = RealNumberEmbedding(config.hidden_size) if real_numbers else None
+        self.dropout = nn.Dropout(config.embedding_dropout_prob)  # no parameters: no checkpoint keys
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
         )
@@ -45,7 +46,7 @@ class MegaEmbeddings(nn.Module):
             if input_ids is not None or (input_values is None) == (inputs_embeds is None):
                 raise ValueError("a model with input_type='real_numbers' takes exactly one of input_values or inputs_embeds")
             embeddings = self.real_number_embeddings(input_values) if input_values is not None else inputs_embeds
-            return add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids)
+            return self.dropout(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
         if input_values is not None:
             raise ValueError("input_values needs input_type='real_numbers'; this model takes token ids (input_ids)")
         if (input_ids is None) == (inputs_embeds is None):
@@ -59,7 +60,7 @@ class MegaEmbeddings(nn.Module):
             check_embeddings_dtype(inputs_embeds, self.word_embeddings.weight.dtype)
             embeddings = inputs_embeds
         embeddings = scale_token_embeddings(embeddings, self.scale)
-        return add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids)
+        return self.dropout(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
 
 
 def embedding_scale(config: MegaCoreConfig) -> float | None:

@@ -31,6 +31,7 @@ WRITTEN_ONLY_WHEN_SET: Final[Mapping[str, Any]] = {
     "add_final_norm": False,
     "final_norm_affine": True,
     "input_type": "tokens",
+    "embedding_dropout_prob": 0.0,
     "classifier_style": "hf",
     "classifier_pooling": "first",
     "classifier_layers": 1,

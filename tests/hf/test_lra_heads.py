@@ -239,3 +239,19 @@ def test_language_model_heads_refuse_real_number_input() -> None:
             head(config)
     tokens = MegaForTokenClassification(config).eval()  # per-position labels of real-number sequences work
     assert tokens(input_values=torch.randn(2, 5)).logits.shape == (2, 5, 3)
+
+
+def test_embedding_dropout_drops_in_training_only() -> None:
+    config = lra_config(embedding_dropout_prob=0.5)
+    model = MegaForSequenceClassification(config)
+    ids, _ = padded_batch((8, 8), 8)
+    layer = model.mega.embedding_layer
+    table_rows = layer.word_embeddings(ids)
+    with torch.no_grad():
+        torch.testing.assert_close(layer.eval()(ids), table_rows)  # eval: the rows as they are
+        dropped = layer.train()(ids)
+    kept = dropped != 0
+    assert 0.3 < kept.float().mean() < 0.7  # about half the entries dropped ...
+    torch.testing.assert_close(dropped[kept], 2 * table_rows[kept])  # ... the rest scaled by 1 / (1 - p)
+    with pytest.raises(ValueError, match="embedding_dropout_prob must be a probability"):
+        lra_config(embedding_dropout_prob=1.5).to_core()

@@ -27,7 +27,7 @@ class MegaConfig(PretrainedConfig):
     seed document: ``add_token_type_embeddings`` is ``False``, as in the code that wrote every
     public checkpoint, so a config.json without the key loads as it did there. Two fields are
     ours: ``ema_kernel`` and ``attention_kernel`` name the kernels (``"auto"`` picks the best
-    available; see ``mega-plugin info``). The original LRA models' options (``input_type``,
+    available; see ``mega-plugin info``). The original LRA models' options (``input_type``, ``embedding_dropout_prob``,
     ``classifier_style``, ``classifier_pooling``, ``classifier_layers``, ``classifier_hidden_size``,
     ``classifier_activation``, ``classifier_dual_input``; see
     :class:`mega_plugin.core.config_lra.LraOptions`) are ours too, off by default. The HF-only fields (token ids, ``classifier_dropout``,
@@ -86,6 +86,7 @@ class MegaConfig(PretrainedConfig):
         add_final_norm: bool = CORE.add_final_norm,
         final_norm_affine: bool = CORE.final_norm_affine,
         input_type: str = CORE.input_type,
+        embedding_dropout_prob: float = CORE.embedding_dropout_prob,
         classifier_style: str = CORE.classifier_style,
         classifier_pooling: str = CORE.classifier_pooling,
         classifier_layers: int = CORE.classifier_layers,

@@ -167,6 +167,7 @@ def convert_lra(
         core = arch.core
         head = _head_options(parts, args, core.hidden_size)
         lra_fields: dict[str, Any] = dict(head[0]) if head else {}
+        lra_fields["embedding_dropout_prob"] = float(arg(args, "dropout", default=0.0))  # the encoder's embedding_dropout
         if real_numbers:
             lra_fields.update(input_type="real_numbers", pad_token_id=None)  # no token table, no padding id
         if parts.final_norm:
