@@ -8,6 +8,7 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
+from .adaptive_input import AdaptiveInput
 from .config import MegaCoreConfig
 from .real_number_embedding import RealNumberEmbedding
 from .tracing import capturing_graph
@@ -15,7 +16,9 @@ from .tracing import capturing_graph
 
 class MegaEmbeddings(nn.Module):
     """Word embeddings (or, with ``input_type='real_numbers'``, the real-number embedding) plus,
-    when configured, token-type embeddings. No positions: MEGA's EMA and relative bias carry position."""
+    when configured, token-type embeddings. No positions: MEGA's EMA and relative bias carry position.
+    ``word_embeddings`` is one ``nn.Embedding`` table, or an :class:`~.adaptive_input.AdaptiveInput`
+    when ``adaptive_input_cutoffs`` is set."""
 
     def __init__(self, config: MegaCoreConfig) -> None:
         super().__init__()
@@ -23,9 +26,11 @@ class MegaEmbeddings(nn.Module):
         if padding_idx is not None and not 0 <= padding_idx < config.vocab_size:
             raise ValueError(f"pad_token_id={padding_idx} must lie in [0, vocab_size={config.vocab_size})")
         real_numbers = config.input_type == "real_numbers"
-        self.word_embeddings = (
-            None if real_numbers else nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
-        )
+        self.word_embeddings: nn.Module | None = None
+        if config.adaptive_input_cutoffs is not None and not real_numbers:
+            self.word_embeddings = AdaptiveInput(config)
+        elif not real_numbers:
+            self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
         self.real_number_embeddings = RealNumberEmbedding(config.hidden_size) if real_numbers else None
         self.dropout = nn.Dropout(config.embedding_dropout_prob)  # no parameters: no checkpoint keys
         self.token_type_embeddings = (
@@ -53,7 +58,7 @@ class MegaEmbeddings(nn.Module):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
             # the table's current size: resize_token_embeddings may have replaced it
-            input_ids = check_ids(input_ids, "input_ids", self.word_embeddings.weight.shape[0], "vocab_size")
+            input_ids = check_ids(input_ids, "input_ids", vocabulary_rows(self.word_embeddings), "vocab_size")
             embeddings = self.word_embeddings(input_ids)
         else:
             # table rows, as get_input_embeddings()(ids) gives them: scaled like ids
@@ -61,6 +66,13 @@ class MegaEmbeddings(nn.Module):
             embeddings = inputs_embeds
         embeddings = scale_token_embeddings(embeddings, self.scale)
         return self.dropout(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
+
+
+def vocabulary_rows(table: nn.Module) -> int:
+    """How many token ids ``table`` (an embedding table or an adaptive input) covers."""
+    if isinstance(table, AdaptiveInput):
+        return table.num_embeddings
+    return int(table.weight.shape[0])
 
 
 def embedding_scale(config: MegaCoreConfig) -> float | None:

@@ -38,6 +38,13 @@ WRITTEN_ONLY_WHEN_SET: Final[Mapping[str, Any]] = {
     "classifier_hidden_size": None,
     "classifier_activation": "gelu",
     "classifier_dual_input": False,
+    "adaptive_input_cutoffs": None,
+    "adaptive_input_factor": 4.0,
+    "adaptive_softmax_cutoffs": None,
+    "adaptive_softmax_factor": 4.0,
+    "adaptive_softmax_dropout_prob": 0.0,
+    "tie_adaptive_weights": False,
+    "tie_adaptive_proj": False,
 }
 """Our core fields the reference ``MegaConfig`` lacks: left out of config.json at these values, so a
 directory of a model that does not use them stays the reference's layout."""

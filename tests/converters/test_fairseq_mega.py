@@ -29,14 +29,15 @@ def test_unknown_keys_are_listed_not_dropped(tmp_path: Path) -> None:
     assert set(converted) == hf_keys(config)
 
 
-def test_parameter_free_final_norm_of_a_pre_norm_language_model_is_not_lost_silently() -> None:
+def test_parameter_free_final_norm_of_a_pre_norm_language_model_is_kept_as_a_non_affine_final_norm() -> None:
     state = fairseq_state("decoder.")  # --normalize-before --no-affine-final-norm: a final norm with no tensors
     args = {**LM_ARGS, "normalize_before": True, "share_decoder_input_output_embed": False}
-    with pytest.raises(ConversionError, match="decoder.final_norm: parameter-free final norm") as raised:
-        convert_fairseq_mega(state, args)
-    assert raised.value.unrepresentable == ("decoder.final_norm",)
-    config, _ = convert_fairseq_mega(state, args, allow_drop=["decoder.final_norm*"])
+    config, converted = convert_fairseq_mega(state, args)
+    assert config["add_final_norm"] and not config["final_norm_affine"]
     assert config["normalize_before_mega"] and config["architectures"] == ["MegaModel"]  # no head: not shared, no projection
+    assert not any(key.startswith("mega.final_norm.") for key in converted)
+    with pytest.raises(ConversionError, match="no_affine_final_norm=False"):  # args and tensors disagree
+        convert_fairseq_mega(state, {**args, "no_affine_final_norm": False})
 
 
 def test_without_args_the_architecture_comes_from_the_tensors(caplog: pytest.LogCaptureFixture) -> None:

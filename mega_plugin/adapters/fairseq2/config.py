@@ -122,12 +122,27 @@ class MegaLMConfig(MegaCoreFields):  # type: ignore[misc, valid-type]  # base bu
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} is not supported by the fairseq2 MEGA causal LM; allowed values: {default!r}"
                 )
+        if self.tie_embeddings and (self.adaptive_softmax_cutoffs is not None or self.adaptive_input_cutoffs is not None):
+            raise ValueError(
+                "tie_embeddings=True needs one embedding table and a full output projection; with "
+                "adaptive_input_cutoffs / adaptive_softmax_cutoffs set tie_embeddings=False (share the "
+                "adaptive tables with tie_adaptive_weights / tie_adaptive_proj)"
+            )
 
     @classmethod
     def from_core(cls, core: MegaCoreConfig, **overrides: Any) -> "MegaLMConfig":
-        """The LM config of a core config (a preset); refuses encoder configs."""
+        """The LM config of a core config (a preset); refuses encoder configs.
+
+        The head fields a preset keeps in ``extra`` under their HF names
+        (``add_lm_hidden_dense_layer``, ``tie_word_embeddings``) are honoured; without them, the
+        output projection is tied unless the model has an adaptive input or softmax.
+        """
         _check_causal(core, "a MEGA causal LM needs is_decoder=True and bidirectional=False")
-        return cls(**{**_lm_values(core), **overrides})
+        adaptive = core.adaptive_softmax_cutoffs is not None or core.adaptive_input_cutoffs is not None
+        head = {"tie_embeddings": bool(core.extra.get("tie_word_embeddings", not adaptive))}
+        if "add_lm_hidden_dense_layer" in core.extra:
+            head["add_lm_hidden_dense_layer"] = bool(core.extra["add_lm_hidden_dense_layer"])
+        return cls(**{**_lm_values(core), **head, **overrides})
 
     @classmethod
     def from_hf_config(cls, hf: Mapping[str, Any]) -> "MegaLMConfig":

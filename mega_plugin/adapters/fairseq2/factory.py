@@ -8,9 +8,12 @@ from fairseq2.nn import Linear, StandardEmbedding
 from torch import nn
 
 from ...backends import accelerate
+from ...core.adaptive_input import AdaptiveInput
+from ...core.adaptive_softmax import AdaptiveSoftmax
+from ...core.backbone import build_final_norm
 from ...core.embeddings import embedding_scale
 from ...core.heads import MegaLMHeadTransform
-from ...core.init import init_embedding_, init_linear_
+from ...core.init import init_embedding_, init_linear_, initialize_tree
 from ...core.stack import MegaLayerStack
 from .config import MegaLMConfig
 from .model import MegaCausalLM, MegaDecoder, MegaFrontend
@@ -43,6 +46,16 @@ class MegaFactory:
     def create_model(self) -> MegaCausalLM:
         config = self._config
         frontend = self.create_frontend()
+        if self._core.adaptive_softmax_cutoffs is not None:
+            return MegaCausalLM(
+                frontend,
+                self.create_decoder(),
+                self.create_head(),
+                self.create_adaptive_softmax(),
+                pad_idx=config.pad_idx,
+                max_seq_len=config.max_seq_len,
+                model_dim=config.hidden_size,
+            )
         final_proj = Linear(
             config.hidden_size,
             config.vocab_size,
@@ -63,7 +76,12 @@ class MegaFactory:
     def create_frontend(self) -> MegaFrontend:
         config = self._config
         init = partial(_init_embedding, config.initializer_range)
-        embed = StandardEmbedding(config.vocab_size, config.hidden_size, pad_idx=config.pad_idx, init_fn=init)
+        embed: StandardEmbedding | AdaptiveInput
+        if self._core.adaptive_input_cutoffs is not None:
+            embed = AdaptiveInput(self._core)
+            initialize_tree(embed, std=config.initializer_range)
+        else:
+            embed = StandardEmbedding(config.vocab_size, config.hidden_size, pad_idx=config.pad_idx, init_fn=init)
         token_type = (
             StandardEmbedding(config.type_vocab_size, config.hidden_size, init_fn=init)
             if config.add_token_type_embeddings
@@ -74,7 +92,12 @@ class MegaFactory:
     def create_decoder(self) -> MegaDecoder:
         layers = MegaLayerStack(self._core)
         accelerate(layers)  # the backends' fast modules, chosen once at build (mega_plugin.backends)
-        return MegaDecoder(layers, init_std=self._config.initializer_range)
+        return MegaDecoder(layers, init_std=self._config.initializer_range, final_norm=build_final_norm(self._core))
+
+    def create_adaptive_softmax(self) -> AdaptiveSoftmax:
+        softmax = AdaptiveSoftmax(self._core)
+        initialize_tree(softmax, std=self._config.initializer_range)
+        return softmax
 
     def create_head(self) -> MegaLMHeadTransform:
         config = self._config

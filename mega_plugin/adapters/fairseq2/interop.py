@@ -24,6 +24,8 @@ HF_TO_FS2: Final[Mapping[str, str]] = {
     r"^mega\.embedding_layer\.word_embeddings\.":       r"decoder_frontend.embed.",
     r"^mega\.embedding_layer\.token_type_embeddings\.": r"decoder_frontend.token_type_embed.",
     r"^mega\.layers\.([0-9]+)\.":                       r"decoder.layers.\1.",
+    r"^mega\.final_norm\.":                            r"decoder.final_norm.",
+    r"^adaptive_softmax\.":                             r"final_proj.",
     r"^dense\.":                                         r"head.dense.",
     r"^lm_head\.":                                       r"final_proj.",
     # fmt: on
@@ -33,7 +35,9 @@ HF_TO_FS2: Final[Mapping[str, str]] = {
 FS2_TO_HF: Final[Mapping[str, str]] = create_reverse_key_map(dict(HF_TO_FS2))
 """``MegaCausalLM`` key prefix -> HF ``MegaForCausalLM`` key prefix (the reverse of :data:`HF_TO_FS2`)."""
 
-_EMBED: Final = "decoder_frontend.embed.weight"
+_FRONTEND: Final = "decoder_frontend.embed."
+_EMBED: Final = f"{_FRONTEND}weight"
+HF_INPUT: Final = "mega.embedding_layer.word_embeddings."
 _OUTPUT: Final = "final_proj.weight"
 _HF_OUTPUT: Final = "lm_head.weight"
 
@@ -54,12 +58,15 @@ def convert_mega_state_dict(state_dict: dict[str, object], config: MegaLMConfig)
     A checkpoint already in fairseq2 layout passes through. With tied embeddings the output
     weight is the embedding (HF checkpoints omit ``lm_head.weight`` then).
     """
-    if _EMBED in state_dict:
+    fs2_embed, hf_embed = _EMBED, HF_WORD_EMBEDDINGS
+    if config.adaptive_input_cutoffs is not None:  # adaptive input: band 0's table stands for the embedding
+        fs2_embed, hf_embed = f"{_FRONTEND}bands.0.weight", f"{HF_INPUT}bands.0.weight"
+    if fs2_embed in state_dict:
         converted = dict(state_dict)
     else:
-        if HF_WORD_EMBEDDINGS not in state_dict:
+        if hf_embed not in state_dict:
             raise ValueError(
-                f"not a MEGA causal-LM checkpoint: neither {HF_WORD_EMBEDDINGS!r} (HF) nor {_EMBED!r} (fairseq2) is present"
+                f"not a MEGA causal-LM checkpoint: neither {hf_embed!r} (HF) nor {fs2_embed!r} (fairseq2) is present"
             )
         converted = map_keys(state_dict, HF_TO_FS2, "HF")
     if config.tie_embeddings:

@@ -15,6 +15,9 @@ from fairseq2.nn import BatchLayout, IncrementalState, IncrementalStateBag, Proj
 from fairseq2.nn.functional import cross_entropy
 from torch import Tensor, nn
 
+from ...core.adaptive_input import AdaptiveInput
+from ...core.adaptive_softmax import AdaptiveSoftmax
+from ...core.backbone import apply_final_norm
 from ...core.embeddings import add_token_type_embeddings, scale_token_embeddings
 from ...core.heads import MegaLMHeadTransform
 from ...core.init import initialize_tree
@@ -45,7 +48,8 @@ class MegaIncrementalState(IncrementalState):
 
 
 class MegaFrontend(nn.Module):
-    """Token embedding (``embed``, a fairseq2 ``StandardEmbedding``), plus the optional type-0 row.
+    """Token embedding (``embed``: a fairseq2 ``StandardEmbedding``, or the core's
+    :class:`~mega_plugin.core.adaptive_input.AdaptiveInput`), plus the optional type-0 row.
 
     The token-type handling is the core's (:func:`~mega_plugin.core.embeddings.add_token_type_embeddings`);
     fairseq2 batches carry no type ids, so every position gets type 0, as in HF without ids.
@@ -53,7 +57,11 @@ class MegaFrontend(nn.Module):
     """
 
     def __init__(
-        self, embed: StandardEmbedding, token_type_embed: StandardEmbedding | None, *, scale: float | None = None
+        self,
+        embed: StandardEmbedding | AdaptiveInput,
+        token_type_embed: StandardEmbedding | None,
+        *,
+        scale: float | None = None,
     ) -> None:
         super().__init__()
         self.embed = embed
@@ -66,11 +74,13 @@ class MegaFrontend(nn.Module):
 
 
 class MegaDecoder(nn.Module):
-    """The core :class:`MegaLayerStack` (``layers``) with the reference initialisation."""
+    """The core :class:`MegaLayerStack` (``layers``) and the optional ``final_norm`` (core
+    ``add_final_norm``), with the reference initialisation."""
 
-    def __init__(self, layers: MegaLayerStack, *, init_std: float) -> None:
+    def __init__(self, layers: MegaLayerStack, *, init_std: float, final_norm: nn.Module | None = None) -> None:
         super().__init__()
         self.layers = layers
+        self.final_norm = final_norm
         self.init_std = init_std
         self.reset_parameters()
 
@@ -82,24 +92,31 @@ class MegaDecoder(nn.Module):
     ) -> tuple[Tensor, MegaState | None]:
         """(B, L, D) -> (B, L, D) and the new streaming state when ``state`` is given."""
         result = self.layers(hidden, key_mask=key_mask, state=state, use_cache=state is not None)
+        result = apply_final_norm(result, self.final_norm)
         return result.hidden, result.state
 
 
 class MegaCausalLM(CausalLM):
-    """A causal MEGA language model that fairseq2 trains, loads and generates with."""
+    """A causal MEGA language model that fairseq2 trains, loads and generates with.
+
+    ``final_proj`` is a fairseq2 ``Projection`` (logits), or the core's
+    :class:`~mega_plugin.core.adaptive_softmax.AdaptiveSoftmax`, whose outputs are full-vocabulary
+    log-probabilities (the loss's log-softmax leaves them unchanged).
+    """
 
     def __init__(
         self,
         decoder_frontend: MegaFrontend,
         decoder: MegaDecoder,
         head: MegaLMHeadTransform,
-        final_proj: Projection,
+        final_proj: Projection | AdaptiveSoftmax,
         *,
         pad_idx: int | None,
         max_seq_len: int,
+        model_dim: int | None = None,
     ) -> None:
         super().__init__(max_seq_len)
-        self.model_dim = final_proj.input_dim
+        self.model_dim = model_dim if model_dim is not None else final_proj.input_dim
         self.decoder_frontend = decoder_frontend
         self.decoder = decoder
         self.head = head
@@ -137,7 +154,7 @@ class MegaCausalLM(CausalLM):
             hidden = self._forward_packed(seqs, seqs_layout)
         else:
             hidden = self._forward_padded(seqs, seqs_layout, state_bag)
-        logits = self.final_proj(self.head(hidden))
+        logits = self.project(self.head(hidden))
         if targets is None:
             return logits
         loss = cross_entropy(
@@ -149,6 +166,14 @@ class MegaCausalLM(CausalLM):
             reduction=reduction,
         )
         return (loss, logits) if return_logits else loss
+
+    def project(self, features: Tensor) -> Tensor:
+        """(*, D) -> (*, V): logits, or log-probabilities through an adaptive softmax."""
+        if isinstance(self.final_proj, AdaptiveSoftmax):
+            embed = self.decoder_frontend.embed
+            tied = embed if self.final_proj.tie_weights and isinstance(embed, AdaptiveInput) else None
+            return self.final_proj.log_probs(features, tied_input=tied)
+        return self.final_proj(features)
 
     def _forward_padded(self, seqs: Tensor, layout: BatchLayout, state_bag: IncrementalStateBag | None) -> Tensor:
         if seqs.dim() != 2:

@@ -30,7 +30,10 @@ class MegaConfig(PretrainedConfig):
     available; see ``mega-plugin info``). The original LRA models' options (``input_type``, ``embedding_dropout_prob``,
     ``classifier_style``, ``classifier_pooling``, ``classifier_layers``, ``classifier_hidden_size``,
     ``classifier_activation``, ``classifier_dual_input``; see
-    :class:`mega_plugin.core.config_lra.LraOptions`) are ours too, off by default. The HF-only fields (token ids, ``classifier_dropout``,
+    :class:`mega_plugin.core.config_lra.LraOptions`) and the original language models' options
+    (``add_final_norm``, ``final_norm_affine``, ``adaptive_input_*``, ``adaptive_softmax_*``,
+    ``tie_adaptive_*``; see :class:`mega_plugin.core.config_lm.LanguageModelOptions`) are ours too,
+    off by default. The HF-only fields (token ids, ``classifier_dropout``,
     ``use_cache``, ``add_lm_hidden_dense_layer``, ``tie_word_embeddings``) are declared here.
     The architecture is validated when a model is built (:meth:`to_core`).
     """
@@ -93,6 +96,13 @@ class MegaConfig(PretrainedConfig):
         classifier_hidden_size: int | None = CORE.classifier_hidden_size,
         classifier_activation: str = CORE.classifier_activation,
         classifier_dual_input: bool = CORE.classifier_dual_input,
+        adaptive_input_cutoffs: list[int] | None = CORE.adaptive_input_cutoffs,
+        adaptive_input_factor: float = CORE.adaptive_input_factor,
+        adaptive_softmax_cutoffs: list[int] | None = CORE.adaptive_softmax_cutoffs,
+        adaptive_softmax_factor: float = CORE.adaptive_softmax_factor,
+        adaptive_softmax_dropout_prob: float = CORE.adaptive_softmax_dropout_prob,
+        tie_adaptive_weights: bool = CORE.tie_adaptive_weights,
+        tie_adaptive_proj: bool = CORE.tie_adaptive_proj,
         **kwargs: Any,
     ) -> None:
         # The parameters follow the reference's order (positional calls keep working) and name

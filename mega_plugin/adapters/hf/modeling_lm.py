@@ -9,11 +9,13 @@ from torch import Tensor, nn
 from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
 
+from ...core.adaptive_input import AdaptiveInput
+from ...core.adaptive_softmax import AdaptiveSoftmax
 from ...core.heads import tanh_dense
 from ...formats.hf import HF_WORD_EMBEDDINGS
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
-from .losses import token_loss
+from .losses import target_log_prob_loss, token_loss
 from .modeling_mega import MegaModel, MegaPreTrainedModel
 from .outputs import cache_field
 
@@ -43,7 +45,14 @@ def require_token_input(config: MegaConfig, head: str) -> None:
         )
 
 class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
-    """MEGA with a next-token prediction head; generates through ``generate()``."""
+    """MEGA with a next-token prediction head; generates through ``generate()``.
+
+    With ``adaptive_softmax_cutoffs`` set, the head is the core's
+    :class:`~mega_plugin.core.adaptive_softmax.AdaptiveSoftmax` (``adaptive_softmax.*``, no
+    ``lm_head``): ``logits`` are then the full-vocabulary *log-probabilities* (what the original
+    fairseq model's ``get_normalized_probs`` gives; softmax and argmax over them are unchanged, so
+    ``generate()`` works as usual), and ``loss`` scores each label through its own cluster only.
+    """
 
     accepts_loss_kwargs = True  # the loss honours num_items_in_batch (.losses.token_loss)
 
@@ -57,8 +66,19 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             logger.warning("MegaForCausalLM is used with is_decoder=False: attention is not causal")
         self.mega = MegaModel(config, add_pooling_layer=False)
         self.dense = lm_hidden_dense(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        core = config.to_core()
+        self.adaptive_softmax = AdaptiveSoftmax(core) if core.adaptive_softmax_cutoffs is not None else None
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size) if self.adaptive_softmax is None else None
+        if self.adaptive_softmax is not None or core.adaptive_input_cutoffs is not None:
+            # nothing to tie by HF's word-embedding rule (adaptive weights are shared by reference)
+            self._tied_weights_keys = {}
         self.post_init()
+
+    def tied_adaptive_input(self) -> AdaptiveInput | None:
+        """The adaptive input whose tables the adaptive softmax shares (``tie_adaptive_weights``), or None."""
+        if self.adaptive_softmax is None or not self.adaptive_softmax.tie_weights:
+            return None
+        return self.mega.embedding_layer.word_embeddings
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -139,10 +159,23 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
-        logits = self.lm_head(tanh_dense(outputs.last_hidden_state, self.dense))
-        loss = token_loss(
-            logits, labels, shift=True, num_items_in_batch=num_items_in_batch, shift_labels=shift_labels
-        )
+        features = tanh_dense(outputs.last_hidden_state, self.dense)
+        if self.adaptive_softmax is not None:
+            tied = self.tied_adaptive_input()
+            logits = self.adaptive_softmax.log_probs(features, tied_input=tied)
+            loss = target_log_prob_loss(
+                features,
+                labels,
+                lambda x, y: self.adaptive_softmax.target_log_probs(x, y, tied_input=tied),
+                vocab_size=self.config.vocab_size,
+                num_items_in_batch=num_items_in_batch,
+                shift_labels=shift_labels,
+            )
+        else:
+            logits = self.lm_head(features)
+            loss = token_loss(
+                logits, labels, shift=True, num_items_in_batch=num_items_in_batch, shift_labels=shift_labels
+            )
         return self._head_output(
             CausalLMOutputWithCrossAttentions,
             outputs,

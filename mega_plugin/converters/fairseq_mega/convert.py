@@ -13,6 +13,7 @@ them, unless the caller allows them with ``allow_drop`` glob patterns.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import math
@@ -21,10 +22,12 @@ from typing import Any, Final, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ...core.config import MegaCoreConfig
 from ...formats.hf import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
 from ...registry.records import ConversionError
 from .config import arg, infer_architecture
 from .lra import convert_lra, is_lra_checkpoint
+from .language_model import LanguageModelParts, language_model_parts
 from .seq2seq import convert_seq2seq, is_seq2seq_checkpoint
 from .keys import (
     EMBEDDING_KEYS,
@@ -74,9 +77,11 @@ def convert_fairseq_mega(
         return convert_seq2seq(state_dict, args, allow_drop=allow_drop)
     if is_lra_checkpoint(keys):  # an LRA classifier: MegaForSequenceClassification / MegaForImageClassification
         return convert_lra(state_dict, args, allow_drop=allow_drop)
+    state_dict = _widened(state_dict)
     prefix, num_layers = model_prefix(keys)
     causal = prefix.split(".", 1)[0] == "decoder"
-    mapped: dict[str, Tensor] = {}
+    parts = _language_model_parts(state_dict, args, prefix, causal)
+    mapped: dict[str, Tensor] = dict(parts.mapped)
     unrepresentable: dict[str, str] = {}
     unmapped: list[str] = []
     embedding: Tensor | None = None
@@ -85,7 +90,7 @@ def convert_fairseq_mega(
         tensor = state_dict[key]
         inner = key[len(prefix):] if key.startswith(prefix) else None
         match = LAYER_KEY.match(key)
-        if IGNORED.match(key):
+        if IGNORED.match(key) or key in parts.consumed:
             continue
         if match and match["prefix"] == prefix and (target := map_layer_key(match["rest"])) is not None:
             mapped[f"{HF_PREFIX}layers.{match['index']}.{target}"] = tensor
@@ -100,7 +105,7 @@ def convert_fairseq_mega(
         else:
             unmapped.append(key)
     prenorm = arg(args, "normalize_before", "encoder_normalize_before")
-    if prenorm and not any(k.startswith(f"{prefix}final_norm.") for k in keys):
+    if prenorm and not causal and not any(k.startswith(f"{prefix}final_norm.") for k in keys):
         # --no-affine-final-norm: the final norm exists but has no tensors; still not representable.
         unrepresentable[f"{prefix}final_norm"] = "parameter-free final norm after the last layer (pre-norm models)"
     dropped = [k for k in list(unrepresentable) + unmapped if any(fnmatch.fnmatchcase(k, p) for p in allow_drop)]
@@ -111,20 +116,23 @@ def convert_fairseq_mega(
         raise _failure(unrepresentable, unmapped)
     if dropped:
         logger.warning("dropping %d key(s) as allowed by --allow-drop: %s", len(dropped), ", ".join(sorted(dropped)))
-    if embedding is None:
+    if embedding is None and parts.vocab_size is None:
         raise ConversionError(f"no token embedding found (expected {prefix}{EMBEDDING_KEYS[0]})")
+    vocab_size = parts.vocab_size if embedding is None else embedding.shape[0]
     try:
         arch = infer_architecture(
-            state_dict, prefix=prefix, num_layers=num_layers, causal=causal, args=args, vocab_size=embedding.shape[0]
+            state_dict, prefix=prefix, num_layers=num_layers, causal=causal, args=args, vocab_size=vocab_size
         )
+        core = dataclasses.replace(arch.core, **parts.fields)
     except ConversionError:
         raise
     except ValueError as error:
         raise ConversionError(f"the checkpoint's architecture is not a valid MEGA config: {error}") from error
     for note in arch.notes:
         logger.warning("fairseq-mega: %s", note)
-    core = arch.core
     _resize_simple_bias(mapped, core.max_positions, arch.original_bias_positions)
+    if embedding is None or core.adaptive_softmax_cutoffs is not None:  # adaptive input and/or softmax
+        return _adaptive_config(core, mapped, embedding, arch.scale_embeddings), mapped
 
     scale = math.sqrt(core.hidden_size) if arch.scale_embeddings else 1.0
     mapped[HF_WORD_EMBEDDINGS] = embedding * scale if scale != 1.0 else embedding
@@ -144,6 +152,44 @@ def convert_fairseq_mega(
         core, architectures=architectures, add_lm_hidden_dense_layer=False, tie_word_embeddings=tie
     )
     return config, mapped
+
+
+def _widened(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """fp16/bf16 tensors widened to fp32 (exactly: every such value is an fp32 value), so the
+    converted model and the sqrt(d) scale folded into an embedding compute in fp32."""
+    return {
+        key: tensor.float() if tensor.is_floating_point() and tensor.dtype != torch.float32 else tensor
+        for key, tensor in state_dict.items()
+    }
+
+
+def _language_model_parts(
+    state_dict: Mapping[str, Tensor], args: Mapping[str, Any], prefix: str, causal: bool
+) -> LanguageModelParts:
+    """The final norm, adaptive input and adaptive softmax of a language model (nothing for encoders)."""
+    if not causal:
+        return LanguageModelParts()
+    v_proj = state_dict.get(f"{prefix}layers.0.mega_layer.v_proj.weight")
+    if v_proj is None:
+        raise ConversionError(f"layer 0 lacks a required tensor: {prefix}layers.0.mega_layer.v_proj.weight")
+    table = next((state_dict[f"{prefix}{k}"] for k in EMBEDDING_KEYS if f"{prefix}{k}" in state_dict), None)
+    vocab = table.shape[0] if table is not None and table.dim() == 2 else None
+    return language_model_parts(state_dict, args, prefix=prefix, hidden=v_proj.shape[1], vocab_size=vocab)
+
+
+def _adaptive_config(
+    core: MegaCoreConfig, mapped: dict[str, Tensor], embedding: Tensor | None, scale: bool
+) -> dict[str, Any]:
+    """config.json of a language model with adaptive input or softmax: the sqrt(d) scale stays in
+    the model (``scale_embeddings``; a tied table cannot hold it), no ``lm_head``."""
+    core = dataclasses.replace(core, scale_embeddings=scale)
+    if embedding is not None:
+        mapped[HF_WORD_EMBEDDINGS] = embedding
+    if core.adaptive_softmax_cutoffs is None:
+        raise ConversionError("adaptive input with a full output projection is not supported; expected an adaptive softmax")
+    return hf_config_dict(
+        core, architectures=[ARCHITECTURE_CAUSAL_LM], add_lm_hidden_dense_layer=False, tie_word_embeddings=False
+    )
 
 
 def _resize_simple_bias(mapped: dict[str, Tensor], max_positions: int, original_positions: int | None) -> None:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..config import MegaCoreConfig
 from .table import preset
 
 
 def _causal_lm(
-    *, layers: int, hidden: int, inner: int, shared: int, vocab: int, chunk: int, dropout: float, inner_dropout: float
+    *,
+    layers: int,
+    hidden: int,
+    inner: int,
+    shared: int,
+    vocab: int,
+    chunk: int,
+    dropout: float,
+    inner_dropout: float,
+    **options: Any,
 ) -> MegaCoreConfig:
-    # Released LM scripts: pre-norm, layernorm, softmax, rotary bias, causal EMA.
+    # Released LM scripts: pre-norm, layernorm, softmax, rotary bias, causal EMA, EMA truncated at
+    # 8192, sqrt(d) embedding scale, a final layernorm without affine parameters, no LM dense
+    # layer (extra: HF-only fields).
     return MegaCoreConfig(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -33,6 +46,12 @@ def _causal_lm(
         attention_probs_dropout_prob=inner_dropout,
         nffn_activation_dropout_prob=inner_dropout,
         pad_token_id=1,
+        truncation=8192,
+        scale_embeddings=True,
+        add_final_norm=True,
+        final_norm_affine=False,
+        extra={"add_lm_hidden_dense_layer": False, "tie_word_embeddings": "adaptive_softmax_cutoffs" not in options},
+        **options,
     )
 
 
@@ -40,20 +59,24 @@ def _causal_lm(
 def wikitext103() -> MegaCoreConfig:
     """WikiText-103 LM (paper Appendix D, 252M): 16 x 1024, FFN = v = 1536, z 256, chunk 1024, causal.
 
-    ``vocab_size`` 267744 is the word-level WikiText-103 dictionary; the original used adaptive
-    input and adaptive softmax over it (not representable here: this is a full softmax table).
-    The released training script passed ``--decoder-hidden-dim 2048`` (FFN 2048); the converter
-    reads the sizes of a real checkpoint from its tensors.
+    ``vocab_size`` 267744 is the word-level WikiText-103 dictionary, covered as the original
+    (``mega_lm_adaptive_big``) does: adaptive input and adaptive softmax with cutoffs 20000, 60000,
+    factor 4, tied weights and projections, adaptive-softmax dropout 0.2. The released training
+    script passed ``--decoder-hidden-dim 2048`` (FFN 2048); the converter reads the sizes of a real
+    checkpoint from its tensors.
     """
     return _causal_lm(layers=16, hidden=1024, inner=1536, shared=256, vocab=267744, chunk=1024,
-                      dropout=0.3, inner_dropout=0.1)
+                      dropout=0.3, inner_dropout=0.1,
+                      adaptive_input_cutoffs=[20000, 60000], adaptive_softmax_cutoffs=[20000, 60000],
+                      adaptive_softmax_dropout_prob=0.2, tie_adaptive_weights=True, tie_adaptive_proj=True)
 
 
 @preset("enwik8")
 def enwik8() -> MegaCoreConfig:
     """enwik8 character LM (paper Appendix D, 39M): 12 x 512, FFN = v = 1024, z 128, chunk 2048, causal.
 
-    ``vocab_size`` 256 covers every byte (the original fairseq dictionary holds the ~200 bytes seen).
+    ``vocab_size`` 256 covers every byte (the original fairseq dictionary holds the ~200 bytes seen);
+    the output projection shares the embedding table (``--share-decoder-input-output-embed``).
     """
     return _causal_lm(layers=12, hidden=512, inner=1024, shared=128, vocab=256, chunk=2048,
                       dropout=0.1, inner_dropout=0.0)
