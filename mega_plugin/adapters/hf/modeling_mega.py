@@ -81,6 +81,15 @@ class MegaPreTrainedModel(PreTrainedModel):
         # the backends (mega_plugin.backends) swap in their fast modules once, at build
         accelerate(self)
 
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.resize_token_embeddings``; refused with adaptive input (several band tables)."""
+        if getattr(self.config, "adaptive_input_cutoffs", None) is not None:
+            raise ValueError(
+                "resize_token_embeddings is not supported with adaptive_input_cutoffs set: the vocabulary "
+                "is split over several band tables (and an adaptive softmax's clusters)"
+            )
+        return super().resize_token_embeddings(*args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         if loaded_from_checkpoint(module):
             return
