@@ -4,8 +4,8 @@ The fixtures (tests/fixtures/original_mega, :mod:`_support.original_fixtures`) h
 original model's outputs for every README setup. A setup the converter supports is converted
 with the real CLI in every layout and dtype and must reproduce them within the manifest's
 tolerance (1e-5); mutation tests show the comparison fails for one perturbed weight and one
-wrong config field. A setup the converter still refuses must be refused with a message that
-names what it cannot hold (the ``test_refused_*`` tests: replace them when support lands).
+wrong config field. Every README setup converts now: the translation model here, the language
+models in ``test_original_lm.py``, the LRA and speech-commands classifiers in ``test_original_lra.py``.
 """
 
 from __future__ import annotations
@@ -187,27 +187,3 @@ def test_translation_in_fairseq2_matches_the_original(variant: str, layout: str,
         model.encoder.layers[1].mega_layer.ema_gate.decay_factor[0, 0] += 0.1
         perturbed = model(src, BatchLayout.of(src), prev, BatchLayout.of(prev))
     assert max_diff(torch.log_softmax(perturbed.float(), dim=-1), ref["log_probs"][:1]) > 1e-4
-
-
-# ---- setups the converter refuses today ---------------------------------------------------
-
-REFUSALS: dict[str, tuple[str, ...]] = {
-    "lm_wt103": ("decoder.adaptive_softmax.", "decoder.embed_tokens.embeddings.", "decoder.final_norm"),
-    "lm_enwik8": ("decoder.final_norm",),
-}
-"""Setups the converter cannot hold yet -> key names its refusal must list (the lm work replaces these;
-the LRA and speech-commands setups convert: tests/converters/test_original_lra.py)."""
-
-
-@pytest.mark.parametrize("setup", sorted(REFUSALS))
-def test_refused_setups_name_what_cannot_be_held(setup: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mega_plugin.cli import main
-
-    checkpoint = load_fixture(setup).checkpoint_path()
-    out = tmp_path / "out"
-    assert main(["convert", "--from", "fairseq-mega", str(checkpoint), "--to", "hf", str(out), "--trust-checkpoint"]) == 1
-    message = capsys.readouterr().err
-    assert "cannot convert this fairseq-mega checkpoint without losing weights" in message
-    for key in REFUSALS[setup]:
-        assert key in message, (key, message)
-    assert not (out / "config.json").exists()
