@@ -98,8 +98,9 @@ def case_config(*, chunk_size: int | None, max_length: int, preset: str | None =
     """The measured architecture: the issue's benchmark model (bidirectional), or a paper preset.
 
     A preset keeps its layers, widths, chunk, norms and causality; its vocabulary becomes the
-    benchmark's (the paper's embedding tables and adaptive softmax are not what is compared)
-    and its dropout is off, as everywhere in the benchmarks.
+    benchmark's (the paper's embedding tables and adaptive softmax are not what is compared, nor
+    its final norm, embedding scale and EMA truncation, which the reference lacks) and its
+    dropout is off, as everywhere in the benchmarks.
     """
     if preset is None:
         return benchmark_config(chunk_size=chunk_size, causal=False, max_positions=max_length)
@@ -114,6 +115,13 @@ def case_config(*, chunk_size: int | None, max_length: int, preset: str | None =
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         nffn_activation_dropout_prob=0.0,
+        adaptive_input_cutoffs=None,
+        adaptive_softmax_cutoffs=None,
+        tie_adaptive_weights=False,
+        tie_adaptive_proj=False,
+        add_final_norm=False,
+        scale_embeddings=False,
+        truncation=None,
     )
 
 
