@@ -200,3 +200,27 @@ def test_pytree_leaves_are_the_state_tensors_and_rebuild_the_cache() -> None:
     assert (out.logits - full[:, 6:]).abs().max().item() <= TOLERANCE
     empty_leaves, empty_spec = pytree.tree_flatten(MegaCache())
     assert empty_leaves == [] and pytree.tree_unflatten([], empty_spec).get_seq_length() == 0
+
+
+def test_recording_widens_and_reports_what_it_keeps() -> None:
+    cache = MegaCache()
+    assert not cache.is_recording_past() and cache.get_recurrent_states_to_keep() == 0
+    cache.activate_past_recording(recurrent_states_to_keep=2)
+    cache.activate_past_recording(recurrent_states_to_keep=1)  # 5.x asks for 1 more: keeps 2
+    assert cache.is_recording_past() and cache.get_recurrent_states_to_keep() == 2
+    cache.activate_past_recording()  # all
+    cache.activate_past_recording(recurrent_states_to_keep=1)
+    assert cache.keep is None and cache.get_recurrent_states_to_keep() == 0
+    cache.stop_past_recording()
+    assert not cache.is_croppable and cache.get_recurrent_states_to_keep() == 0
+
+
+def test_generate_fills_a_cache_passed_in() -> None:
+    model = build(use_chunking=True, chunk_size=CHUNK)
+    prompt = torch.randint(3, VOCAB, (2, 5))
+    mine = MegaCache()
+    with torch.no_grad():
+        expected = model.generate(prompt, max_new_tokens=6, do_sample=False)
+        got = model.generate(prompt, max_new_tokens=6, do_sample=False, **{CACHE_KEYWORD: mine})
+    assert torch.equal(got, expected)
+    assert mine.get_seq_length() == got.shape[1] - 1 and len(mine.layers) == 2

@@ -13,9 +13,8 @@ shape transformers expects of a cache, on 4.57 and 5.x alike:
 * ``crop`` rolls the cache back to where an earlier forward call left it. The EMA state cannot
   be un-consumed, so rolling back needs the earlier states: ``activate_past_recording()`` (which
   5.x ``generate()`` calls when it may roll back) keeps them, by reference (nothing is copied).
-* The cache is a pytree (:mod:`torch.utils._pytree`): its leaves are the state's tensors and its
-  context the position and which state fields are held, so it passes through ``torch.export`` as
-  an input and an output.
+* The cache is a pytree (registered by :mod:`.cache_pytree`): its leaves are the state's tensors,
+  so it passes through ``torch.export`` as an input and an output.
 
 The model's forward reads ``cache.state`` and assigns the new one; everything else goes through
 the layers.
@@ -26,12 +25,12 @@ from __future__ import annotations
 from typing import Any, Final
 
 import torch
-import torch.utils._pytree as pytree
 import transformers
 from torch import Tensor
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from ...core.state import LAYER_STATE_FIELDS, LayerState, MegaState, layer_state_from_tensors, layer_state_tensors
+from ...core.state import LayerState, MegaState
+from .cache_pytree import register_pytree
 
 CROP_TAKES_A_LENGTH: Final = int(transformers.__version__.split(".")[0]) < 5
 """4.57's ``crop(max_length)`` takes the length to keep (negative: tokens to remove); 5.x's
@@ -186,8 +185,23 @@ class MegaCache(Cache):
 
     def activate_past_recording(self, recurrent_states_to_keep: int | None = None, **kwargs: Any) -> None:
         """Keep the state each forward replaces (the last ``recurrent_states_to_keep``, or all), so
-        :meth:`crop` can roll back to it. The states are kept by reference, not copied."""
-        self.recording, self.keep = True, recurrent_states_to_keep
+        :meth:`crop` can roll back to it. The states are kept by reference, not copied. A second
+        call never keeps fewer than the first asked for (None, all, stays all)."""
+        if self.recording and (self.keep is None or recurrent_states_to_keep is None):
+            self.keep = None
+        elif self.recording:
+            self.keep = max(self.keep, recurrent_states_to_keep)
+        else:
+            self.recording, self.keep = True, recurrent_states_to_keep
+
+    def is_recording_past(self, layer_idx: int | None = None) -> bool:
+        """Whether forward calls are recorded (the same for every layer)."""
+        return self.recording
+
+    def get_recurrent_states_to_keep(self, layer_idx: int | None = None) -> int:
+        """How many earlier states are kept while recording (0 when not recording or when all are
+        kept: 5.x asks for it to widen the recording, which "all" already is)."""
+        return self.keep if self.recording and self.keep is not None else 0
 
     def stop_past_recording(self) -> None:
         """Stop recording and drop the recorded states."""
@@ -244,52 +258,5 @@ class MegaCache(Cache):
         return f"MegaCache(position={self.get_seq_length()}, layers={len(self.layers)}, bytes={self.size_bytes()})"
 
 
-# -- pytree: the cache through torch.export -------------------------------------------------
-
-PytreeContext = tuple[int, tuple[tuple[bool, ...], ...]]
-"""(position, per layer which state fields hold a tensor): what a graph is specialised on besides
-the tensors. Absent fields (None) are recorded here rather than passed as leaves."""
-
-
-def _flatten(cache: MegaCache) -> tuple[list[Tensor], PytreeContext]:
-    # the held tensors of every layer, layer by layer, in LAYER_STATE_FIELDS order
-    fields = [layer_state_tensors(layer.state) for layer in cache.layers]
-    leaves = [tensor for layer in fields for tensor in layer if tensor is not None]
-    present = tuple(tuple(tensor is not None for tensor in layer) for layer in fields)
-    return leaves, (cache.position, present)
-
-
-def _flatten_with_keys(cache: MegaCache) -> tuple[list[tuple[Any, Tensor]], PytreeContext]:
-    leaves, context = _flatten(cache)
-    names = [
-        f"layers.{index}.{name}"
-        for index, layer in enumerate(context[1])
-        for name, held in zip(LAYER_STATE_FIELDS, layer)
-        if held
-    ]
-    return [(pytree.MappingKey(name), leaf) for name, leaf in zip(names, leaves)], context
-
-
-def _unflatten(leaves: Any, context: PytreeContext) -> MegaCache:
-    position, present = context
-    if not present:
-        return MegaCache()
-    remaining = iter(leaves)
-    layers = [layer_state_from_tensors([next(remaining) if held else None for held in layer]) for layer in present]
-    return MegaCache(MegaState(layers=layers, position=position))
-
-
-def register_pytree() -> None:
-    """Register :class:`MegaCache` as a pytree node (once; a second call does nothing)."""
-    if MegaCache in pytree.SUPPORTED_NODES:
-        return
-    pytree.register_pytree_node(
-        MegaCache,
-        _flatten,
-        _unflatten,
-        serialized_type_name=f"{MegaCache.__module__}.{MegaCache.__qualname__}",
-        flatten_with_keys_fn=_flatten_with_keys,
-    )
-
-
-register_pytree()
+# the cache through torch.export: its pytree functions live in cache_pytree.py
+register_pytree(MegaCache)
