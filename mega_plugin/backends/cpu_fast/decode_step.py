@@ -30,6 +30,7 @@ from ...core.memo import records_grad
 from ...core.ops import AttentionOptions
 from ...core.ops.attention.reference import reference_attention
 from ...core.state import LayerState, merge_key_masks
+from ...core.tracing import capturing_graph
 
 
 def serves_step(
@@ -55,7 +56,7 @@ def serves_step(
         and layer.kernel_name == "auto"
         and ema.kernel_name == "auto"
         and (not layer.training or max(dropouts, default=0.0) == 0.0)
-        and not torch.compiler.is_compiling()
+        and not capturing_graph()  # compile, export, jit, fx: the core's forward
         and not records_grad(itertools.chain((x, state.ema), layer.parameters()))
     )
 
