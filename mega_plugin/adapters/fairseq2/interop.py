@@ -32,8 +32,13 @@ HF_TO_FS2: Final[Mapping[str, str]] = {
 }
 """HF ``MegaForCausalLM`` key prefix -> ``MegaCausalLM`` key prefix."""
 
-FS2_TO_HF: Final[Mapping[str, str]] = create_reverse_key_map(dict(HF_TO_FS2))
+FS2_TO_HF: Final[Mapping[str, str]] = create_reverse_key_map(
+    {k: v for k, v in HF_TO_FS2.items() if not k.startswith(r"^adaptive_softmax")}
+)
 """``MegaCausalLM`` key prefix -> HF ``MegaForCausalLM`` key prefix (the reverse of :data:`HF_TO_FS2`)."""
+
+FS2_TO_HF_ADAPTIVE: Final[Mapping[str, str]] = {**FS2_TO_HF, r"^final_proj\.": "adaptive_softmax."}
+"""The same for a model whose ``final_proj`` is an adaptive softmax (HF ``adaptive_softmax.*``)."""
 
 _FRONTEND: Final = "decoder_frontend.embed."
 _EMBED: Final = f"{_FRONTEND}weight"
@@ -85,7 +90,8 @@ def convert_mega_state_dict(state_dict: dict[str, object], config: MegaLMConfig)
 
 def to_hf_state_dict(state_dict: Mapping[str, object], config: MegaLMConfig) -> dict[str, object]:
     """``MegaCausalLM`` keys -> HF ``MegaForCausalLM`` keys (tied output weight left out, as HF saves)."""
-    converted = map_keys(state_dict, FS2_TO_HF, "fairseq2")
+    key_map = FS2_TO_HF if config.adaptive_softmax_cutoffs is None else FS2_TO_HF_ADAPTIVE
+    converted = map_keys(state_dict, key_map, "fairseq2")
     if config.tie_embeddings:
         converted.pop(_HF_OUTPUT, None)
     return converted
