@@ -7,7 +7,8 @@ What it swaps in (:func:`accelerate`; same parameters, same state-dict keys, sam
   no gradient is recorded; a decoding step (one token after a state) runs the one-token
   arithmetic of :mod:`.decode_step`;
 * :class:`~.ownership.HandOverStack`: inside one stack call a no-grad layer writes its output
-  into the tensor the previous layer handed it;
+  into the tensor the previous layer handed it; a long call runs on no more threads than the
+  cores other processes leave free (:mod:`.threads`);
 * :class:`~.linear.OneDnnLinear`: fp32 projections as oneDNN GEMMs, where oneDNN works here.
 
 and the ``onednn`` attention kernel (the reference arithmetic frame by frame in oneDNN GEMMs).

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_internals
 
 from ...core.stack import MegaLayerStack, StackOutput
+from .threads import fitted_threads
 from ...core.tracing import capturing_graph
 
 _NOTHING: Final = object()
@@ -41,14 +42,20 @@ def _hooks_may_read(stack: nn.Module) -> bool:
 
 
 class HandOverStack(MegaLayerStack):
-    """:class:`MegaLayerStack` whose layers may overwrite the tensors the previous layer handed them."""
+    """:class:`MegaLayerStack` whose layers may overwrite the tensors the previous layer handed them,
+    on no more threads than the cores other processes leave free (:mod:`.threads`)."""
 
     def forward(self, hidden: Tensor, **options: Any) -> StackOutput:
-        # a captured graph gets the core's stack: no context variable, no hand-over of buffers
-        if capturing_graph() or options.get("output_hidden_states") or _hooks_may_read(self):
+        # a captured graph gets the core's stack: no context variable, no hand-over of buffers,
+        # no thread count fitted to the machine of the moment
+        if capturing_graph():
             return super().forward(hidden, **options)
-        token = _caller_input.set(hidden)
-        try:
-            return super().forward(hidden, **options)
-        finally:
-            _caller_input.reset(token)
+        tokens = hidden.shape[0] * hidden.shape[1] if hidden.dim() == 3 and hidden.device.type == "cpu" else 0
+        with fitted_threads(tokens):
+            if options.get("output_hidden_states") or _hooks_may_read(self):
+                return super().forward(hidden, **options)
+            token = _caller_input.set(hidden)
+            try:
+                return super().forward(hidden, **options)
+            finally:
+                _caller_input.reset(token)

@@ -1,0 +1,102 @@
+"""The stack of ``cpu_fast`` runs a long call on no more threads than the cores other processes leave free.
+
+The machine's state is a fake ``/proc`` (``loadavg`` and this process's task states) and a fake
+CPU count, so every case is exact; the speed effect is measured by the benchmarks
+(``mega-plugin bench forward --background-load N``), never here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from _support.backends import accelerated, reference_copy
+from _support.configs import tiny_config
+from mega_plugin.backends.cpu_fast import threads
+from mega_plugin.core import MegaBackbone
+
+
+def fake_proc(root: Path, *, running: int, our_states: str) -> Path:
+    """A /proc with ``running`` runnable tasks machine-wide and our threads in ``our_states`` (e.g. "RS")."""
+    (root / "loadavg").write_text(f"1.00 0.50 0.25 {running}/120 4242\n")
+    for index, state in enumerate(our_states):
+        task = root / "self" / "task" / str(100 + index)
+        task.mkdir(parents=True)
+        task.joinpath("stat").write_text(f"{100 + index} (python (worker) 1) {state} 1 2 3 4\n")
+    return root
+
+
+@pytest.fixture
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv(threads.ENV_ADAPTIVE_THREADS, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("running", "our_states", "expected"),
+    [
+        (1, "R", 2),  # quiet: only our calling thread runs
+        (2, "RR", 2),  # our own spinning worker is not a competitor
+        (2, "RS", 1),  # one task elsewhere: one core left
+        (4, "RS", 1),  # more competitors than cores: still one thread
+        (3, "RRS", 1),
+    ],
+)
+def test_threads_left_by_other_runnable_tasks(
+    tmp_path: Path, two_cpus: None, running: int, our_states: str, expected: int
+) -> None:
+    proc = fake_proc(tmp_path, running=running, our_states=our_states)
+    assert threads.threads_for_call(2, proc=proc) == expected
+
+
+def test_nothing_changes_where_the_count_does_not_describe_our_cores(
+    tmp_path: Path, two_cpus: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = fake_proc(tmp_path, running=9, our_states="R")
+    assert threads.threads_for_call(1, proc=busy) == 1  # one thread asked: nothing to give back
+    assert threads.threads_for_call(2, proc=tmp_path / "missing") == 2  # no /proc
+    monkeypatch.setenv(threads.ENV_ADAPTIVE_THREADS, "0")
+    assert threads.threads_for_call(2, proc=busy) == 2  # switched off
+    monkeypatch.delenv(threads.ENV_ADAPTIVE_THREADS)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0})  # a container's share of a larger machine
+    assert threads.threads_for_call(2, proc=busy) == 2
+
+
+def test_fitted_threads_sets_and_restores_the_count(two_cpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "threads_for_call", lambda configured: 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threads.fitted_threads(threads.MIN_TOKENS) as inside:
+            assert inside == torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads.fitted_threads(threads.MIN_TOKENS - 1) as inside:  # short calls are left alone
+            assert inside == torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="boom"), threads.fitted_threads(threads.MIN_TOKENS):
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_stack_runs_a_long_call_on_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "threads_for_call", lambda configured: 1)
+    seen: list[int] = []
+    torch.manual_seed(0)
+    reference = MegaBackbone(tiny_config(use_chunking=True, chunk_size=16)).eval()
+    model = accelerated(reference_copy(reference))
+    model.layers[0].register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    tokens = torch.randint(3, 50, (2, threads.MIN_TOKENS // 2))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            hidden = model(tokens).hidden
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with torch.inference_mode():
+        torch.testing.assert_close(hidden, reference(tokens).hidden, atol=2e-5, rtol=1e-4)
