@@ -67,11 +67,19 @@ def one_update(
     ("auto_name", "task", "config"),
     [
         ("AutoModelForCausalLM", "tokens", {"is_decoder": True, "bidirectional": False, "use_chunking": True, "chunk_size": 4}),
+        (
+            "AutoModelForCausalLM",
+            "tokens",
+            {"is_decoder": True, "bidirectional": False, "use_chunking": True, "chunk_size": 4, "add_final_norm": True,
+             "adaptive_input_cutoffs": [10, 30], "adaptive_softmax_cutoffs": [10, 30], "adaptive_input_factor": 2,
+             "adaptive_softmax_factor": 2, "tie_adaptive_weights": True, "tie_adaptive_proj": True,
+             "tie_word_embeddings": False},
+        ),
         ("AutoModelForMaskedLM", "tokens", {}),
         ("AutoModelForTokenClassification", "token-classes", {"num_labels": 3}),
         ("AutoModelForSequenceClassification", "sequence", {"num_labels": 2}),
     ],
-    ids=["causal-lm", "masked-lm", "token-classification", "sequence-classification"],
+    ids=["causal-lm", "causal-lm-adaptive-softmax", "masked-lm", "token-classification", "sequence-classification"],
 )
 def test_accumulated_updates_equal_one_batch(auto_name: str, task: str, config: dict[str, Any], tmp_path: Path) -> None:
     whole = one_update(auto_name, tmp_path / "1", accumulation=1, task=task, **config)
