@@ -32,6 +32,11 @@ class LraOptions:
     position (a pixel), embedded as ``x * weight + bias`` (``embedding_layer.real_number_embeddings``),
     as the original Image, Pathfinder and Path-X models (``--input-type image``) do."""
 
+    normalize_embeddings: bool = False
+    """Normalise the input embeddings (type ``normalization_type``) before the first layer, as the
+    original LRA encoder's ``--normalize-embedding`` does (post-norm stacks only there);
+    ``embedding_layer.embedding_norm`` in checkpoints. ``False``: the HF layout."""
+
     embedding_dropout_prob: float = 0.0
     """Dropout on the input embeddings before the first layer (the original LRA encoder's
     ``embedding_dropout``, its ``--dropout``); ``0.0``: none, the HF layout. Training only."""
@@ -86,8 +91,9 @@ def validate_lra_options(config: Any) -> None:
     width = config.classifier_hidden_size
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width <= 0):
         raise ValueError(f"classifier_hidden_size must be None or a positive integer, got {width!r}")
-    if not isinstance(config.classifier_dual_input, bool):
-        raise ValueError(f"classifier_dual_input must be true or false, got {config.classifier_dual_input!r}")
+    for name in ("classifier_dual_input", "normalize_embeddings"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be true or false, got {getattr(config, name)!r}")
     if config.classifier_style == "hf":
         lra_only = {
             "classifier_pooling": ("first", config.classifier_pooling),

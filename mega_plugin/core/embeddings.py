@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .adaptive_input import AdaptiveInput
 from .config import MegaCoreConfig
+from .norms import SequenceNorm
 from .real_number_embedding import RealNumberEmbedding
 from .tracing import capturing_graph
 
@@ -32,6 +33,7 @@ class MegaEmbeddings(nn.Module):
         elif not real_numbers:
             self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=padding_idx)
         self.real_number_embeddings = RealNumberEmbedding(config.hidden_size) if real_numbers else None
+        self.embedding_norm = SequenceNorm.from_config(config) if config.normalize_embeddings else None
         self.dropout = nn.Dropout(config.embedding_dropout_prob)  # no parameters: no checkpoint keys
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.add_token_type_embeddings else None
@@ -51,7 +53,7 @@ class MegaEmbeddings(nn.Module):
             if input_ids is not None or (input_values is None) == (inputs_embeds is None):
                 raise ValueError("a model with input_type='real_numbers' takes exactly one of input_values or inputs_embeds")
             embeddings = self.real_number_embeddings(input_values) if input_values is not None else inputs_embeds
-            return self.dropout(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
+            return self.finish(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
         if input_values is not None:
             raise ValueError("input_values needs input_type='real_numbers'; this model takes token ids (input_ids)")
         if (input_ids is None) == (inputs_embeds is None):
@@ -65,7 +67,13 @@ class MegaEmbeddings(nn.Module):
             check_embeddings_dtype(inputs_embeds, self.word_embeddings.weight.dtype)
             embeddings = inputs_embeds
         embeddings = scale_token_embeddings(embeddings, self.scale)
-        return self.dropout(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
+        return self.finish(add_token_type_embeddings(embeddings, self.token_type_embeddings, token_type_ids))
+
+    def finish(self, embeddings: Tensor) -> Tensor:
+        """The optional embedding norm (``normalize_embeddings``), then the embedding dropout: (B, L, D)."""
+        if self.embedding_norm is not None:
+            embeddings = self.embedding_norm(embeddings)
+        return self.dropout(embeddings)
 
 
 def vocabulary_rows(table: nn.Module) -> int:

@@ -32,6 +32,7 @@ WRITTEN_ONLY_WHEN_SET: Final[Mapping[str, Any]] = {
     "final_norm_affine": True,
     "input_type": "tokens",
     "embedding_dropout_prob": 0.0,
+    "normalize_embeddings": False,
     "classifier_style": "hf",
     "classifier_pooling": "first",
     "classifier_layers": 1,

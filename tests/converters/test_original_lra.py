@@ -148,11 +148,11 @@ def test_what_the_target_cannot_hold_is_refused_with_one_message(tmp_path: Path,
     fixture = load_fixture("lra_text")
     checkpoint = load_checkpoint(fixture.checkpoint_path())
     state = dict(checkpoint["model"])
-    state["encoder.encoder.embed_norm.norm.scalar"] = torch.ones(1)  # --normalize-embedding
-    torch.save({"model": state, "args": checkpoint["args"]}, tmp_path / "embed_norm.pt")
-    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "embed_norm.pt"), "--to", "hf", str(tmp_path / "a"), "--trust-checkpoint"]) == 1
+    state["encoder.encoder.mystery.weight"] = torch.ones(1)  # a key the original LRA model does not have
+    torch.save({"model": state, "args": checkpoint["args"]}, tmp_path / "mystery.pt")
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "mystery.pt"), "--to", "hf", str(tmp_path / "a"), "--trust-checkpoint"]) == 1
     err = capsys.readouterr().err
-    assert "encoder.encoder.embed_norm.norm.scalar" in err and "normalize-embedding" in err
+    assert "encoder.encoder.mystery.weight: unknown key" in err and "--allow-drop" in err
     args = checkpoint["args"]
     args.use_p = True
     torch.save({"model": checkpoint["model"], "args": args}, tmp_path / "use_p.pt")
@@ -199,3 +199,21 @@ def test_incomplete_or_inconsistent_lra_checkpoints_are_refused_by_name() -> Non
         convert_fairseq_mega(state, {**args, "classifier_activation_fn": "swish"})
     with pytest.raises(ConversionError, match="unknown key"):
         convert_fairseq_mega({**state, "encoder.encoder.mystery.weight": state["classifier.0.0.bias"]}, args)
+
+
+def test_the_embedding_norm_of_normalize_embedding_is_kept() -> None:
+    # --normalize-embedding (no fixture of the original has it): its norm maps to the core's
+    # embedding norm, applied before the first layer; the formula is checked in tests/hf/test_lra_heads.py
+    from _support.original_fixtures import load_checkpoint
+    from mega_plugin.converters.fairseq_mega.convert import convert_fairseq_mega
+    from mega_plugin.registry import ConversionError
+
+    text = load_checkpoint(load_fixture("lra_text").checkpoint_path())
+    state, args = dict(text["model"]), {**vars(text["args"]), "normalize_embedding": True}
+    state["encoder.encoder.embed_norm.norm.scalar"] = torch.full((1,), 2.0)
+    config, converted = convert_fairseq_mega(state, args)
+    assert config["normalize_embeddings"] is True
+    assert torch.equal(converted["mega.embedding_layer.embedding_norm.norm.scalar"], torch.full((1,), 2.0))
+    del state["encoder.encoder.embed_norm.norm.scalar"]
+    with pytest.raises(ConversionError, match="embedding norm's affine tensors"):
+        convert_fairseq_mega(state, args)

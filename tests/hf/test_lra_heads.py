@@ -255,3 +255,22 @@ def test_embedding_dropout_drops_in_training_only() -> None:
     torch.testing.assert_close(dropped[kept], 2 * table_rows[kept])  # ... the rest scaled by 1 / (1 - p)
     with pytest.raises(ValueError, match="embedding_dropout_prob must be a probability"):
         lra_config(embedding_dropout_prob=1.5).to_core()
+
+
+@pytest.mark.parametrize("norm", ("layernorm", "scalenorm", "batchnorm"))
+def test_normalize_embeddings_normalises_the_rows_before_the_first_layer(norm: str) -> None:
+    config = lra_config(normalize_embeddings=True, normalization_type=norm)
+    model = MegaForSequenceClassification(config).eval()
+    layer = model.mega.embedding_layer
+    ids, _ = padded_batch((6, 6), 6)
+    rows = layer.word_embeddings(ids)  # (B, L, D)
+    with torch.no_grad():
+        if norm == "layernorm":
+            expected = F.layer_norm(rows, (rows.shape[-1],), layer.embedding_norm.norm.weight, layer.embedding_norm.norm.bias)
+        elif norm == "scalenorm":
+            expected = layer.embedding_norm.norm.scalar * rows / rows.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt()
+        else:
+            bn = layer.embedding_norm.norm
+            expected = (rows - bn.running_mean) / (bn.running_var + 1e-5).sqrt() * bn.weight + bn.bias
+        torch.testing.assert_close(layer(ids), expected)
+    assert "mega.embedding_layer.embedding_norm.norm." + ("weight" if norm != "scalenorm" else "scalar") in model.state_dict()

@@ -33,6 +33,7 @@ UNCARRIED_CORE_FIELDS: Final = ("extra",)
 LM_FIXED_LRA_FIELDS: Final[Mapping[str, Any]] = {
     "input_type": "tokens",
     "embedding_dropout_prob": 0.0,
+    "normalize_embeddings": False,
     "classifier_style": "hf",
     "classifier_pooling": "first",
     "classifier_dual_input": False,

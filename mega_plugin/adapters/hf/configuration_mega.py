@@ -90,6 +90,7 @@ class MegaConfig(PretrainedConfig):
         final_norm_affine: bool = CORE.final_norm_affine,
         input_type: str = CORE.input_type,
         embedding_dropout_prob: float = CORE.embedding_dropout_prob,
+        normalize_embeddings: bool = CORE.normalize_embeddings,
         classifier_style: str = CORE.classifier_style,
         classifier_pooling: str = CORE.classifier_pooling,
         classifier_layers: int = CORE.classifier_layers,

@@ -12,9 +12,10 @@ Key map (besides the per-layer map of :mod:`.keys`, under ``encoder.encoder.``):
   ``sentence_projection_layer.weight`` -> ``classifier.out_proj.weight`` (``classifier_style='lra'``).
 
 The head's options come from the tensors (layers, width, pair input: the first layer reads 2D) and
-the args (``sen_rep_type`` -> ``classifier_pooling``, ``classifier_activation_fn``). fp16/bf16
-tensors are widened to fp32 (exact). What the target cannot hold (``normalize_embedding``'s
-``embed_norm``, ``use_p``) is refused with one message.
+the args (``sen_rep_type`` -> ``classifier_pooling``, ``classifier_activation_fn``);
+``embed_norm.*`` (``--normalize-embedding``) -> ``mega.embedding_layer.embedding_norm.*``
+(``normalize_embeddings``). fp16/bf16 tensors are widened to fp32 (exact). What the target cannot
+hold (``use_p``, unknown keys) is refused with one message.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ POOLINGS: Final = {"mp": "mean", "cls": "first"}
 
 _CLASSIFIER_KEY: Final = re.compile(r"^classifier\.(?P<index>\d+)\.0\.(?P<name>weight|bias)$")
 _HEAD_OUT: Final = "sentence_projection_layer.weight"
-_REFUSED: Final[dict[str, str]] = {
-    r"encoder\.encoder\.embed_norm\..+": "embedding norm (--normalize-embedding); the HF layout has none",
-}
 
 
 def is_lra_checkpoint(keys: Sequence[str]) -> bool:
@@ -60,6 +58,7 @@ class _Parts:
     token_table: Tensor | None = None
     real_numbers: dict[str, Tensor] = dataclasses.field(default_factory=dict)
     final_norm: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    embed_norm: dict[str, Tensor] = dataclasses.field(default_factory=dict)
     head_layers: dict[int, dict[str, Tensor]] = dataclasses.field(default_factory=dict)
     head_out: Tensor | None = None
     dropped: list[str] = dataclasses.field(default_factory=list)
@@ -67,7 +66,6 @@ class _Parts:
 
 def _split(state: Mapping[str, Tensor], allow_drop: Sequence[str]) -> _Parts:
     parts = _Parts(mapped={})
-    refused: dict[str, str] = {}
     unmapped: list[str] = []
     dropped = parts.dropped
     for key, tensor in state.items():
@@ -89,20 +87,19 @@ def _split(state: Mapping[str, Tensor], allow_drop: Sequence[str]) -> _Parts:
             parts.real_numbers[inner.rsplit(".", 1)[1]] = tensor
         elif inner is not None and inner.startswith("final_norm."):
             parts.final_norm[inner[len("final_norm."):].removeprefix("norm.")] = tensor
+        elif inner is not None and inner.startswith("embed_norm."):
+            parts.embed_norm[inner[len("embed_norm."):].removeprefix("norm.")] = tensor
         elif head:
             parts.head_layers.setdefault(int(head["index"]), {})[head["name"]] = tensor
         elif key == _HEAD_OUT:
             parts.head_out = tensor
-        elif (why := next((r for p, r in _REFUSED.items() if re.fullmatch(p, key)), None)) is not None:
-            refused[key] = why
         else:
             unmapped.append(key)
-    if refused or unmapped:
+    if unmapped:
         lines = ["cannot convert this original LRA checkpoint without losing weights:"]
-        lines += [f"  {key}: {why}" for key, why in sorted(refused.items())]
         lines += [f"  {key}: unknown key (no mapping)" for key in sorted(unmapped)]
         lines.append("drop them explicitly with --allow-drop PATTERN (a glob on the source key, repeatable)")
-        raise ConversionError("\n".join(lines), unmapped=sorted(unmapped), unrepresentable=sorted(refused))
+        raise ConversionError("\n".join(lines), unmapped=sorted(unmapped), unrepresentable=[])
     if dropped:
         logger.warning("dropping %d key(s) as allowed by --allow-drop: %s", len(dropped), ", ".join(sorted(dropped)))
     return parts
@@ -168,6 +165,12 @@ def convert_lra(
         head = _head_options(parts, args, core.hidden_size)
         lra_fields: dict[str, Any] = dict(head[0]) if head else {}
         lra_fields["embedding_dropout_prob"] = float(arg(args, "dropout", default=0.0))  # the encoder's embedding_dropout
+        if parts.embed_norm or arg(args, "normalize_embedding", default=False):
+            if not {"weight", "scalar"} & set(parts.embed_norm):
+                raise ConversionError(
+                    f"--normalize-embedding: the embedding norm's affine tensors ({LRA_PREFIX}embed_norm.*) are missing"
+                )
+            lra_fields["normalize_embeddings"] = True
         if real_numbers:
             lra_fields.update(input_type="real_numbers", pad_token_id=None)  # no token table, no padding id
         if parts.final_norm:
@@ -197,6 +200,8 @@ def convert_lra(
         mapped[f"{HF_PREFIX}embedding_layer.word_embeddings.weight"] = table
     for name, tensor in parts.final_norm.items():
         mapped[f"{HF_PREFIX}final_norm.norm.{name}"] = tensor
+    for name, tensor in parts.embed_norm.items():
+        mapped[f"{HF_PREFIX}embedding_layer.embedding_norm.norm.{name}"] = tensor
     hf_fields: dict[str, Any] = {"add_lm_hidden_dense_layer": False}
     if real_numbers:
         hf_fields.update(bos_token_id=None, eos_token_id=None)  # pixels have no special tokens
