@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from torch import Tensor, nn
 from transformers import GenerationMixin
@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 # The keyword generate() passes the cache under: "cache" on 5.x, "past_key_values" on 4.57.
 CACHE_KEYWORD = cache_field(CausalLMOutputWithCrossAttentions) or "past_key_values"
+
+
+# Per-position inputs: sliced to the positions a step feeds (the mask is not: it spans everything).
+PER_POSITION_KWARGS: Final = frozenset({"token_type_ids", "position_ids"})
+# Bookkeeping keywords generate() keeps in its model kwargs that are not model inputs.
+GENERATE_ONLY_KWARGS: Final = frozenset({"cache_position", "return_dict", "is_first_iteration", "next_sequence_length"})
 
 
 def lm_hidden_dense(config: MegaConfig) -> nn.Linear | None:
@@ -97,23 +103,31 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         cache: MegaCache | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Feed only the tokens the cache has not seen; the mask always spans the whole sequence."""
+        """Feed only the positions the cache has not seen; pass every other keyword on.
+
+        The mask always spans the whole sequence. With ``inputs_embeds`` generation starts from
+        the embeddings (``input_ids`` then holds only the generated tokens): the first step feeds
+        them, later steps the new tokens. Keywords are not whitelisted: ``output_attentions``,
+        ``output_hidden_states``, ``logits_to_keep``, ``encoder_hidden_states`` ... reach
+        ``forward``, which rejects the ones it does not know by name.
+        """
         check_can_generate(self.config)
         mega_cache = cache if cache is not None else past_key_values
         consumed = mega_cache.get_seq_length() if mega_cache is not None else 0
-        inputs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": use_cache}
-        if inputs_embeds is not None and consumed == 0:
-            inputs["inputs_embeds"] = inputs_embeds
+        inputs: dict[str, Any] = {"attention_mask": attention_mask, "use_cache": use_cache, CACHE_KEYWORD: mega_cache}
+        prompt_embeds = 0 if inputs_embeds is None else inputs_embeds.shape[1]
+        if consumed < prompt_embeds:
+            inputs["inputs_embeds"] = inputs_embeds[:, consumed:]  # type: ignore[index]
         else:
-            inputs["input_ids"] = input_ids[:, consumed:]
-        inputs[CACHE_KEYWORD] = mega_cache
-        if kwargs.get("token_type_ids") is not None:
-            inputs["token_type_ids"] = kwargs["token_type_ids"][:, consumed:]
-        # Encoder-decoder use: the encoder output goes to every step; the cache keeps its projected
-        # keys/values after the first step, and the model checks the later steps against them.
-        for name in ("encoder_hidden_states", "encoder_attention_mask"):
-            if kwargs.get(name) is not None:
-                inputs[name] = kwargs[name]
+            # input_ids (B, L_ids) continue the prompt embeddings; the cache saw consumed - prompt of them
+            inputs["input_ids"] = input_ids[:, consumed - prompt_embeds :]
+        unseen = slice(consumed, None)
+        for name, value in kwargs.items():
+            if value is None or name in GENERATE_ONLY_KWARGS:
+                continue
+            if name in PER_POSITION_KWARGS:
+                value = value[:, unseen]  # (B, L) -> the positions fed now
+            inputs[name] = value
         return inputs
 
     def _reorder_cache(self, cache: MegaCache, beam_idx: Tensor) -> MegaCache:
@@ -138,8 +152,11 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cache: MegaCache | None = None,
+        logits_to_keep: int | Tensor = 0,
         **kwargs: Any,
     ) -> CausalLMOutputWithCrossAttentions | tuple[Tensor, ...]:
+        """``logits_to_keep``: an int k computes the logits of the last k positions only (0: all);
+        a 1-D tensor of positions computes those (generate() asks for the last one)."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         shift_labels = kwargs.pop("shift_labels", None)
         if labels is not None or shift_labels is not None:
@@ -159,7 +176,7 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
-        features = tanh_dense(outputs.last_hidden_state, self.dense)
+        features = tanh_dense(kept_positions(outputs.last_hidden_state, logits_to_keep), self.dense)
         if self.adaptive_softmax is not None:
             tied = self.tied_adaptive_input()
             logits = self.adaptive_softmax.log_probs(features, tied_input=tied)
@@ -238,6 +255,17 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         logits = self.mlm_head(tanh_dense(outputs.last_hidden_state, self.dense))
         loss = token_loss(logits, labels, shift=False, num_items_in_batch=num_items_in_batch)
         return self._head_output(MaskedLMOutput, outputs, return_dict, loss=loss, logits=logits)
+
+
+def kept_positions(hidden: Tensor, logits_to_keep: int | Tensor) -> Tensor:
+    """(B, L, D) -> (B, K, D): the positions whose logits are wanted (``logits_to_keep``)."""
+    if isinstance(logits_to_keep, Tensor):
+        if logits_to_keep.dim() != 1:
+            raise ValueError(f"logits_to_keep as a tensor must be 1-D positions, got shape {tuple(logits_to_keep.shape)}")
+        return hidden[:, logits_to_keep]
+    if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be an int >= 0 (0 keeps all) or a 1-D tensor, got {logits_to_keep!r}")
+    return hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
 
 
 def check_can_generate(config: MegaConfig) -> None:
