@@ -217,6 +217,8 @@ class MegaDecoderTest(_MegaCommonTests, unittest.TestCase):
     chunking = True
     decoder = True
     all_model_classes = (MegaModel, MegaForCausalLM)
+    # inputs the mixins' eager-vs-sdpa check passes besides input_ids (cross-attention needs them)
+    additional_model_inputs = ["encoder_hidden_states", "encoder_attention_mask"]
 
     def test_attention_outputs(self) -> None:
         _attention_per_chunk(self.model_tester)

@@ -20,6 +20,7 @@ from ...core.embeddings import MegaEmbeddings
 from ...core.heads import MegaPooler
 from ...core.init import initialize_module
 from ...core.stack import MegaLayerStack
+from .attention_implementation import apply_attention_implementation
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
 from .loading import (
@@ -42,7 +43,8 @@ class MegaPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MegaBlock"]
-    _supports_sdpa = False
+    _supports_sdpa = True
+    """attn_implementation "eager" | "sdpa" choose the attention kernel (.attention_implementation)."""
     _supports_flash_attn = False
     accepts_loss_kwargs = False
     """Whether ``forward`` honours ``Trainer``'s ``num_items_in_batch``. Every forward takes ``**kwargs``,
@@ -78,6 +80,7 @@ class MegaPreTrainedModel(PreTrainedModel):
 
     def post_init(self) -> None:
         super().post_init()
+        self._apply_attention_implementation()
         # the backends (mega_plugin.backends) swap in their fast modules once, at build
         accelerate(self)
 
@@ -89,6 +92,19 @@ class MegaPreTrainedModel(PreTrainedModel):
                 "is split over several band tables (and an adaptive softmax's clusters)"
             )
         return super().resize_token_embeddings(*args, **kwargs)
+
+    def set_attn_implementation(self, attn_implementation: Any, *args: Any, **kwargs: Any) -> None:
+        super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        self._apply_attention_implementation()
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, *args: Any, **kwargs: Any) -> str:
+        # None is transformers' default (it then says "sdpa"): MEGA keeps the registry's auto choice
+        self._requested_attention = requested_attention
+        return super().get_correct_attn_implementation(requested_attention, *args, **kwargs)
+
+    def _apply_attention_implementation(self) -> None:
+        requested = getattr(self, "_requested_attention", None)
+        apply_attention_implementation(self, requested, configured_kernel=self.config.attention_kernel)
 
     def _init_weights(self, module: nn.Module) -> None:
         if loaded_from_checkpoint(module):

@@ -7,6 +7,8 @@ registered as a :class:`KernelSpec`. :func:`select` is the one place that choose
   overridden by the environment variable ``MEGA_PLUGIN_KERNEL_<OP>``; ``auto`` by default;
 * ``auto`` takes the available kernels by descending priority and keeps the first whose
   ``supports(call)`` accepts; the ``reference`` kernel accepts every call;
+* a comma-separated preference (``"sdpa,auto"``) tries the named kernels in order, each only
+  where it accepts the call, then ``auto`` (or ``reference``) for the rest;
 * the choice depends only on the (frozen) call, the name and the registry's contents, so it is
   made once and remembered; a kernel's ``guard()`` is then the only check left per call, for
   process state that can change between two identical calls (autocast, tracing, ...).
@@ -168,6 +170,8 @@ def env_override(op: str) -> str | None:
 def _candidates(op: str, name: str, call: Hashable) -> tuple[KernelSpec, ...]:
     """The kernels that may serve ``call`` under ``name``, best first, ending with one without a guard."""
     ordered = _ordered(op)
+    if PREFERENCE_SEPARATOR in name:
+        return _preferred(op, name, call, ordered)
     if name != AUTO:
         for spec in ordered:
             if spec.name == name:
@@ -186,6 +190,27 @@ def _candidates(op: str, name: str, call: Hashable) -> tuple[KernelSpec, ...]:
             if spec.guard is None:
                 return tuple(chosen)
     raise KernelError(f"no registered {op} kernel accepts this call (is the reference kernel registered?)")
+
+
+PREFERENCE_SEPARATOR: Final = ","
+
+
+def _preferred(op: str, name: str, call: Hashable, ordered: tuple[KernelSpec, ...]) -> tuple[KernelSpec, ...]:
+    """Candidates for a preference ``"a,b,auto"``: each named kernel that accepts ``call``, in order."""
+    by_name = {spec.name: spec for spec in ordered}
+    chosen: list[KernelSpec] = []
+    for part in (piece.strip() for piece in name.split(PREFERENCE_SEPARATOR)):
+        if part == AUTO:
+            return (*chosen, *_candidates(op, AUTO, call))
+        spec = by_name.get(part)
+        if spec is None:
+            known = ", ".join([AUTO] + list(by_name))
+            raise KernelError(f"{op}_kernel={name!r} names {part!r}, which is not registered; allowed values: {known}")
+        if as_support(spec.is_available()).ok and as_support(spec.supports(call)).ok:
+            chosen.append(spec)
+            if spec.guard is None:
+                return tuple(chosen)
+    return (*chosen, reference_kernel(op))
 
 
 def reference_kernel(op: str) -> KernelSpec:
@@ -214,6 +239,6 @@ def select(op: str, requested: str, call: Hashable) -> KernelSpec:
         support = as_support(spec.guard())
         if support.ok:
             return spec
-        if name != AUTO:
+        if name != AUTO and PREFERENCE_SEPARATOR not in name:
             raise KernelError(f"{op} kernel {name!r} cannot serve this call now: {support.reason}")
     raise KernelError(f"no registered {op} kernel accepts this call now")  # unreachable: the last has no guard

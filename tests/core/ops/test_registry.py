@@ -205,3 +205,26 @@ def test_every_registry_change_forgets_the_remembered_choices(cleanup_kernels: l
     assert select("ema", "auto", call) == before
     assert "newest" not in [spec.name for spec in kernels("ema")]
     assert [spec.name for spec in kernels("ema")][-1] == "reference"
+
+
+def test_a_preference_tries_each_named_kernel_then_auto(cleanup_kernels: list[tuple[str, str]]) -> None:
+    """"picky,auto": the named kernel where it accepts the call (even below auto's priorities),
+    auto's choice where it declines; a preference without auto ends at the reference kernel."""
+    cleanup_kernels.append(("attention", "picky"))
+    register_kernel(
+        KernelSpec(
+            name="picky",
+            op="attention",
+            fn=reference_attention,
+            priority=-100,  # auto never picks it
+            supports=lambda call: SUPPORTED if call.query_length > 1 else declined("single queries"),
+        )
+    )
+    long_call, short_call = attention_call(query_length=4), attention_call(query_length=1)
+    assert select("attention", "auto", long_call).name != "picky"
+    assert select("attention", "picky,auto", long_call).name == "picky"
+    assert select("attention", "picky,auto", short_call).name == select("attention", "auto", short_call).name
+    assert select("attention", "picky", long_call).name == "picky"
+    assert select("attention", "picky,reference", short_call).name == "reference"
+    with pytest.raises(KernelError, match="'warp_speed', which is not registered; allowed values: auto"):
+        select("attention", "warp_speed,auto", long_call)
