@@ -21,7 +21,7 @@ from ..backends import accelerate
 from ..core.backbone import MegaBackbone
 from ..core.config import MegaCoreConfig
 from ..core.presets import PRESETS
-from .common import benchmark_config
+from .common import benchmark_config, without_dropout
 from .llama import build_equal_llama, non_embedding_parameters
 
 IMPLEMENTATIONS: Final = ("ours", "reference", "llama")
@@ -108,13 +108,9 @@ def case_config(*, chunk_size: int | None, max_length: int, preset: str | None =
         raise ValueError(f"preset={preset!r}; allowed values: {', '.join(PAPER_PRESETS)}")
     config = PRESETS[preset]()
     return dataclasses.replace(
-        config,
+        without_dropout(config),
         vocab_size=benchmark_config(chunk_size=None, causal=False).vocab_size,
         max_positions=max(max_length, config.chunk_size),
-        dropout_prob=0.0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        nffn_activation_dropout_prob=0.0,
         adaptive_input_cutoffs=None,
         adaptive_softmax_cutoffs=None,
         tie_adaptive_weights=False,
