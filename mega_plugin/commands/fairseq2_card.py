@@ -1,4 +1,5 @@
-"""``mega-plugin fairseq2-card``: write a fairseq2 asset card for an HF MEGA causal-LM directory."""
+"""``mega-plugin fairseq2-card``: write a fairseq2 asset card for an HF MEGA directory (causal LM:
+family ``mega``; encoder-decoder: ``mega_seq2seq``; sequence/image classifier: ``mega_classifier``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 NAME: Final = "fairseq2-card"
-HELP: Final = "write a fairseq2 asset card (YAML) for a Hugging Face MEGA causal-LM directory"
+HELP: Final = "write a fairseq2 asset card (YAML) for a Hugging Face MEGA directory (causal LM, translation, classifier)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
