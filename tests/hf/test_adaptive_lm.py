@@ -161,3 +161,22 @@ def test_labels_outside_the_vocabulary_are_named() -> None:
 def test_resize_token_embeddings_is_refused_with_adaptive_input() -> None:
     with pytest.raises(ValueError, match="adaptive_input_cutoffs"):
         model("wt103-like").resize_token_embeddings(70)
+
+
+@pytest.mark.parametrize("head", ["MegaForCausalLM", "MegaForMaskedLM"])
+def test_a_full_head_tied_to_an_adaptive_input_is_refused(head: str) -> None:
+    from mega_plugin.adapters.hf import modeling_lm
+
+    config = MegaConfig(**{**CAUSAL, "adaptive_input_cutoffs": [10], "tie_word_embeddings": True})
+    with pytest.raises(ValueError, match="tie_word_embeddings=True .* adaptive_input_cutoffs"):
+        getattr(modeling_lm, head)(config)
+    untied = getattr(modeling_lm, head)(MegaConfig(**{**CAUSAL, "adaptive_input_cutoffs": [10]}))
+    with torch.no_grad():
+        assert untied.eval()(tokens()).logits.shape == (2, 9, VOCAB)  # a full head of its own
+
+
+def test_masked_lm_refuses_an_adaptive_softmax() -> None:
+    from mega_plugin.adapters.hf.modeling_lm import MegaForMaskedLM
+
+    with pytest.raises(ValueError, match="adaptive_softmax_cutoffs is supported by MegaForCausalLM only"):
+        MegaForMaskedLM(MegaConfig(**{**TINY, "adaptive_softmax_cutoffs": [10]}))

@@ -74,6 +74,8 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         self.dense = lm_hidden_dense(config)
         core = config.to_core()
         self.adaptive_softmax = AdaptiveSoftmax(core) if core.adaptive_softmax_cutoffs is not None else None
+        if self.adaptive_softmax is None:
+            check_full_head(config, "MegaForCausalLM")
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size) if self.adaptive_softmax is None else None
         if self.adaptive_softmax is not None or core.adaptive_input_cutoffs is not None:
             # nothing to tie by HF's word-embedding rule (adaptive weights are shared by reference)
@@ -215,6 +217,12 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         super().__init__(config)
         if config.is_decoder:
             logger.warning("MegaForMaskedLM is used with is_decoder=True: set is_decoder=False for bidirectional attention")
+        if config.adaptive_softmax_cutoffs is not None:
+            raise ValueError(
+                "MegaForMaskedLM has a full-vocabulary head: adaptive_softmax_cutoffs is supported by MegaForCausalLM "
+                "only; set adaptive_softmax_cutoffs=None"
+            )
+        check_full_head(config, "MegaForMaskedLM")
         self.mega = MegaModel(config, add_pooling_layer=False)
         self.dense = lm_hidden_dense(config)
         self.mlm_head = nn.Linear(config.hidden_size, config.vocab_size)
@@ -266,6 +274,16 @@ def kept_positions(hidden: Tensor, logits_to_keep: int | Tensor) -> Tensor:
     if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
         raise ValueError(f"logits_to_keep must be an int >= 0 (0 keeps all) or a 1-D tensor, got {logits_to_keep!r}")
     return hidden if logits_to_keep == 0 else hidden[:, -logits_to_keep:]
+
+
+def check_full_head(config: MegaConfig, model: str) -> None:
+    """A full-vocabulary head cannot share one table with an adaptive input: say which fields to set."""
+    if config.adaptive_input_cutoffs is not None and config.tie_word_embeddings:
+        raise ValueError(
+            f"{model}: tie_word_embeddings=True ties the full-vocabulary head to one embedding table, but "
+            "adaptive_input_cutoffs splits the vocabulary over several bands; set tie_word_embeddings=False "
+            "(or, for MegaForCausalLM, an adaptive softmax with tie_adaptive_weights=True)"
+        )
 
 
 def check_can_generate(config: MegaConfig) -> None:
