@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
@@ -20,6 +21,7 @@ from ...core.embeddings import MegaEmbeddings
 from ...core.heads import MegaPooler
 from ...core.init import initialize_module
 from ...core.stack import MegaLayerStack
+from ...core.tracing import capturing_graph
 from .attention_implementation import apply_attention_implementation
 from .cache import MegaCache
 from .configuration_mega import MegaConfig
@@ -295,6 +297,7 @@ class MegaModel(MegaPreTrainedModel):
     ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple[Tensor, ...]:
         """``input_values`` (B, L) floats replace ``input_ids`` for ``input_type='real_numbers'``."""
         _reject_unknown_kwargs(kwargs)
+        check_position_ids(kwargs.get("position_ids"), attention_mask)
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -350,6 +353,30 @@ class MegaModel(MegaPreTrainedModel):
             cross_attentions=result.cross_attentions,
         )
         return finish(output, return_dict)
+
+
+def check_position_ids(position_ids: Tensor | None, attention_mask: Tensor | None) -> None:
+    """Accept ``position_ids`` that only count the tokens; refuse packed (padding-free) batches.
+
+    MEGA has no absolute positions (its positional information is the EMA and the relative
+    bias), so counting positions change nothing. Positions that restart inside a row mark
+    documents packed into one row (transformers' padding-free collators): the EMA and the
+    attention would run across the document boundaries, so that is refused rather than
+    silently computed. Only real tokens (``attention_mask`` 1) are checked: left padding may
+    carry any position.
+    """
+    if position_ids is None or capturing_graph() or position_ids.shape[-1] < 2:
+        return
+    steps = position_ids[..., 1:] - position_ids[..., :-1]  # (B, L - 1)
+    if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] == position_ids.shape[-1]:
+        real = attention_mask.to(torch.bool)
+        steps = steps.masked_fill(~(real[..., 1:] & real[..., :-1]), 1)
+    if bool((steps != 1).any()):
+        raise ValueError(
+            "position_ids restart or jump inside a row: a packed (padding-free) batch of several documents. "
+            "MEGA's EMA and attention would run across the document boundaries; pad the documents into "
+            "rows with an attention_mask instead (the fairseq2 adapter takes packed batches)"
+        )
 
 
 def _reject_unknown_kwargs(kwargs: dict[str, Any]) -> None:
