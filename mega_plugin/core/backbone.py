@@ -11,6 +11,7 @@ from .embeddings import MegaEmbeddings
 from .init import initialize_tree
 from .masks import padding_to_key_mask
 from .norms import SequenceNorm
+from .packing import rows_from_position_ids
 from .stack import MegaLayerStack, StackOutput
 from .state import MegaState
 
@@ -98,3 +99,37 @@ def run_backbone(
         encoder_attention_mask=encoder_attention_mask,
     )
     return apply_final_norm(output, final_norm)
+
+
+def run_packed(
+    embedding_layer: MegaEmbeddings,
+    layers: MegaLayerStack,
+    input_ids: Tensor | None,
+    position_ids: Tensor,
+    *,
+    token_type_ids: Tensor | None = None,
+    inputs_embeds: Tensor | None = None,
+    input_values: Tensor | None = None,
+    output_hidden_states: bool = False,
+    final_norm: nn.Module | None = None,
+) -> StackOutput:
+    """:func:`run_backbone` for a packed batch: documents restart ``position_ids`` (B, L) at 0.
+
+    Each document runs as its own padded row (:mod:`.packing`), so neither the EMA nor the
+    attention crosses a boundary; the outputs come back in the packed (B, L, D) layout.
+    """
+    embed_options = {} if input_values is None else {"input_values": input_values}
+    hidden = embedding_layer(input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds, **embed_options)
+    batch, length, width = hidden.shape
+    rows = rows_from_position_ids(position_ids)
+    key_mask = None if bool(rows.valid.all()) else rows.valid
+    output = layers(rows.unpack(hidden.reshape(batch * length, width)), key_mask=key_mask, output_hidden_states=output_hidden_states)
+    output = apply_final_norm(output, final_norm)
+
+    def packed(tensor: Tensor) -> Tensor:  # (N, W, D) -> (B, L, D)
+        return rows.pack(tensor, batch * length).reshape(batch, length, -1)
+
+    output.hidden = packed(output.hidden)
+    if output.hidden_states is not None:
+        output.hidden_states = tuple(packed(state) for state in output.hidden_states)
+    return output

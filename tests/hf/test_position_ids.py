@@ -1,6 +1,7 @@
 """``position_ids``: counting positions are accepted (MEGA has no absolute positions, so they
-change nothing); positions that restart inside a row (a packed, padding-free batch) are refused
-instead of letting the EMA and attention run across document boundaries (4.57 and 5.x)."""
+change nothing); positions that restart at 0 inside a row mark a packed (padding-free) batch,
+whose documents run each on its own (core/packing.py, shared with the fairseq2 adapter's packed
+layouts); 4-D masks are refused (4.57 and 5.x)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,63 @@ def test_left_padding_may_carry_any_position() -> None:
         )
 
 
-@pytest.mark.parametrize("model_class", [MegaModel, MegaForCausalLM])
-def test_a_packed_batch_is_refused(model_class: type) -> None:
-    model = model_class(MegaConfig(**TINY, is_decoder=True, bidirectional=False)).eval()
-    packed = ids(batch=1, length=7)
-    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1]])  # three documents in one row
-    with pytest.raises(ValueError, match="packed \\(padding-free\\) batch"):
-        model(packed, position_ids=positions)
+PACKED_CASES = {
+    "bidirectional": dict(),
+    "bidirectional-chunk2": dict(use_chunking=True, chunk_size=2),
+    "causal": dict(is_decoder=True, bidirectional=False),
+    "causal-chunk2": dict(is_decoder=True, bidirectional=False, use_chunking=True, chunk_size=2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PACKED_CASES))
+def test_a_packed_batch_equals_each_document_alone(case: str) -> None:
+    """Two rows of packed documents (3+2+2 and 4+3 tokens): every document's states equal
+    running it alone, so nothing crosses a boundary (the EMA and the attention would)."""
+    torch.manual_seed(0)
+    model = MegaModel(MegaConfig(**TINY, **PACKED_CASES[case])).eval()
+    inputs = ids(batch=2, length=7)
+    lengths = [[3, 2, 2], [4, 3]]
+    positions = torch.tensor([[p for n in row for p in range(n)] for row in lengths])
+    with torch.no_grad():
+        packed = model(inputs, position_ids=positions, output_hidden_states=True)
+        for row, row_lengths in enumerate(lengths):
+            start = 0
+            for n in row_lengths:
+                alone = model(inputs[row : row + 1, start : start + n], output_hidden_states=True)
+                torch.testing.assert_close(
+                    packed.last_hidden_state[row, start : start + n], alone.last_hidden_state[0], atol=1e-5, rtol=0
+                )
+                for ours, single in zip(packed.hidden_states, alone.hidden_states):
+                    torch.testing.assert_close(ours[row, start : start + n], single[0], atol=1e-5, rtol=0)
+                start += n
+        # and the documents do interact when the positions are left out
+        assert not torch.allclose(model(inputs).last_hidden_state, packed.last_hidden_state, atol=1e-4)
+
+
+def test_a_packed_causal_lm_loss_trains() -> None:
+    torch.manual_seed(0)
+    model = MegaForCausalLM(MegaConfig(**TINY, is_decoder=True, bidirectional=False))
+    inputs = ids(batch=1, length=7)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1]])
+    output = model(inputs, position_ids=positions, labels=inputs)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+
+
+@pytest.mark.parametrize("what", ["padding", "attentions"])
+def test_a_packed_batch_refuses_what_cannot_go_with_it(what: str) -> None:
+    model = MegaModel(MegaConfig(**TINY)).eval()
+    inputs = ids(batch=1, length=5)
+    positions = torch.tensor([[0, 1, 2, 0, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]]) if what == "padding" else None
+    with pytest.raises(ValueError, match="a packed batch"):
+        model(inputs, position_ids=positions, attention_mask=mask, output_attentions=what == "attentions")
+
+
+def test_positions_that_jump_are_refused() -> None:
+    model = MegaModel(MegaConfig(**TINY)).eval()
+    with pytest.raises(ValueError, match="position_ids jump inside a row"):
+        model(ids(batch=1, length=4), position_ids=torch.tensor([[0, 1, 5, 6]]))
 
 
 def test_a_4d_attention_mask_is_refused_naming_the_shapes() -> None:

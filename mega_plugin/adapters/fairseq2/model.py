@@ -21,6 +21,7 @@ from ...core.backbone import apply_final_norm
 from ...core.embeddings import add_token_type_embeddings, scale_token_embeddings
 from ...core.heads import MegaLMHeadTransform
 from ...core.init import initialize_tree
+from ...core.packing import document_rows
 from ...core.stack import MegaLayerStack
 from ...core.state import MegaState
 from ...core.tracing import capturing_graph
@@ -201,14 +202,10 @@ class MegaCausalLM(CausalLM):
             raise ValueError(f"seqs must be (S,) with a packed layout, got shape {tuple(seqs.shape)}")
         begins = layout.seq_begin_indices_pt[:-1].to(seqs.device, torch.long)  # (B,)
         lens = layout.seq_lens_pt.to(seqs.device, torch.long)  # (B,)
-        width = layout.max_seq_len
-        offsets = torch.arange(width, device=seqs.device)  # (W,)
-        valid = offsets < lens[:, None]  # (B, W)
-        index = (begins[:, None] + offsets).clamp(max=seqs.shape[0] - 1)  # (B, W)
-        hidden = self.decoder_frontend(seqs[index])  # (B, W, D)
+        rows = document_rows(begins, lens, total=seqs.shape[0], width=layout.max_seq_len)  # core/packing.py
+        hidden = self.decoder_frontend(rows.unpack(seqs))  # (B, W, D)
         # None when every row is full (eager only: a captured graph cannot read values, and
         # an all-True mask gives the same result)
-        key_mask = valid if capturing_graph() or not bool(valid.all()) else None
+        key_mask = rows.valid if capturing_graph() or not bool(rows.valid.all()) else None
         hidden = self.decoder(hidden, key_mask=key_mask)[0]
-        packed = hidden.new_zeros(seqs.shape[0], hidden.shape[-1])  # (S, D)
-        return packed.index_put((index[valid],), hidden[valid])
+        return rows.pack(hidden, seqs.shape[0])  # (S, D)

@@ -16,10 +16,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAtte
 from transformers.utils import ModelOutput
 
 from ...backends import accelerate
-from ...core.backbone import build_final_norm, run_backbone
+from ...core.backbone import build_final_norm, run_backbone, run_packed
 from ...core.embeddings import MegaEmbeddings
 from ...core.heads import MegaPooler
 from ...core.init import initialize_module
+from ...core.packing import is_packed
 from ...core.stack import MegaLayerStack
 from ...core.tracing import capturing_graph
 from .attention_implementation import apply_attention_implementation
@@ -297,7 +298,6 @@ class MegaModel(MegaPreTrainedModel):
     ) -> BaseModelOutputWithPoolingAndCrossAttentions | tuple[Tensor, ...]:
         """``input_values`` (B, L) floats replace ``input_ids`` for ``input_type='real_numbers'``."""
         _reject_unknown_kwargs(kwargs)
-        check_position_ids(kwargs.get("position_ids"), attention_mask)
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -324,22 +324,44 @@ class MegaModel(MegaPreTrainedModel):
         mega_cache = resolve_cache(cache=cache, past_key_values=past_key_values, use_cache=use_cache)
         state = mega_cache.state if mega_cache is not None else None
 
-        result = run_backbone(
-            self.embedding_layer,
-            self.layers,
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            input_values=input_values,
-            state=state,
-            use_cache=mega_cache is not None,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            encoder_hidden=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            final_norm=self.final_norm,
-        )
+        position_ids = kwargs.get("position_ids")
+        if position_ids is not None and not capturing_graph() and is_packed(position_ids, attention_mask):
+            check_packed_call(
+                attention_mask=attention_mask,
+                cache=mega_cache,
+                encoder_hidden_states=encoder_hidden_states,
+                output_attentions=output_attentions,
+            )
+            mega_cache = None
+            result = run_packed(
+                self.embedding_layer,
+                self.layers,
+                input_ids,
+                position_ids,
+                token_type_ids=token_type_ids,
+                inputs_embeds=inputs_embeds,
+                input_values=input_values,
+                output_hidden_states=output_hidden_states,
+                final_norm=self.final_norm,
+            )
+        else:
+            check_position_ids(position_ids, attention_mask)
+            result = run_backbone(
+                self.embedding_layer,
+                self.layers,
+                input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                inputs_embeds=inputs_embeds,
+                input_values=input_values,
+                state=state,
+                use_cache=mega_cache is not None,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                encoder_hidden=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                final_norm=self.final_norm,
+            )
         if mega_cache is not None:
             mega_cache.state = result.state
         pooled = self.pooler(result.hidden) if self.pooler is not None else None
@@ -353,6 +375,23 @@ class MegaModel(MegaPreTrainedModel):
             cross_attentions=result.cross_attentions,
         )
         return finish(output, return_dict)
+
+
+def check_packed_call(
+    *, attention_mask: Tensor | None, cache: Any, encoder_hidden_states: Tensor | None, output_attentions: bool
+) -> None:
+    """A packed batch (position_ids restarting at 0) runs each document alone; say what cannot go with it."""
+    problems = []
+    if attention_mask is not None and not bool(attention_mask.to(torch.bool).all()):
+        problems.append("an attention_mask with padding (a packed batch has none: documents end where positions restart)")
+    if cache is not None and cache.get_seq_length() > 0:
+        problems.append("a cache holding earlier tokens (packed batches are for training and scoring, not decoding)")
+    if encoder_hidden_states is not None:
+        problems.append("encoder_hidden_states (cross-attention per packed document is not supported)")
+    if output_attentions:
+        problems.append("output_attentions=True (each document has its own weights; run documents as padded rows)")
+    if problems:
+        raise ValueError("position_ids restart at 0 (a packed batch), which cannot go with " + "; ".join(problems))
 
 
 def check_position_ids(position_ids: Tensor | None, attention_mask: Tensor | None) -> None:
@@ -373,9 +412,8 @@ def check_position_ids(position_ids: Tensor | None, attention_mask: Tensor | Non
         steps = steps.masked_fill(~(real[..., 1:] & real[..., :-1]), 1)
     if bool((steps != 1).any()):
         raise ValueError(
-            "position_ids restart or jump inside a row: a packed (padding-free) batch of several documents. "
-            "MEGA's EMA and attention would run across the document boundaries; pad the documents into "
-            "rows with an attention_mask instead (the fairseq2 adapter takes packed batches)"
+            "position_ids jump inside a row: positions must count 0, 1, 2, ... within each document, "
+            "restarting at 0 where a packed document begins"
         )
 
 
