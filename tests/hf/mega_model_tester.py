@@ -86,7 +86,7 @@ class MegaModelTester:
         """(config, model inputs, labels): every label kind the heads take."""
         shape = (self.batch_size, self.seq_length)
         input_ids = random_ids(shape, self.vocab_size, generator=self.generator)
-        # Left-aligned padding on the last row: the mask must hide it.
+        # Right padding (two tokens) on the last row: the mask must hide it.
         attention_mask = torch.ones(shape, dtype=torch.long)
         attention_mask[-1, -2:] = 0
         token_type_ids = torch.randint(0, self.type_vocab_size, shape, generator=self.generator)
