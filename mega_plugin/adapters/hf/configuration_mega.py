@@ -131,7 +131,20 @@ class MegaConfig(PretrainedConfig):
         )
 
     def to_core(self) -> MegaCoreConfig:
-        """The backend-neutral config the core modules are built from (validates every field)."""
+        """The backend-neutral config the core modules are built from (validates every field,
+        the HF-only ones here, the core ones in the core)."""
+        for name in ("use_cache", "add_lm_hidden_dense_layer", "tie_word_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):  # a config.json "false" is truthy: it would flip the option
+                raise ValueError(f"{name} must be true or false, got {value!r} ({type(value).__name__})")
+        dropout = self.classifier_dropout
+        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0):
+            raise ValueError(f"classifier_dropout must be null or a probability in [0, 1], got {dropout!r}")
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            ids = value if isinstance(value, (list, tuple)) and name == "eos_token_id" else [value]
+            if value is not None and any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+                raise ValueError(f"{name} must be null or an integer token id (eos: or a list of them), got {value!r}")
         return MegaCoreConfig(**{name: getattr(self, name) for name in _CORE_FIELDS})
 
     @classmethod
