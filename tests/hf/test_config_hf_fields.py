@@ -46,3 +46,27 @@ def test_good_hf_only_fields_build(overrides: dict[str, Any]) -> None:
 
     model = MegaForCausalLM(MegaConfig(**TINY, is_decoder=True, bidirectional=False, **overrides))
     assert (model.dense is not None) == model.config.add_lm_hidden_dense_layer
+
+
+@pytest.mark.parametrize("head", ["MegaForCausalLM", "MegaForMaskedLM"])
+@pytest.mark.parametrize("saved_dense", [True, False], ids=["saved-with-dense", "saved-without-dense"])
+def test_a_dense_layer_that_disagrees_with_the_weights_is_an_error(tmp_path, head: str, saved_dense: bool) -> None:
+    import mega_plugin.adapters.hf as hf
+    from mega_plugin.adapters.hf.loading import CheckpointMismatchError
+
+    cls = getattr(hf, head)
+    causal = dict(is_decoder=True, bidirectional=False) if head == "MegaForCausalLM" else {}
+    cls(hf.MegaConfig(**TINY, **causal, add_lm_hidden_dense_layer=saved_dense)).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=f"add_lm_hidden_dense_layer: .* load with add_lm_hidden_dense_layer={saved_dense}"):
+        cls.from_pretrained(tmp_path, add_lm_hidden_dense_layer=not saved_dense)
+    with pytest.raises(RuntimeError):  # what transformers' callers catch for mismatches
+        cls.from_pretrained(tmp_path, add_lm_hidden_dense_layer=not saved_dense)
+    assert (cls.from_pretrained(tmp_path).dense is not None) == saved_dense
+    hf.MegaModel.from_pretrained(tmp_path)  # a change of task stays transformers' warning
+
+
+def test_a_base_checkpoint_into_an_lm_head_stays_a_change_of_task(tmp_path) -> None:
+    import mega_plugin.adapters.hf as hf
+
+    hf.MegaModel(hf.MegaConfig(**TINY)).save_pretrained(tmp_path)
+    assert hf.MegaForMaskedLM.from_pretrained(tmp_path).dense is not None

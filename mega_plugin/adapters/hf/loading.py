@@ -248,6 +248,38 @@ def check_layer_count(source: Any, directory: Path | None, config: Any, info: Ma
     )
 
 
+_LM_DENSE_KEYS = ("dense.weight", "dense.bias")
+
+
+def check_lm_dense_layer(source: Any, directory: Path | None, model: Any, info: Mapping[str, Any]) -> None:
+    """After a load into an LM head: refuse weights that disagree with ``add_lm_hidden_dense_layer``.
+
+    transformers only reports the ``dense`` layer as missing (then randomly initialised) or as
+    unexpected (then dropped): either way the loaded head is not the saved one. Loading an LM
+    checkpoint into a model without an LM head, or a checkpoint without one into an LM head, is
+    the usual change of task and is left alone.
+    """
+    if not any(getattr(model, head, None) is not None for head in ("lm_head", "mlm_head", "adaptive_softmax")):
+        return
+    if any(key.startswith(("lm_head.", "mlm_head.", "adaptive_softmax.")) for key in info.get("missing_keys", ())):
+        return  # the checkpoint has no LM head at all (a base model's): a change of task as well
+    missing = [key for key in info.get("missing_keys", ()) if key in _LM_DENSE_KEYS]
+    unexpected = [key for key in info.get("unexpected_keys", ()) if key in _LM_DENSE_KEYS]
+    if not missing and not unexpected:
+        return
+    found = checkpoint_file(directory)
+    path = found if found is not None else Path(str(source))
+    stored = bool(unexpected)
+    raise CheckpointMismatchError(
+        f"{path} does not match its config: add_lm_hidden_dense_layer: the checkpoint "
+        f"{'holds' if stored else 'has no'} the LM head's dense layer ({(unexpected or missing)[0]!r}) but the "
+        f"config says add_lm_hidden_dense_layer={model.config.add_lm_hidden_dense_layer!r}; "
+        f"load with add_lm_hidden_dense_layer={stored!r}",
+        path=path,
+        field="add_lm_hidden_dense_layer",
+    )
+
+
 def checkpoint_file(directory: Path | None) -> Path | None:
     """The weights file transformers reads from a local checkpoint directory, if any."""
     if directory is None:

@@ -29,6 +29,7 @@ from .configuration_mega import MegaConfig
 from .loading import (
     check_config,
     check_layer_count,
+    check_lm_dense_layer,
     checkpoint_shapes,
     explain_shape_mismatch,
     local_directory,
@@ -79,6 +80,7 @@ class MegaPreTrainedModel(PreTrainedModel):
             raise clearer from err
         if not kwargs.get("ignore_mismatched_sizes", False):
             check_layer_count(source, directory, model.config, info)
+            check_lm_dense_layer(source, directory, model, info)
         return (model, info) if wants_info else model
 
     def post_init(self) -> None:
