@@ -9,7 +9,9 @@ What it swaps in (:func:`accelerate`; same parameters, same state-dict keys, sam
 * :class:`~.ownership.HandOverStack`: inside one stack call a no-grad layer writes its output
   into the tensor the previous layer handed it; a long call runs on no more threads than the
   cores other processes leave free (:mod:`.threads`);
-* :class:`~.linear.OneDnnLinear`: fp32 projections as oneDNN GEMMs, where oneDNN works here.
+* :class:`~.linear.OneDnnLinear`: fp32 projections as oneDNN GEMMs, where oneDNN works here;
+* around every call of the model handed to :func:`accelerate` (when it is not a bare stack): the
+  thread count fitted to the free cores (:func:`.threads.attach_model_fit`).
 
 and the ``onednn`` attention kernel (the reference arithmetic frame by frame in oneDNN GEMMs).
 Each module falls back to the core's own forward for the calls it does not serve (other
@@ -32,6 +34,7 @@ from .layer import BlockedGatedAttention
 from .linear import OneDnnLinear
 from .onednn import context_allows, onednn_available
 from .ownership import HandOverStack
+from .threads import attach_model_fit, detach_model_fit
 
 NAME: Final = "cpu_fast"
 
@@ -65,7 +68,11 @@ def accelerate(model: nn.Module) -> int:
     """Swap the classes of ``model``'s modules to their fast subclasses; returns how many changed.
 
     Only exact instances change (a subclass someone else made, e.g. a PEFT wrapper, stays as it is).
+    A whole model (not a bare stack, which fits its own long calls) also gets its calls' thread
+    count fitted to the free cores.
     """
+    if not isinstance(model, MegaLayerStack):
+        attach_model_fit(model)
     swaps = _swaps()
     changed = 0
     for module in model.modules():
@@ -81,6 +88,7 @@ def restore(model: nn.Module) -> int:
     originals = {fast: original for original, fast in (*_SWAPS.items(), (nn.Linear, OneDnnLinear))}
     changed = 0
     for module in model.modules():
+        detach_model_fit(module)
         original = originals.get(type(module))
         if original is not None:
             module.__class__ = original

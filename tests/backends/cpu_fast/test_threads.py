@@ -100,3 +100,93 @@ def test_the_stack_runs_a_long_call_on_the_free_cores(monkeypatch: pytest.Monkey
         torch.set_num_threads(before)
     with torch.inference_mode():
         torch.testing.assert_close(hidden, reference(tokens).hidden, atol=2e-5, rtol=1e-4)
+
+
+def _stack_thread_counts(model: torch.nn.Module) -> list[int]:
+    seen: list[int] = []
+    model.layers.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    return seen
+
+
+def test_a_whole_model_fits_every_call_even_a_decoding_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a short call too: the stack alone would leave it on the configured count (MIN_TOKENS)
+    monkeypatch.setattr(threads, "threads_for_call", lambda configured: 1)
+    torch.manual_seed(0)
+    reference = MegaBackbone(tiny_config(use_chunking=True, chunk_size=16)).eval()
+    model = accelerated(reference_copy(reference))
+    seen = _stack_thread_counts(model)
+    tokens = torch.randint(3, 50, (1, 3))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            hidden = model(tokens).hidden
+        assert seen == [1] and torch.get_num_threads() == 2
+        # the count comes back when the call raises
+        model.layers.register_forward_pre_hook(lambda module, args: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"), torch.inference_mode():
+            model(tokens)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with torch.inference_mode():
+        torch.testing.assert_close(hidden, reference(tokens).hidden, atol=2e-5, rtol=1e-4)
+
+
+def test_nested_fitted_models_restore_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([1, 1])
+    monkeypatch.setattr(threads, "threads_for_call", lambda configured: next(answers) if configured > 1 else configured)
+    outer = torch.nn.Sequential(accelerated(MegaBackbone(tiny_config()).eval()))
+    threads.attach_model_fit(outer)
+    inner_seen = _stack_thread_counts(outer[0])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            outer(torch.randint(3, 50, (1, 4)))
+        assert inner_seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_model_fit_is_attached_once_and_removed_by_restore() -> None:
+    from mega_plugin.backends import accelerate, restore
+
+    model = accelerated(MegaBackbone(tiny_config()).eval())
+    assert not threads.attach_model_fit(model)  # accelerate attached it already
+    accelerate(model, names=["cpu_fast"])
+    assert len(model._forward_pre_hooks) == len(model._forward_hooks) == 1
+    restore(model)
+    assert not model._forward_pre_hooks and not model._forward_hooks
+    assert not model._forward_hooks_always_called
+    untouched = MegaBackbone(tiny_config()).eval()
+    accelerate(untouched, names="none")
+    assert not untouched._forward_pre_hooks
+
+
+def test_a_captured_graph_gets_no_thread_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "threads_for_call", lambda configured: 1)
+    monkeypatch.setattr(threads, "capturing_graph", lambda: True)
+    model = accelerated(MegaBackbone(tiny_config()).eval())
+    model.layers.__class__ = type(model.layers).__mro__[1]  # the core stack: no fit of its own
+    seen = _stack_thread_counts(model)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            model(torch.randint(3, 50, (1, 4)))
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_reading_of_the_real_proc_is_reused_briefly(two_cpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    readings: list[Path] = []
+    clock = iter([100.0, 100.01, 100.2])
+    monkeypatch.setattr(threads, "_running_elsewhere", lambda proc: readings.append(proc) or 1)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(threads, "_last_reading", (float("-inf"), None))
+    assert [threads.threads_for_call(2) for _ in range(3)] == [1, 1, 1]
+    assert len(readings) == 2  # 10 ms later: reused; 200 ms later: read again
+    assert threads.threads_for_call(2, proc=Path("/elsewhere")) == 1
+    assert readings[-1] == Path("/elsewhere")  # an explicit /proc is always read
