@@ -8,7 +8,8 @@ for a query that sees every key of its frame anyway. For one token the layer red
     h' = input_gain * x + decay * h,   y = sum_n output_gain * h'      (B, D, N) -> (B, D)
 
 (the core's recurrent EMA, in its order of operations) and one query row of the core's
-reference attention over the current chunk's keys. :func:`decode_step` runs exactly that and
+reference attention over the current chunk's keys, which grow in place (:mod:`.growing_keys`).
+:func:`decode_step` runs exactly that and
 the core's own gate and output functions, so it returns what the core returns, in fewer ops.
 
 It serves a call only when that holds: no gradient recorded, no dropout active, an untruncated
@@ -31,6 +32,7 @@ from ...core.ops import AttentionOptions
 from ...core.ops.attention.reference import reference_attention
 from ...core.state import LayerState, merge_key_masks
 from ...core.tracing import capturing_graph
+from .growing_keys import append_position
 
 
 def serves_step(
@@ -89,8 +91,10 @@ def decode_step(
     # One query at the end of its frame: it sees every key of the frame that is real, so the
     # causal mask is all True and is left out.
     cached = state.cached_length
-    keys = torch.cat([state.keys, gates.key], dim=1) if cached else gates.key  # (B, T, Z)
-    values = torch.cat([state.values, value], dim=1) if cached else value  # (B, T, V)
+    chunk = layer.chunk_size
+    keys, values = append_position(
+        state.keys if cached else None, state.values if cached else None, gates.key, value, capacity=chunk
+    )  # (B, T, Z), (B, T, V): views of a buffer the next step fills in place
     keys_real = (
         merge_key_masks(state.key_mask, key_mask, cached, 1, batch=batch, device=x.device) if cached else key_mask
     )  # (B, T) | None
@@ -116,12 +120,11 @@ def decode_step(
 
     new_state = None
     if update_state:
-        chunk = layer.chunk_size
         start = 0 if chunk is None else frame - frame % chunk  # the current chunk's first key
         new_state = LayerState(
             ema=ema_state,
-            keys=keys[:, start:],
-            values=values[:, start:],
+            keys=keys if start == 0 else keys[:, start:],  # the view itself: its buffer grows next step
+            values=values if start == 0 else values[:, start:],
             key_mask=None if keys_real is None else keys_real[:, start:],
         )
     return AttentionResult(hidden=hidden, weights=None, state=new_state)
