@@ -73,6 +73,12 @@ def unregister_backend(name: str) -> None:
         _backends.pop(name, None)
 
 
+def registered_backends() -> dict[str, BackendSpec]:
+    """Every registered backend by name, without discovery (a plugin load's rollback snapshot)."""
+    with _lock:
+        return dict(_backends)
+
+
 def lookup(name: str) -> BackendSpec | None:
     """The backend registered as ``name``, if any (no discovery)."""
     with _lock:

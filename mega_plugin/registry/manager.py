@@ -4,9 +4,11 @@ Loading runs once per process (or after :func:`reset`): the built-in plugin firs
 installed entry point of the ``mega_plugin`` group, sorted by distribution and name. Each plugin
 is imported, registered with pluggy, and its hooks are called with registries bound to a
 private :class:`~mega_plugin.registry.registries.Staging`; the staging is committed only when
-all of that succeeded. A plugin that fails at any step is logged, recorded in
-:func:`list_plugins` with its distribution, entry point and error, and skipped (nothing it
-registered stays), unless ``MEGA_PLUGIN_STRICT=1`` makes the failure raise.
+all of that succeeded. A plugin that fails at any step is logged (with what was rolled back),
+recorded in :func:`list_plugins` with its distribution, entry point and error, and skipped,
+unless ``MEGA_PLUGIN_STRICT=1`` makes the failure raise. Either way nothing it registered
+stays: a :class:`~mega_plugin.registry.rollback.Snapshot` taken before it loaded also undoes
+what it put straight into the kernel or backend registry (at import, or from a hook).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pluggy
 from ..backends import registry as backend_store
 from ..core.ops import is_registered, kernels, register_kernel, unregister_kernel
 from . import hookspecs
-from .discovery import BUILTIN_NAME, Candidate, builtin_candidate, entry_point_candidates
+from .discovery import BUILTIN_MODULE, BUILTIN_NAME, Candidate, builtin_candidate, entry_point_candidates
 from .environment import ENV_DISABLE_AUTOLOAD, ENV_STRICT, ENV_TRACE, blocked_names, canonical, env_flag
 from .records import (
     BLOCKED,
@@ -36,6 +38,7 @@ from .records import (
     PresetRecord,
 )
 from .registries import REGISTRY_FOR_HOOK, Staging
+from .rollback import Snapshot
 
 logger = logging.getLogger("mega_plugin.registry")
 
@@ -86,11 +89,16 @@ class PluginHost:
     def _load_one(self, candidate: Candidate, *, strict: bool, trace: bool) -> None:
         start = time.perf_counter()
         plugin: Any = None
+        before = Snapshot.take(self)
+        staging = Staging(
+            candidate.distribution,
+            plugin=f"{candidate.name!r} from {candidate.distribution}",
+            trusted=candidate.target == BUILTIN_MODULE,
+        )
         try:
             plugin = candidate.load()
             self.pm.register(plugin, name=f"{candidate.distribution}/{candidate.name}")
             self._check_hooks(plugin)
-            staging = Staging(candidate.distribution)
             others = [p for p in self.pm.get_plugins() if p is not plugin]
             for hook_name in hookspecs.HOOK_NAMES:
                 caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
@@ -99,10 +107,13 @@ class PluginHost:
         except (Exception, SystemExit) as error:
             if plugin is not None and self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
+            # Staged registrations were never committed; whatever reached a registry goes back.
+            undone = tuple(dict.fromkeys((*staging.summary(), *before.restore(self))))
             self._report(candidate, FAILED, trace=trace, error=_describe(error), start=start)
             logger.warning(
-                "mega_plugin: plugin %r from %s %s (%s) failed and was skipped: %s",
+                "mega_plugin: plugin %r from %s %s (%s) failed and was skipped: %s%s",
                 candidate.name, candidate.distribution, candidate.version, candidate.target, _describe(error),
+                f"; its registrations were rolled back: {', '.join(undone)}" if undone else "",
             )
             if strict:
                 raise PluginError(
@@ -138,21 +149,17 @@ class PluginHost:
             present = backend_store.lookup(backend.name)
             if present is not None and canonical(present.source) != canonical(staging.distribution):
                 raise PluginError(f"backend {backend.name!r} is already registered by {present.source}")
+        # A failure from here on is undone by the caller's rollback snapshot.
         added: list[tuple[str, str]] = []
-        try:
-            for spec in staging.kernels:
-                was_registered = is_registered(spec.op, spec.name)
-                register_kernel(spec)  # KernelError when another distribution owns the name
-                if not was_registered:
-                    added.append((spec.op, spec.name))
-        except Exception:
-            for op, name in added:
-                unregister_kernel(op, name)
-            raise
-        self.owned_kernels.extend(added)
+        for spec in staging.kernels:
+            was_registered = is_registered(spec.op, spec.name)
+            register_kernel(spec)  # KernelError when another distribution owns the name
+            if not was_registered:
+                added.append((spec.op, spec.name))
         for backend in staging.backends:
             backend_store.register_backend(backend, replace=True)
-            self.owned_backends.append(backend.name)
+        self.owned_kernels.extend(added)
+        self.owned_backends.extend(backend.name for backend in staging.backends)
         self.presets.update((p.name, p) for p in staging.presets)
         self.converters.update((c.name, c) for c in staging.converters)
         self.adapters.update((a.name, a) for a in staging.adapters)

@@ -2,7 +2,9 @@
 
 Each plugin gets its own :class:`Staging`; the registries validate every call at once (so a
 bad registration raises inside the plugin's hook, with the plugin named in the report) and
-the manager commits the staging only when all four hooks of the plugin succeeded.
+the manager commits the staging only when all of the plugin's hooks succeeded. Kernels of
+every plugin but the built-in one are staged behind the call-time guard
+(:mod:`mega_plugin.core.ops.guard`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable, Final, Sequence
 
 from ..core.config import MegaCoreConfig
 from ..backends.registry import BackendSpec
-from ..core.ops import AUTO, KernelError, KernelSpec, Support, adapt_kernel, as_support
+from ..core.ops import AUTO, KernelError, KernelSpec, Support, adapt_kernel, as_support, guard_kernel
 from .environment import ENV_STRICT, env_flag
 from .records import (
     AdapterRecord,
@@ -78,6 +80,12 @@ class Staging:
 
     distribution: str
     """Distribution name filled into every record's ``source``."""
+
+    plugin: str = ""
+    """How the call-time guard's warnings name the plugin, e.g. ``'fast' from mega-plugin-fast``."""
+
+    trusted: bool = False
+    """The built-in plugin: its kernels run without the call-time guard."""
 
     kernels: list[KernelSpec] = field(default_factory=list)
     backends: list[BackendSpec] = field(default_factory=list)
@@ -163,6 +171,8 @@ class KernelRegistry(_Registry):
             supports=guarded_check(spec.supports, f"{label}: supports(call)"),
             guard=None if spec.guard is None else guarded_check(spec.guard, f"{label}: guard()"),
         )
+        if not self._staging.trusted:
+            staged = guard_kernel(staged, plugin=self._staging.plugin or self.distribution)
         self._staging._check_unique(
             "kernel", f"{spec.op}/{spec.name}", [f"{k.op}/{k.name}" for k in self._staging.kernels]
         )

@@ -54,7 +54,7 @@ def test_the_module_loads_as_a_plugin_and_registers_through_every_hook(
         {"layers.0.mega_layer.qk_bias": torch.ones(2, 4)}, {"vocab_size": 10, "hidden_size": 8}
     )
     assert config["vocab_size"] == 10 and list(state) == ["mega.layers.0.mega_layer.qk_bias"]
-    assert select("ema", "loop", ema_call(length=8)).fn is docs_plugin.loop_ema
+    assert select("ema", "loop", ema_call(length=8)).fn.__wrapped__ is docs_plugin.loop_ema
     assert select("ema", "auto", ema_call(length=65)).name != "loop"  # declines long calls
 
 

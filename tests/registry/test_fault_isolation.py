@@ -19,6 +19,7 @@ from mega_plugin.registry.records import BLOCKED, FAILED, LOADED
 BROKEN = "mega-plugin-broken"
 EXPECTED_ERRORS = {
     "import_error": "ModuleNotFoundError: No module named 'mega_plugin_broken_missing_dependency'",
+    "import_after_register": "ModuleNotFoundError: No module named 'mega_plugin_broken_missing_dependency'",
     "raises": "RuntimeError: this plugin fails halfway through registering",
     "duplicate": "PluginError: preset 'tiny' is already registered by mega-plugin",
     "bad_signature": "KernelError: kernel ema/bad_signature: cannot be called as fn(x, coefficients, initial_state, "
@@ -69,7 +70,7 @@ def test_a_plugin_that_fails_halfway_leaves_nothing_behind(with_test_plugins: Mo
 
 def test_strict_mode_raises_naming_the_plugin(with_test_plugins: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEGA_PLUGIN_STRICT", "1")
-    with pytest.raises(PluginError, match=r"plugin '(bad_signature|duplicate|import_error|raises|unknown_hook)' from mega-plugin-broken"):
+    with pytest.raises(PluginError, match=r"plugin '(bad_signature|duplicate|import_after_register|import_error|raises|unknown_hook)' from mega-plugin-broken"):
         with_test_plugins.list_presets()
     assert not with_test_plugins.is_loaded()
     assert not is_registered("ema", "example_scan")  # rolled back: nothing half-loaded

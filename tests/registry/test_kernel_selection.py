@@ -30,8 +30,8 @@ def test_selection_by_config_name(example_plugin: ModuleType) -> None:
     import mega_plugin.registry as registry
 
     config = registry.get_preset("example_small")
-    assert select("ema", config.ema_kernel, CAUSAL).fn is example_plugin.block_scan_ema
-    assert select("attention", config.attention_kernel, SOFTMAX).fn is example_plugin.sdpa_attention
+    assert select("ema", config.ema_kernel, CAUSAL).fn.__wrapped__ is example_plugin.block_scan_ema
+    assert select("attention", config.attention_kernel, SOFTMAX).fn.__wrapped__ is example_plugin.sdpa_attention
     forced = dataclasses.replace(config, ema_kernel="reference")
     assert select("ema", forced.ema_kernel, CAUSAL).name == "reference"
 

@@ -86,7 +86,7 @@ def test_hook_mega_plugin_register_kernels(example_plugin: ModuleType) -> None:
     attention = {spec.name: spec for spec in registry.list_kernels("attention")}
     assert ema["example_scan"].source == "mega-plugin-example"
     assert ema["example_scan"].priority == 20
-    assert attention["example_sdpa"].fn is example_plugin.sdpa_attention
+    assert attention["example_sdpa"].fn.__wrapped__ is example_plugin.sdpa_attention
     assert ema["reference"].source == attention["reference"].source == "mega-plugin"
     assert registry.list_kernels("ema")[0].name == "example_scan"  # best (highest priority) first
     assert ema["example_scan"].description == "Causal EMA by blocks of 16 steps with a carried state (no FFT)."

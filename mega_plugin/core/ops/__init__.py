@@ -3,7 +3,8 @@
 Layers never call a kernel directly: they describe the call and run what :func:`select`
 chose (:func:`run_ema`, :func:`run_attention`). The reference kernels are registered here, so
 the core works on its own; faster kernels come from backends (``mega_plugin.backends``) and
-plugins through the ``mega_plugin_register_kernels`` hook.
+plugins through the ``mega_plugin_register_kernels`` hook. Plugin kernels run behind the
+call-time guard (:mod:`.guard`); the built-in ones are called directly.
 """
 
 from __future__ import annotations
@@ -21,21 +22,25 @@ from .calls import (
     EmaCall,
     EmaCoefficients,
     EmaOptions,
+    Rejected,
     Support,
     declined,
 )
 from .conventions import SIGNATURES, KernelError, adapt_kernel
 from .ema.reference import reference_ema
+from .guard import GuardedKernel, KernelGuardWarning, guard_kernel, guarded_kernel
 from .registry import (
     AUTO,
     OPS,
     REFERENCE,
     KernelSpec,
     as_support,
+    forget_choices,
     is_registered,
     kernels,
     reference_kernel,
     register_kernel,
+    registered_kernels,
     registry_version,
     select,
     set_discovery,
@@ -118,18 +123,25 @@ __all__ = [
     "EmaCall",
     "EmaCoefficients",
     "EmaOptions",
+    "GuardedKernel",
     "KernelError",
+    "KernelGuardWarning",
     "KernelSpec",
+    "Rejected",
     "Support",
     "adapt_kernel",
     "as_support",
     "declined",
+    "forget_choices",
+    "guard_kernel",
+    "guarded_kernel",
     "is_registered",
     "kernels",
     "reference_attention",
     "reference_ema",
     "reference_kernel",
     "register_kernel",
+    "registered_kernels",
     "registry_version",
     "run_attention",
     "run_ema",

@@ -5,7 +5,8 @@
 * :class:`EmaCall` / :class:`AttentionCall`: one invocation described by everything a kernel
   may decline it for (options, sizes, dtype, device), never by the tensors themselves. Calls
   are frozen and hashable: the registry chooses a kernel once per distinct call (:mod:`.registry`);
-* :class:`Support`: a kernel's answer, :data:`SUPPORTED` or :func:`declined` with the reason.
+* :class:`Support`: a kernel's answer, :data:`SUPPORTED` or :func:`declined` with the reason
+  (:class:`Rejected` when the call-time guard turned a plugin kernel down).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ SUPPORTED: Final = Support()
 def declined(reason: str) -> Support:
     """A :class:`Support` that says no, and why."""
     return Support(reason)
+
+
+@dataclass(frozen=True)
+class Rejected(Support):
+    """A decline by the call-time guard (:mod:`.guard`): the kernel misbehaved on a call like this one.
+
+    Unlike a kernel's own decline, it does not make a kernel named in the config an error: the
+    reference kernel serves the call instead.
+    """
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Final, Hashable
 
 from ..tracing import capturing_graph
-from .calls import SUPPORTED, Support, declined
+from .calls import SUPPORTED, Rejected, Support, declined
 from .conventions import SIGNATURES, KernelError, adapt_kernel
 
 OPS: Final = tuple(SIGNATURES)
@@ -143,6 +143,18 @@ def _changed() -> None:
     _choices.clear()
 
 
+def forget_choices() -> None:
+    """Ask every kernel's ``supports`` again at the next calls (the call-time guard rejected one)."""
+    with _lock:
+        _changed()
+
+
+def registered_kernels() -> dict[tuple[str, str], KernelSpec]:
+    """Every registered kernel by (op, name), without discovery (a plugin load's rollback snapshot)."""
+    with _lock:
+        return {(op, name): spec for op, specs in _kernels.items() for name, spec in specs.items()}
+
+
 def kernels(op: str) -> list[KernelSpec]:
     """Registered kernels of ``op``, best first (after discovery)."""
     return list(_ordered(op))
@@ -178,6 +190,8 @@ def _candidates(op: str, name: str, call: Hashable) -> tuple[KernelSpec, ...]:
                 support = as_support(spec.is_available())
                 if support.ok:
                     support = as_support(spec.supports(call))
+                if isinstance(support, Rejected):  # it misbehaved on such a call: the reference serves it
+                    return (reference_kernel(op),)
                 if not support.ok:
                     raise KernelError(f"{op} kernel {name!r} cannot serve this call: {support.reason}")
                 return (spec,)
