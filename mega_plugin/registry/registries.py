@@ -172,7 +172,9 @@ class KernelRegistry(_Registry):
             guard=None if spec.guard is None else guarded_check(spec.guard, f"{label}: guard()"),
         )
         if not self._staging.trusted:
-            staged = guard_kernel(staged, plugin=self._staging.plugin or self.distribution)
+            staged = guard_kernel(
+                staged, plugin=self._staging.plugin or self.distribution, strict=lambda: env_flag(ENV_STRICT)
+            )
         self._staging._check_unique(
             "kernel", f"{spec.op}/{spec.name}", [f"{k.op}/{k.name}" for k in self._staging.kernels]
         )

@@ -114,3 +114,14 @@ def test_plugin_kernels_from_an_installed_package_are_guarded(example_plugin: Mo
     guarded = guarded_kernel(spec)
     assert guarded is not None and guarded.fn is example_plugin.block_scan_ema
     assert guarded.plugin == "'example' from mega-plugin-example"
+
+
+def test_strict_mode_makes_a_misbehaving_plugin_kernel_an_error(
+    fresh_registry: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mega_plugin.core.ops import KernelError
+
+    fake_entry_points(monkeypatch, ("misbehaving", kernel_plugin("ema", "nan_ema", misbehaving_kernel("ema", "nan"))))
+    monkeypatch.setenv("MEGA_PLUGIN_STRICT", "1")
+    with pytest.raises(KernelError, match="ema kernel 'nan_ema' of plugin 'misbehaving' from fake-misbehaving returned NaN"):
+        hidden("ema_kernel", "nan_ema")

@@ -12,6 +12,8 @@ registered as a :class:`KernelSpec`. :func:`select` is the one place that choose
 * the choice depends only on the (frozen) call, the name and the registry's contents, so it is
   made once and remembered; a kernel's ``guard()`` is then the only check left per call, for
   process state that can change between two identical calls (autocast, tracing, ...).
+* a plugin kernel the call-time guard rejected (:mod:`.guard`) answers ``supports(call)`` with
+  :class:`~.calls.Rejected`: ``auto`` moves on, and naming it gives the reference kernel;
 * while a graph is captured (``torch.compile``, ``torch.export``, ONNX export, tracing; see
   :func:`~mega_plugin.core.tracing.capturing_graph`) the op's ``reference`` kernel runs whatever
   was asked: it is written in public torch ops only, while fast kernels may use private ops,

@@ -17,6 +17,7 @@ from _support.plugins import GUARD_REPORTS, MISBEHAVIOURS, CountingKernel, misbe
 from mega_plugin.core.ops import (
     EmaCoefficients,
     EmaOptions,
+    KernelError,
     KernelGuardWarning,
     KernelSpec,
     Rejected,
@@ -29,7 +30,8 @@ from mega_plugin.core.ops import (
     select,
     unregister_kernel,
 )
-from mega_plugin.core.ops.guard import GuardedKernel, attention_signature, ema_signature
+from mega_plugin.core.ops.guard import GuardedKernel
+from mega_plugin.core.ops.guard_checks import attention_signature, ema_signature
 
 PLUGIN: Final = "'misbehaving' from fake-misbehaving"
 NAME: Final = "guarded_under_test"
@@ -46,6 +48,13 @@ def ema_arguments(length: int = 8, *, return_state: bool = False) -> tuple[Any, 
     )
     options = EmaOptions(bidirectional=False, truncation=None, return_state=return_state)
     return torch.randn(2, length, 4, generator=generator), coefficients, None, options
+
+
+def bidirectional_ema_arguments() -> tuple[Any, ...]:
+    """x (2, 5, 4), coefficients (8, 3) (forward rows first), truncated to 3 lags."""
+    x, coefficients, _, _ = ema_arguments(5)
+    both = EmaCoefficients(*(torch.cat([value, value.flip(0)]) for value in vars(coefficients).values()))
+    return x, both, None, EmaOptions(bidirectional=True, truncation=3, return_state=False)
 
 
 def attention_arguments(length: int = 8, *, need_weights: bool = False) -> tuple[Any, ...]:
@@ -274,3 +283,42 @@ def attention_call_of(args: tuple[Any, ...]) -> Any:
     return attention_call(
         causal=options.causal, query_length=query.shape[-2], key_length=key.shape[-2], has_key_mask=mask is not None
     )
+
+
+@pytest.mark.parametrize(
+    "op, args",
+    [
+        ("ema", ema_arguments(8)),
+        ("ema", ema_arguments(1, return_state=True)),
+        ("ema", bidirectional_ema_arguments()),
+        ("attention", attention_arguments(8)),
+        ("attention", attention_arguments(8, need_weights=True)),
+        ("attention", (*attention_inputs(2, 3, 4, 9, padded=True), attention_options(activation="relu2"))),
+        ("attention", (*attention_inputs(1, 1, 1, 6, padded=False), attention_options(causal=True, query_offset=5))),
+    ],
+    ids=["ema", "ema-one-step-state", "ema-bidirectional-truncated", "attention", "attention-weights",
+         "attention-chunks-mask-relu2", "attention-one-query"],  # fmt: skip
+)
+def test_the_key_from_a_kernels_arguments_is_the_key_of_the_call_the_op_built(
+    op: str, args: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mega_plugin.core.ops as ops
+    from mega_plugin.core.ops.guard_checks import ARGS_SIGNATURES, signature
+
+    calls: list[Any] = []
+    real = ops.select
+    monkeypatch.setattr(ops, "select", lambda o, name, call: calls.append(call) or real(o, name, call))
+    run(op, args, kernel="reference")
+    [call] = calls
+    assert ARGS_SIGNATURES[op](*args) == signature(op, call)
+
+
+def test_strict_mode_raises_instead_of_falling_back(install: Callable[..., GuardedKernel]) -> None:
+    spec = guard_kernel(
+        KernelSpec(name=NAME, op="ema", fn=misbehaving_kernel("ema", "nan"), source="fake-misbehaving"),
+        plugin=PLUGIN,
+        strict=lambda: True,
+    )
+    with pytest.raises(KernelError, match=rf"ema kernel {NAME!r} of plugin {PLUGIN} returned NaN or inf .*STRICT"):
+        spec.fn(*ema_arguments())
+    assert not spec.fn.rejected and not spec.fn.proven
