@@ -26,6 +26,8 @@ import dataclasses
 import warnings
 from typing import Any, Callable, Hashable
 
+import torch
+
 from ..tracing import capturing_graph
 from .calls import AttentionCall, EmaCall, Rejected, Support
 from .conventions import KernelError
@@ -84,10 +86,13 @@ class GuardedKernel:
         problem = output_problem(self.op, args, result)
         if problem is not None:
             return self._reject(key, args, problem)
-        reference = run_reference(self.op, args)
+        device = args[0].device
+        # Only compared: no autograd graph, and the random stream (dropout) stays the kernel's alone.
+        with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            reference = run_reference(self.op, args)
         problem = finiteness_problem(self.op, args, result, reference)
         if problem is not None:
-            return self._reject(key, args, problem, reference=reference)
+            return self._reject(key, args, problem, reference=None if torch.is_grad_enabled() else reference)
         self.proven.add(key)
         return result
 

@@ -322,3 +322,30 @@ def test_strict_mode_raises_instead_of_falling_back(install: Callable[..., Guard
     with pytest.raises(KernelError, match=rf"ema kernel {NAME!r} of plugin {PLUGIN} returned NaN or inf .*STRICT"):
         spec.fn(*ema_arguments())
     assert not spec.fn.rejected and not spec.fn.proven
+
+
+def test_the_proving_call_leaves_the_random_stream_to_the_kernel(install: Callable[..., GuardedKernel]) -> None:
+    kernel = CountingKernel("attention")
+    guarded = install("attention", kernel)
+    query, key, value, bias, mask, _ = attention_arguments(8)
+    args = (query, key, value, bias, mask, attention_options(dropout_p=0.5, training=True))
+    torch.manual_seed(3)
+    proved, _ = guarded(*args)  # the proving call: kernel, then the reference run for the comparison
+    after_proving = torch.rand(4)
+    torch.manual_seed(3)
+    alone, _ = reference_attention(*args)  # what the kernel gives on its own
+    assert len(guarded.proven) == 1
+    assert torch.equal(proved, alone) and torch.equal(after_proving, torch.rand(4))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_fallback_result_carries_the_reference_gradient(install: Callable[..., GuardedKernel], op: str) -> None:
+    install(op, misbehaving_kernel(op, "nan"))
+    args = ARGUMENTS[op]()
+    leaf = args[0].clone().requires_grad_(True)
+    with pytest.warns(KernelGuardWarning):
+        output, _ = run(op, (leaf, *args[1:]))
+    output.sum().backward()
+    expected_leaf = args[0].clone().requires_grad_(True)
+    REFERENCE[op](expected_leaf, *args[1:])[0].sum().backward()
+    assert torch.equal(leaf.grad, expected_leaf.grad)
