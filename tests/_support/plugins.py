@@ -50,12 +50,13 @@ def unavailable_plugin() -> object:
     return kernel_plugin("ema", "needs_gpu", forwarding_ema, priority=100, is_available=lambda: "no GPU here")
 
 
-MISBEHAVIOURS: Final = ("wrong_shape", "wrong_dtype", "nan", "raises")
+MISBEHAVIOURS: Final = ("wrong_shape", "wrong_dtype", "wrong_device", "nan", "raises")
 """How a :func:`misbehaving_kernel` goes wrong, and what the call-time guard reports for each."""
 
 GUARD_REPORTS: Final[dict[str, str]] = {
     "wrong_shape": "returned output of shape",
     "wrong_dtype": "returned output of dtype torch.float64",
+    "wrong_device": "returned output on device meta, expected cpu",
     "nan": "returned NaN or inf at 1 of",
     "raises": "raised RuntimeError: this kernel breaks at call time",
 }
@@ -64,7 +65,8 @@ GUARD_REPORTS: Final[dict[str, str]] = {
 def misbehaving_kernel(op: str, how: str) -> Callable[..., Any]:
     """A kernel of ``op`` (valid signature) that runs the reference kernel and then goes wrong ``how``.
 
-    ``wrong_shape`` drops the last feature column, ``wrong_dtype`` returns float64, ``nan`` puts
+    ``wrong_shape`` drops the last feature column, ``wrong_dtype`` returns float64,
+    ``wrong_device`` returns the output on the ``meta`` device, ``nan`` puts
     one NaN into an output the reference has finite, ``raises`` raises ``RuntimeError``.
     """
     reference = reference_ema if op == "ema" else reference_attention
@@ -77,6 +79,8 @@ def misbehaving_kernel(op: str, how: str) -> Callable[..., Any]:
             output = output[..., :-1]
         elif how == "wrong_dtype":
             output = output.double()
+        elif how == "wrong_device":
+            output = output.to("meta")
         elif how == "nan":
             output = output.clone()
             output[(0,) * output.dim()] = float("nan")

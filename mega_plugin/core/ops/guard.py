@@ -117,7 +117,8 @@ def guard_kernel(spec: KernelSpec, *, plugin: str, strict: Callable[[], bool] = 
     ``plugin`` names the plugin in warnings, e.g. ``"'example' from mega-plugin-example"``;
     ``strict()`` is asked on a failure: True raises ``KernelError`` instead of falling back.
     """
-    guarded = GuardedKernel(spec.fn, op=spec.op, name=spec.name, plugin=plugin, strict=strict)
+    fn = spec.fn.fn if isinstance(spec.fn, GuardedKernel) else spec.fn  # never two guards on one kernel
+    guarded = GuardedKernel(fn, op=spec.op, name=spec.name, plugin=plugin, strict=strict)
     supports = spec.supports
 
     def supports_unless_rejected(call: Any) -> Any:

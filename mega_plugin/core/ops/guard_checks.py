@@ -4,7 +4,7 @@
   may send a kernel down another path (one step / one query, queries == keys, several
   chunks, a key mask, a state), never the lengths themselves; the same key is computed from
   a kernel's arguments (:data:`ARGS_SIGNATURES`) as ``run_ema`` / ``run_attention`` build the call;
-* :func:`output_problem`: the result's structure, shapes and dtypes against the call (from the
+* :func:`output_problem`: the result's structure, device, shapes and dtypes against the call (from the
   op's conventions, :mod:`.conventions`), with no kernel run;
 * :func:`finiteness_problem`: NaN or inf where the reference kernel's result is finite.
 """
@@ -88,7 +88,7 @@ def _expected(op: str, args: tuple[Any, ...]) -> list[tuple[str, tuple[int, ...]
 
 
 def output_problem(op: str, args: tuple[Any, ...], result: Any) -> str | None:
-    """Why ``result`` is not what the call ``args`` requires (structure, shape, dtype), or None."""
+    """Why ``result`` is not what the call ``args`` requires (structure, device, shape, dtype), or None."""
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         return f"returned {type(result).__name__}, expected a pair (output, {'state' if op == 'ema' else 'weights'})"
     for expected, got in zip(_expected(op, args), result):
@@ -97,6 +97,8 @@ def output_problem(op: str, args: tuple[Any, ...], result: Any) -> str | None:
         name, shape, dtypes = expected
         if not isinstance(got, Tensor):
             return f"returned {type(got).__name__} as its {name}, expected a tensor of shape {shape}"
+        if got.device != args[0].device:
+            return f"returned {name} on device {got.device}, expected {args[0].device} (the inputs' device)"
         if tuple(got.shape) != shape:
             return f"returned {name} of shape {tuple(got.shape)}, expected {shape}"
         if got.dtype not in dtypes:
