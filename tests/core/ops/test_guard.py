@@ -349,3 +349,10 @@ def test_the_fallback_result_carries_the_reference_gradient(install: Callable[..
     expected_leaf = args[0].clone().requires_grad_(True)
     REFERENCE[op](expected_leaf, *args[1:])[0].sum().backward()
     assert torch.equal(leaf.grad, expected_leaf.grad)
+
+
+def test_a_spec_already_behind_a_guard_gets_one_guard_not_two() -> None:
+    kernel = CountingKernel("ema")
+    once = guard_kernel(KernelSpec(name=NAME, op="ema", fn=kernel, source="fake-misbehaving"), plugin=PLUGIN)
+    twice = guard_kernel(once, plugin="'again' from fake-again")
+    assert isinstance(twice.fn, GuardedKernel) and twice.fn.fn is kernel and twice.fn.plugin == "'again' from fake-again"
