@@ -101,30 +101,31 @@ def fitted_threads(tokens: int) -> Iterator[int]:
         torch.set_num_threads(configured)
 
 
-# The counts a model call replaced, innermost last, per Python thread (hooks nest: an HF head
-# calls its inner MegaModel, both fitted).
+# The counts model calls replaced, innermost last, per Python thread (hooks nest: an HF head
+# calls its inner MegaModel, both fitted): (id of the module, the count to restore or None).
 _replaced = threading.local()
 
 
 def _fit_before_call(module: nn.Module, args: Any) -> None:
-    stack: list[int | None] = _replaced.__dict__.setdefault("counts", [])
-    if capturing_graph():  # compile, export, jit, fx: no Python-side state in the graph
-        stack.append(None)
+    # compile, export, jit, fx: first and alone, so a traced hook touches nothing (no graph break)
+    if capturing_graph():
         return
     configured = torch.get_num_threads()
     threads = threads_for_call(configured)
-    if threads == configured:
-        stack.append(None)
-        return
-    torch.set_num_threads(threads)
-    stack.append(configured)
+    if threads != configured:
+        torch.set_num_threads(threads)
+    calls: list[tuple[int, int | None]] = _replaced.__dict__.setdefault("calls", [])
+    calls.append((id(module), configured if threads != configured else None))
 
 
 def _restore_after_call(module: nn.Module, args: Any, output: Any) -> None:
-    stack: list[int | None] = _replaced.__dict__.get("counts", [])
-    configured = stack.pop() if stack else None
-    if configured is not None:
-        torch.set_num_threads(configured)
+    if capturing_graph():
+        return
+    calls: list[tuple[int, int | None]] | None = getattr(_replaced, "calls", None)
+    if calls and calls[-1][0] == id(module):
+        configured = calls.pop()[1]
+        if configured is not None:
+            torch.set_num_threads(configured)
 
 
 def attach_model_fit(model: nn.Module) -> bool:
