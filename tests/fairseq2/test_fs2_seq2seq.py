@@ -166,6 +166,25 @@ def test_train_step(tmp_path: Path) -> None:
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(reduction="none"), "reduction must be one of sum, mean"),
+        (dict(labels=3), "targets must have the shape of target_seqs"),
+        (dict(mask=3), "target_mask must have the shape of target_seqs"),
+    ],
+    ids=["reduction", "targets-shape", "target-mask-shape"],
+)
+def test_bad_loss_arguments_are_named(bad: dict[str, Any], message: str, tmp_path: Path) -> None:
+    model = fs2_model(convert(tmp_path))
+    target = torch.tensor([[2, 4, 5, 6], [2, 9, 8, 7], [2, 5, 5, 5]])
+    labels = torch.randint(4, 9, (3, bad.get("labels", 4)))
+    mask = torch.ones(3, bad.get("mask", 4), dtype=torch.bool)
+    source_layout, target_layout = layouts(target)
+    with pytest.raises(ValueError, match=message):
+        model(SOURCE, source_layout, target, target_layout, labels, target_mask=mask, reduction=bad.get("reduction", "sum"))
+
+
 def test_shared_and_tied_tables(tmp_path: Path) -> None:
     model = fs2_model(convert(tmp_path))
     assert model.decoder_frontend.embed is model.encoder_frontend.embed

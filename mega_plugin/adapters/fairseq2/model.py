@@ -7,12 +7,11 @@ decoding, the ``CausalLM`` loss contract) and nothing else.
 
 from __future__ import annotations
 
-from typing import Final, Literal, final
+from typing import Literal, final
 
 import torch
 from fairseq2.models.clm import CausalLM
 from fairseq2.nn import BatchLayout, IncrementalState, IncrementalStateBag, Projection, StandardEmbedding
-from fairseq2.nn.functional import cross_entropy
 from torch import Tensor, nn
 
 from ...core.adaptive_input import AdaptiveInput
@@ -25,8 +24,8 @@ from ...core.packing import document_rows
 from ...core.stack import MegaLayerStack
 from ...core.state import MegaState
 from ...core.tracing import capturing_graph
+from .loss import check_loss_arguments, logits_or_loss
 
-REDUCTIONS: Final = ("sum", "mean")
 """Loss reductions of the ``CausalLM`` contract."""
 
 
@@ -141,32 +140,22 @@ class MegaCausalLM(CausalLM):
         ``seqs`` is (N, S) with a padded layout or (S,) with a packed one; logits have the
         shape of ``seqs`` plus the vocabulary dimension.
         """
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-        if targets is not None and targets.shape != seqs.shape:
-            raise ValueError(f"targets must have the shape of seqs {tuple(seqs.shape)}, got {tuple(targets.shape)}")
-        if target_mask is not None and target_mask.shape != seqs.shape:
-            raise ValueError(
-                f"target_mask must have the shape of seqs {tuple(seqs.shape)}, got {tuple(target_mask.shape)}"
-            )
+        check_loss_arguments("seqs", seqs, targets, target_mask, reduction)
         if seqs_layout.packed:
             if state_bag is not None:
                 raise ValueError("incremental decoding takes padded (N, S) batches, not packed ones")
             hidden = self._forward_packed(seqs, seqs_layout)
         else:
             hidden = self._forward_padded(seqs, seqs_layout, state_bag)
-        logits = self.project(self.head(hidden))
-        if targets is None:
-            return logits
-        loss = cross_entropy(
-            logits,
+        return logits_or_loss(
+            self.project(self.head(hidden)),
             targets,
-            self.pad_idx,
+            pad_idx=self.pad_idx,
             label_smoothing=label_smoothing,
             target_mask=target_mask,
             reduction=reduction,
+            return_logits=return_logits,
         )
-        return (loss, logits) if return_logits else loss
 
     def project(self, features: Tensor) -> Tensor:
         """(*, D) -> (*, V): logits, or log-probabilities through an adaptive softmax."""

@@ -14,13 +14,13 @@ from typing import Literal, final
 
 from fairseq2.models.seq2seq import Seq2SeqModel
 from fairseq2.nn import BatchLayout, IncrementalState, IncrementalStateBag, Projection
-from fairseq2.nn.functional import cross_entropy
 from torch import Tensor, nn
 
 from ...core.init import initialize_tree
 from ...core.stack import MegaLayerStack
 from ...core.state import MegaState
-from .model import REDUCTIONS, MegaFrontend
+from .loss import check_loss_arguments, logits_or_loss
+from .model import MegaFrontend
 
 
 @final
@@ -147,24 +147,21 @@ class MegaSeq2SeqModel(Seq2SeqModel):
         return_logits: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits (``targets`` None), the loss, or ``(loss, logits)`` with ``return_logits``."""
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-        if targets is not None and targets.shape != target_seqs.shape:
-            raise ValueError(
-                f"targets must have the shape of target_seqs {tuple(target_seqs.shape)}, got {tuple(targets.shape)}"
-            )
+        check_loss_arguments("target_seqs", target_seqs, targets, target_mask, reduction)
         if state_bag is None:
             encoder_output, encoder_mask = self.encode(source_seqs, source_seqs_layout)
             hidden = self.decode(target_seqs, target_seqs_layout, encoder_output, encoder_mask)
         else:
             hidden = self._decode_incrementally(source_seqs, source_seqs_layout, target_seqs, state_bag)
-        logits = self.final_proj(hidden)
-        if targets is None:
-            return logits
-        loss = cross_entropy(
-            logits, targets, self.pad_idx, label_smoothing=label_smoothing, target_mask=target_mask, reduction=reduction
+        return logits_or_loss(
+            self.final_proj(hidden),
+            targets,
+            pad_idx=self.pad_idx,
+            label_smoothing=label_smoothing,
+            target_mask=target_mask,
+            reduction=reduction,
+            return_logits=return_logits,
         )
-        return (loss, logits) if return_logits else loss
 
     def _decode_incrementally(
         self, source_seqs: Tensor, source_layout: BatchLayout, target_seqs: Tensor, state_bag: IncrementalStateBag
