@@ -1,8 +1,8 @@
 """``mega-plugin convert --from NAME CKPT --to {hf,fairseq2} OUT_DIR``: checkpoints into the HF MEGA layout.
 
 The converter comes from the plugin registry (built-in: ``fairseq-mega``). The checkpoint is
-loaded with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed, for fairseq's
-``args``); OUT_DIR receives ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``
+loaded with ``torch.load(weights_only=True)`` (``argparse.Namespace`` and numpy scalars allowed
+by name, as fairseq writes them: :mod:`mega_plugin.converters.checkpoint_file`); OUT_DIR receives ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``
 without the ``safetensors`` package). transformers is not imported.
 """
 
@@ -85,25 +85,6 @@ def checkpoint_parts(obj: Any) -> tuple[Mapping[str, Any], dict[str, Any] | None
     raise ValueError(f"the checkpoint holds a {type(obj).__name__}, not a state dict")
 
 
-def load_checkpoint(path: Path, *, trust: bool) -> Any:
-    """``torch.load`` on CPU; ``weights_only=True`` unless ``trust``."""
-    import pickle
-
-    import torch
-
-    if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[-1]
-        raise ValueError(
-            f"{path}: weights_only loading refused an object in the checkpoint ({first}). "
-            "If you trust the file, pass --trust-checkpoint."
-        ) from error
-
-
 def _fail(message: str, code: int = 1) -> int:
     print(f"mega-plugin convert: error: {message}", file=sys.stderr)
     return code
@@ -125,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         converter = get_converter(args.source_format)
     except NotRegisteredError as error:
         return _fail(str(error), 2)
+    from ..converters.checkpoint_file import load_checkpoint
+
     progress = Progress(sys.stderr)
     progress.stage(f"loading {args.checkpoint}")
     try:

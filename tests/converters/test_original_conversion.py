@@ -32,7 +32,7 @@ def convert(setup: str, tmp_path: Path, *, variant: str = "fp32", layout: str = 
 
     out = tmp_path / f"{setup}_{variant}_{layout}_{target}"
     checkpoint = load_fixture(setup).checkpoint_path(variant=variant, layout=layout)
-    argv = ["convert", "--from", "fairseq-mega", str(checkpoint), "--to", target, str(out), "--trust-checkpoint"]
+    argv = ["convert", "--from", "fairseq-mega", str(checkpoint), "--to", target, str(out)]
     if target == "fairseq2":
         argv += ["--name", out.name]
     assert main(argv) == 0

@@ -214,7 +214,7 @@ def convert_cli(setup: str, variant: str, layout: str, out: Path, name: str) -> 
 
     checkpoint = load_fixture(setup).checkpoint_path(variant=variant, layout=layout)
     argv = ["convert", "--from", "fairseq-mega", str(checkpoint), "--to", "fairseq2", str(out), "--name", name]
-    assert main([*argv, "--trust-checkpoint"]) == 0
+    assert main([*argv]) == 0
     return out
 
 

@@ -30,8 +30,8 @@ CHECKPOINTS = (("fp32", "save_state"), ("fp32", "cfg"), ("fp32", "legacy"), ("fp
 
 def _convert(name: str, variant: str, layout: str, out: Path) -> dict[str, Any]:
     path = load_fixture(name).checkpoint_path(variant=variant, layout=layout)
-    # --trust-checkpoint: fairseq's extra_state holds numpy scalars (the fixtures are ours)
-    assert main(["convert", "--from", "fairseq-mega", str(path), "--to", "hf", str(out), "--trust-checkpoint"]) == 0
+    # no --trust-checkpoint: fairseq's extra_state holds numpy scalars, allowed by name
+    assert main(["convert", "--from", "fairseq-mega", str(path), "--to", "hf", str(out)]) == 0
     return json.loads((out / "config.json").read_text())
 
 
@@ -150,17 +150,17 @@ def test_what_the_target_cannot_hold_is_refused_with_one_message(tmp_path: Path,
     state = dict(checkpoint["model"])
     state["encoder.encoder.mystery.weight"] = torch.ones(1)  # a key the original LRA model does not have
     torch.save({"model": state, "args": checkpoint["args"]}, tmp_path / "mystery.pt")
-    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "mystery.pt"), "--to", "hf", str(tmp_path / "a"), "--trust-checkpoint"]) == 1
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "mystery.pt"), "--to", "hf", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err
     assert "encoder.encoder.mystery.weight: unknown key" in err and "--allow-drop" in err
     args = checkpoint["args"]
     args.use_p = True
     torch.save({"model": checkpoint["model"], "args": args}, tmp_path / "use_p.pt")
-    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "use_p.pt"), "--to", "hf", str(tmp_path / "b"), "--trust-checkpoint"]) == 1
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "use_p.pt"), "--to", "hf", str(tmp_path / "b")]) == 1
     assert "use_p" in capsys.readouterr().err
     args.use_p, args.sen_rep_type = False, "max"
     torch.save({"model": checkpoint["model"], "args": args}, tmp_path / "rep.pt")
-    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "rep.pt"), "--to", "hf", str(tmp_path / "c"), "--trust-checkpoint"]) == 1
+    assert main(["convert", "--from", "fairseq-mega", str(tmp_path / "rep.pt"), "--to", "hf", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert "sen_rep_type='max'" in err and "allowed values: mp, cls" in err
 
@@ -173,7 +173,7 @@ def test_to_fairseq2_refuses_a_bare_encoder_before_anything_is_written(
     out = tmp_path / "fs2"
     path = load_fixture("lra_image").checkpoint_path()
     drop = ["--allow-drop", "classifier.*", "--allow-drop", "sentence_*"]
-    assert main(["convert", "--from", "fairseq-mega", str(path), "--to", "fairseq2", str(out), "--trust-checkpoint", *drop]) == 1
+    assert main(["convert", "--from", "fairseq-mega", str(path), "--to", "fairseq2", str(out), *drop]) == 1
     err = capsys.readouterr().err
     assert "MegaModel" in err and "allowed here: --to hf" in err
     assert not out.exists()

@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def _convert(name: str, out: Path, *, variant: str = "fp32") -> Path:
     path = load_fixture(name).checkpoint_path(variant=variant)
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        code = main(["convert", "--from", "fairseq-mega", str(path), "--to", "fairseq2", str(out), "--trust-checkpoint"])
+        code = main(["convert", "--from", "fairseq-mega", str(path), "--to", "fairseq2", str(out)])
     assert code == 0
     return out
 

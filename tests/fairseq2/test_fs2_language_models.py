@@ -134,7 +134,7 @@ def test_load_model_finds_a_converted_original_wt103(tmp_path: Path) -> None:
     fixture = load_fixture("lm_wt103")
     out = tmp_path / "wt103_card"
     argv = ["convert", "--from", "fairseq-mega", str(fixture.checkpoint_path()), "--to", "fairseq2", str(out),
-            "--name", "wt103_card_test", "--trust-checkpoint"]
+            "--name", "wt103_card_test"]
     assert main(argv) == 0
     reference = fixture.reference()
     torch.save(reference["input.tokens"], tmp_path / "tokens.pt")
