@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Final
+from functools import partial
+from typing import Any, Callable, Final
 
+import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import MegaCoreConfig
 from .cross_attention import EncoderMemory, GatedCrossAttention
@@ -54,6 +57,13 @@ if BlockResult not in pytree.SUPPORTED_NODES:
 class MegaBlock(nn.Module):
     """``mega_layer``, then ``cross_attn`` (when ``add_cross_attention``), then ``nffn``."""
 
+    # Activation checkpointing, block by block: in training with gradients, the block's activations
+    # are recomputed in the backward instead of kept. The two names are the ones transformers'
+    # gradient_checkpointing_enable sets on every module that has them (its kwargs, e.g.
+    # use_reentrant, arrive inside the function), so the HF adapter adds nothing.
+    gradient_checkpointing: bool = False
+    _gradient_checkpointing_func: Callable[..., Any] = partial(checkpoint, use_reentrant=False)
+
     def __init__(self, config: MegaCoreConfig) -> None:
         super().__init__()
         if config.add_cross_attention and not config.is_decoder:
@@ -80,6 +90,36 @@ class MegaBlock(nn.Module):
     ) -> BlockResult:
         """``hidden`` (B, L, D) at absolute positions ``position ..``; ``encoder_hidden`` (B, S, D)
         with ``encoder_mask`` (B, S) bool (True = real token) feeds the cross-attention."""
+        options = dict(key_mask=key_mask, causal=causal, state=state, need_weights=need_weights,
+                       encoder_mask=encoder_mask, position=position)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and not update_state:
+            # The function sees tensors only (a reentrant checkpoint tracks tensor inputs and
+            # outputs): the inputs that may need gradients positionally, the rest bound.
+            hidden, weights, cross_weights = self._gradient_checkpointing_func(
+                partial(self._run_as_tensors, **options), hidden, encoder_hidden
+            )
+            return BlockResult(hidden=hidden, weights=weights, cross_weights=cross_weights, state=None)
+        return self._run(hidden, update_state=update_state, encoder_hidden=encoder_hidden, **options)
+
+    def _run_as_tensors(
+        self, hidden: Tensor, encoder_hidden: Tensor | None, **options: Any
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        result = self._run(hidden, update_state=False, encoder_hidden=encoder_hidden, **options)
+        return result.hidden, result.weights, result.cross_weights
+
+    def _run(
+        self,
+        hidden: Tensor,
+        *,
+        key_mask: Tensor | None,
+        causal: bool,
+        state: LayerState | None,
+        update_state: bool,
+        need_weights: bool,
+        encoder_hidden: Tensor | None,
+        encoder_mask: Tensor | None,
+        position: int,
+    ) -> BlockResult:
         result = self.mega_layer(
             hidden,
             key_mask=key_mask,

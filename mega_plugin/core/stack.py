@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .block import ENCODER_STATES_NEEDED, NO_CROSS_ATTENTION, MegaBlock
 from .config import MegaCoreConfig
@@ -46,7 +45,14 @@ class MegaLayerStack(nn.ModuleList):
         self.can_stream = not config.bidirectional
         self.has_cross_attention = config.add_cross_attention
         self.hidden_size = config.hidden_size
-        self.gradient_checkpointing = False
+
+    def set_checkpointing(self, enable: bool = True, *, function: Callable[..., Any] | None = None) -> None:
+        """Checkpoint every block in training (:class:`MegaBlock`), with ``function`` (default:
+        ``torch.utils.checkpoint.checkpoint``, non-reentrant)."""
+        for block in self:
+            block.gradient_checkpointing = enable
+            if function is not None:
+                block._gradient_checkpointing_func = function
 
     def forward(
         self,
@@ -92,10 +98,7 @@ class MegaLayerStack(nn.ModuleList):
                 encoder_mask=encoder_mask,
                 position=position,
             )
-            if self.gradient_checkpointing and self.training and not use_cache and torch.is_grad_enabled():
-                result = checkpoint(layer, hidden, use_reentrant=False, **kwargs)
-            else:
-                result = layer(hidden, **kwargs)
+            result = layer(hidden, **kwargs)
             hidden = result.hidden
             if all_hidden is not None:
                 all_hidden.append(hidden)

@@ -269,31 +269,50 @@ def test_left_padding_equals_unpadded_run(activation: str, chunk: int | None, bi
 # --- (e) gradient checkpointing ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("cross_attention", [False, True], ids=["self", "cross"])
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
 @pytest.mark.parametrize("chunk", [CHUNK, None], ids=["chunk4", "nochunk"])
-def test_gradient_checkpointing_same_gradients(chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = make_model("softmax", chunk).train()
+def test_gradient_checkpointing_same_gradients(chunk: int | None, reentrant: bool, cross_attention: bool) -> None:
+    torch.manual_seed(0)
+    config = tiny_config(
+        use_chunking=chunk is not None, chunk_size=chunk or -1, is_decoder=cross_attention,
+        bidirectional=not cross_attention, add_cross_attention=cross_attention,
+    )
+    model = MegaBackbone(config).train()
     ids = token_ids(2, 10)
     mask = torch.ones(2, 10, dtype=torch.long)
     mask[1, 8:] = 0
-    weights = torch.randn(2, 10, 16)
+    weights = torch.randn(2, 10, config.hidden_size)
+    encoder = torch.randn(2, 5, config.hidden_size, requires_grad=True) if cross_attention else None
 
     def gradients() -> dict[str, Tensor]:
         model.zero_grad()
-        (model(ids, attention_mask=mask).hidden * weights).sum().backward()
-        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        if encoder is not None:
+            encoder.grad = None
+        extra = {} if encoder is None else {"encoder_hidden": encoder}
+        (model(ids, attention_mask=mask, **extra).hidden * weights).sum().backward()
+        found = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        if encoder is not None:
+            found["encoder_hidden_states"] = encoder.grad.clone()  # reaches the encoder in both modes
+        return found
 
     plain = gradients()
-    calls = []
-    real_checkpoint = stack_module.checkpoint
+    runs: list[bool] = []
 
-    def counting_checkpoint(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real_checkpoint(*args, **kwargs)
+    def counting_checkpoint(run_block: Any, *inputs: Any) -> Any:
+        def recorded(*args: Any) -> Any:
+            runs.append(torch.is_grad_enabled())
+            return run_block(*args)
 
-    monkeypatch.setattr(stack_module, "checkpoint", counting_checkpoint)
-    model.layers.gradient_checkpointing = True
+        return torch.utils.checkpoint.checkpoint(recorded, *inputs, use_reentrant=reentrant)
+
+    model.layers.set_checkpointing(function=counting_checkpoint)
     checkpointed = gradients()
-    assert len(calls) == 2  # one per layer
+    assert len(runs) == 2 * len(model.layers), runs  # each block in the forward and again in the backward
     assert plain.keys() == checkpointed.keys() and len(plain) > 10
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+    model.layers.set_checkpointing(False)
+    runs.clear()
+    gradients()
+    assert not runs

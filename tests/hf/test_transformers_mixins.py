@@ -75,25 +75,9 @@ CANNOT_APPLY: Mapping[str, str] = {
     "test_headmasking": ONE_HEAD,
 }
 
-NO_CHECKPOINTING_LAYER = (
-    "fixed by the 'robust' helper (gradient checkpointing kwargs): transformers 5.x checkpoints through "
-    "GradientCheckpointingLayer modules, and the core stack still checkpoints its layers itself"
-)
-
-TRANSFORMERS_5 = int(transformers_sdist.installed_version().split(".")[0]) >= 5
-
-# test name -> "fixed by <helper>": strict xfails, removed when that helper's change lands.
-# (4.57's checkpointing tests pass: it calls _set_gradient_checkpointing, which the stack honours.)
-FIXED_BY_OTHER_HELPER: Mapping[str, str] = {
-    name: NO_CHECKPOINTING_LAYER
-    for name in (
-        "test_gradient_checkpointing_enable_disable",
-        "test_training_gradient_checkpointing",
-        "test_training_gradient_checkpointing_use_reentrant_false",
-        "test_training_gradient_checkpointing_use_reentrant_true",
-    )
-    if TRANSFORMERS_5
-}
+# test name -> "fixed by <change>": strict xfails for defects another change fixes, removed when it
+# lands (a strict xfail fails as soon as the test passes). Empty: every known defect is fixed.
+FIXED_BY_OTHER_HELPER: Mapping[str, str] = {}
 
 
 def apply_tables(test_class: type) -> type:

@@ -35,20 +35,41 @@ def _gradients(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[s
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize(
+    "kwargs", [None, {"use_reentrant": False}, {"use_reentrant": True}], ids=["default", "non-reentrant", "reentrant"]
+)
 @pytest.mark.parametrize("model_class, extra", [(MegaForMaskedLM, {}), (MegaForCausalLM, CAUSAL)], ids=["mlm", "causal"])
-def test_gradient_checkpointing_gives_the_same_gradients(model_class: type, extra: dict[str, Any]) -> None:
+def test_gradient_checkpointing_gives_the_same_gradients(
+    model_class: type, extra: dict[str, Any], kwargs: dict[str, bool] | None
+) -> None:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
     # Dropout on: checkpointing must replay the same dropout masks (RNG state is restored).
     model = model_class(MegaConfig(**{**TINY, **extra, "use_chunking": True, "chunk_size": 4})).train()
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert len(blocks) == TINY["num_hidden_layers"]
     batch = _batch()
     torch.manual_seed(7)
     plain = _gradients(model, batch)
-    model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     assert model.is_gradient_checkpointing
+    calls: list[str] = []
+    for index, block in enumerate(blocks):
+        function = block._gradient_checkpointing_func
+        if kwargs is not None:  # transformers' kwargs reach torch.utils.checkpoint
+            assert function.keywords["use_reentrant"] is kwargs["use_reentrant"]
+        block._gradient_checkpointing_func = lambda *args, _f=function, _i=index: calls.append(_i) or _f(*args)
     torch.manual_seed(7)
     checkpointed = _gradients(model, batch)
+    assert calls == list(range(len(blocks)))  # every block went through the checkpoint function once
     assert plain.keys() == checkpointed.keys()
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    model.gradient_checkpointing_disable()
+    assert not model.is_gradient_checkpointing
+    calls.clear()
+    _gradients(model, batch)
+    assert not calls
 
 
 class _TinyDataset(torch.utils.data.Dataset):
@@ -113,3 +134,11 @@ def test_seeded_runs_are_identical() -> None:
     assert torch.equal(logits_a, logits_b)
     losses_c, _ = _train_once(12)
     assert losses_c != losses_a  # the seed matters: the comparison above is not vacuous
+
+
+def test_every_n_layers_checkpoints_every_nth_block() -> None:
+    model = MegaForCausalLM(MegaConfig(**{**TINY, **CAUSAL, "num_hidden_layers": 4}))
+    if not hasattr(model, "activation_checkpointing_enable"):
+        pytest.skip("every_n_layers arrived with transformers 5's activation_checkpointing_enable")
+    model.activation_checkpointing_enable(every_n_layers=2)
+    assert [block.gradient_checkpointing for block in model.mega.layers] == [True, False, True, False]

@@ -25,6 +25,7 @@ from ...core.stack import MegaLayerStack
 from ...core.tracing import capturing_graph
 from .attention_implementation import apply_attention_implementation
 from .cache import MegaCache
+from .checkpointing import as_checkpointing_layers
 from .configuration_mega import MegaConfig
 from .loading import (
     check_config,
@@ -86,6 +87,7 @@ class MegaPreTrainedModel(PreTrainedModel):
     def post_init(self) -> None:
         super().post_init()
         self._apply_attention_implementation()
+        as_checkpointing_layers(self)  # transformers' GradientCheckpointingLayer, same keys
         # the backends (mega_plugin.backends) swap in their fast modules once, at build
         accelerate(self)
 
@@ -151,19 +153,6 @@ class MegaPreTrainedModel(PreTrainedModel):
             output_class, hidden_states=encoded.hidden_states, attentions=encoded.attentions, **fields
         )
         return finish(output, return_dict)
-
-    def _set_gradient_checkpointing(
-        self, enable: bool = True, gradient_checkpointing_func: Any = None, every_n_layers: int = 1, **kwargs: Any
-    ) -> None:
-        # The core stack checkpoints its layers itself (non-reentrant, keyword arguments).
-        # transformers 5.x passes every_n_layers; the stack checkpoints all layers or none.
-        if enable and every_n_layers != 1:
-            raise ValueError(f"every_n_layers={every_n_layers!r} is not supported: MEGA checkpoints every layer (use 1)")
-        if kwargs:
-            raise TypeError(f"gradient checkpointing got unsupported options: {', '.join(sorted(kwargs))}")
-        for module in self.modules():
-            if isinstance(module, MegaLayerStack):
-                module.gradient_checkpointing = enable
 
 
 def loaded_from_checkpoint(module: nn.Module) -> bool:
