@@ -14,7 +14,7 @@ the core's own gate and output functions, so it returns what the core returns, i
 
 It serves a call only when that holds: no gradient recorded, no dropout active, an untruncated
 EMA with a state to continue (the first call, the prompt, goes through the core), no attention
-weights asked for, not while a graph is captured, and the ``auto`` kernels (a kernel named in
+weights asked for, not while a graph is captured, not with offloaded weights, and the ``auto`` kernels (a kernel named in
 the config is the caller's choice: it runs through the core).
 """
 
@@ -33,6 +33,7 @@ from ...core.ops.attention.reference import reference_attention
 from ...core.state import LayerState, merge_key_masks
 from ...core.tracing import capturing_graph
 from .growing_keys import append_position
+from .plan import weights_elsewhere
 
 
 def serves_step(
@@ -59,6 +60,7 @@ def serves_step(
         and ema.kernel_name == "auto"
         and (not layer.training or max(dropouts, default=0.0) == 0.0)
         and not capturing_graph()  # compile, export, jit, fx: the core's forward
+        and not weights_elsewhere(layer)  # offloaded: the core's module calls bring the weights in
         and not records_grad(itertools.chain((x, state.ema), layer.parameters()))
     )
 

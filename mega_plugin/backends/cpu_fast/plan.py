@@ -8,17 +8,27 @@ are a CPU schedule: other devices, and compilers, get the core's whole-tensor pa
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...core.tracing import capturing_graph
 
 
 class BlockableLayer(Protocol):
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
     training: bool
     norm: torch.nn.Module
+
+
+def weights_elsewhere(module: nn.Module) -> bool:
+    """Whether some weight of ``module`` is not in memory: accelerate's offloading (``cpu_offload``,
+    ``disk_offload``, a ``device_map`` with "cpu"/"disk") keeps it on the meta device and hooks
+    each submodule's call to bring its own weights in. The fast paths read the weights of
+    several submodules in one place, past those hooks, so they step aside."""
+    return any(parameter.is_meta for parameter in module.parameters())
 
 
 def runs_in_blocks(layer: BlockableLayer, x: Tensor, *, dropouts: tuple[float, ...]) -> bool:
@@ -27,6 +37,8 @@ def runs_in_blocks(layer: BlockableLayer, x: Tensor, *, dropouts: tuple[float, .
         return False  # an empty batch or length: nothing to block
     if capturing_graph():
         return False  # compilers and exporters see the core's whole-tensor ops
+    if weights_elsewhere(layer):
+        return False  # offloaded: only the core's module calls bring the weights in
     signature = (x.device.type, layer.training, dropouts)
     plans: dict[tuple[object, ...], bool] | None = layer.__dict__.get("_row_block_plans")
     if plans is None:
