@@ -156,8 +156,14 @@ def test_crop_to_an_unrecorded_position_names_the_recorded_ones() -> None:
             crop_to(cache, 2)
         cache.activate_past_recording()
         cache = cache_of(model(tokens[:, 4:9], use_cache=True, **{CACHE_KEYWORD: cache}))
-    with pytest.raises(ValueError, match=r"from 9 to 6 tokens.*recorded: 4"):
-        crop_to(cache, 6)
+    # a call on a recording cache runs token by token, so any position inside it can be returned to
+    crop_to(cache, 6)
+    assert cache.get_seq_length() == 6
+    with torch.no_grad():
+        continued = model(tokens[:, 6:9], use_cache=True, **{CACHE_KEYWORD: cache}).logits
+        torch.testing.assert_close(continued, model(tokens).logits[:, 6:9], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"from 9 to 3 tokens.*recorded: 4"):
+        crop_to(cache, 3)  # before recording began
     assert cache.get_seq_length() == 9  # a refused crop changes nothing
     if not CROP_TAKES_A_LENGTH:
         with pytest.raises(ValueError, match="negative integer"):

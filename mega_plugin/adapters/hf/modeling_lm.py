@@ -92,6 +92,18 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False
 
+    def _prepare_cache_for_generation(self, generation_config: Any, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """transformers' preparation, then (5.x) an empty :class:`MegaCache` where it made none: its
+        assisted decoding needs the cache before the first forward, to record the states it may
+        roll back to (an assistant's own cache records from the start, as 5.x does for its caches)."""
+        prepared = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        if CACHE_KEYWORD == "cache" and generation_config.use_cache and model_kwargs.get("cache") is None:
+            cache = MegaCache()
+            if getattr(generation_config, "is_assistant", False):
+                cache.activate_past_recording(recurrent_states_to_keep=generation_config.num_assistant_tokens)
+            model_kwargs["cache"] = cache
+        return prepared
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 

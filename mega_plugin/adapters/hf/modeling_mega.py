@@ -6,6 +6,7 @@ All MEGA math lives in :mod:`mega_plugin.core`; this module translates HF conven
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ...core.tracing import capturing_graph
 from .attention_implementation import apply_attention_implementation
 from .cache import MegaCache
 from .checkpointing import as_checkpointing_layers
+from .recorded_calls import recorded_pieces, run_in_pieces
 from .configuration_mega import MegaConfig
 from .loading import (
     check_config,
@@ -337,24 +339,43 @@ class MegaModel(MegaPreTrainedModel):
             )
         else:
             check_position_ids(position_ids, attention_mask)
-            result = run_backbone(
-                self.embedding_layer,
-                self.layers,
-                input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                inputs_embeds=inputs_embeds,
-                input_values=input_values,
-                state=state,
-                use_cache=mega_cache is not None,
-                output_hidden_states=output_hidden_states,
-                output_attentions=output_attentions,
-                encoder_hidden=encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask,
-                final_norm=self.final_norm,
-            )
-        if mega_cache is not None:
-            mega_cache.state = result.state
+            length = next(t for t in (input_ids, inputs_embeds, input_values) if t is not None).shape[1]
+            pieces = [(0, length)] if output_attentions else recorded_pieces(mega_cache, length)
+            if len(pieces) > 1:
+                assert mega_cache is not None
+                result = run_in_pieces(
+                    partial(run_backbone, self.embedding_layer, self.layers),
+                    mega_cache,
+                    pieces,
+                    per_position=dict(
+                        input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds,
+                        input_values=input_values,
+                    ),
+                    attention_mask=attention_mask,
+                    output_hidden_states=output_hidden_states,
+                    encoder_hidden=encoder_hidden_states,
+                    encoder_attention_mask=encoder_attention_mask,
+                    final_norm=self.final_norm,
+                )
+            else:
+                result = run_backbone(
+                    self.embedding_layer,
+                    self.layers,
+                    input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                    inputs_embeds=inputs_embeds,
+                    input_values=input_values,
+                    state=state,
+                    use_cache=mega_cache is not None,
+                    output_hidden_states=output_hidden_states,
+                    output_attentions=output_attentions,
+                    encoder_hidden=encoder_hidden_states,
+                    encoder_attention_mask=encoder_attention_mask,
+                    final_norm=self.final_norm,
+                )
+                if mega_cache is not None:
+                    mega_cache.state = result.state
         pooled = self.pooler(result.hidden) if self.pooler is not None else None
         output = make_output(
             BaseModelOutputWithPoolingAndCrossAttentions,
