@@ -1,7 +1,7 @@
 """``position_ids``: counting positions are accepted (MEGA has no absolute positions, so they
 change nothing); positions that restart at 0 inside a row mark a packed (padding-free) batch,
 whose documents run each on its own (core/packing.py, shared with the fairseq2 adapter's packed
-layouts); 4-D masks are refused (4.57 and 5.x)."""
+layouts) and block-diagonal 4-D masks run as such documents; other 4-D masks are refused (4.57 and 5.x)."""
 
 from __future__ import annotations
 
@@ -104,8 +104,59 @@ def test_positions_that_jump_are_refused() -> None:
         model(ids(batch=1, length=4), position_ids=torch.tensor([[0, 1, 5, 6]]))
 
 
-def test_a_4d_attention_mask_is_refused_naming_the_shapes() -> None:
-    model = MegaModel(MegaConfig(**TINY)).eval()
-    inputs = ids()
-    with pytest.raises(ValueError, match="attention_mask has shape \\(2, 1, 6, 6\\)"):
-        model(inputs, attention_mask=torch.ones(2, 1, 6, 6))
+def block_diagonal(lengths: list[list[int]], *, causal: bool) -> torch.Tensor:
+    """(B, 1, L, L) bool: each document sees itself only (causally for a decoder)."""
+    rows = []
+    for row in lengths:
+        document = torch.cat([torch.full((n,), i) for i, n in enumerate(row)])
+        allowed = document[:, None] == document[None, :]
+        if causal:
+            allowed &= torch.ones_like(allowed).tril()
+        rows.append(allowed)
+    return torch.stack(rows)[:, None]
+
+
+@pytest.mark.parametrize("form", ["bool", "additive", "binary-float"])
+@pytest.mark.parametrize("case", sorted(PACKED_CASES))
+def test_a_block_diagonal_4d_mask_equals_each_document_alone(case: str, form: str) -> None:
+    torch.manual_seed(0)
+    config = MegaConfig(**TINY, **PACKED_CASES[case])
+    model = (MegaForCausalLM if config.is_decoder else MegaModel)(config).eval()
+    inputs = ids(batch=2, length=7)
+    lengths = [[3, 2, 2], [4, 3]]
+    allowed = block_diagonal(lengths, causal=config.is_decoder)
+    mask = {
+        "bool": allowed,
+        "additive": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min),
+        "binary-float": allowed.float(),
+    }[form]
+    with torch.no_grad():
+        packed = model(inputs, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        for row, row_lengths in enumerate(lengths):
+            start = 0
+            for n in row_lengths:
+                alone = model(inputs[row : row + 1, start : start + n], output_hidden_states=True).hidden_states[-1]
+                torch.testing.assert_close(packed[row, start : start + n], alone[0], atol=1e-5, rtol=0)
+                start += n
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("shape", "must have shape \\(batch, 1, 6, 6\\)"),
+        ("sliding-window", "must be block-diagonal"),
+        ("padding", "must be block-diagonal"),
+        ("not-causal", "must be block-diagonal"),
+    ],
+)
+def test_other_4d_masks_are_refused_by_name(bad: str, message: str) -> None:
+    model = MegaForCausalLM(MegaConfig(**TINY, is_decoder=True, bidirectional=False)).eval()
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    mask = {
+        "shape": torch.ones(2, 1, 1, 6, dtype=torch.bool),
+        "sliding-window": (causal & ~torch.ones(6, 6, dtype=torch.bool).tril(-3)).expand(2, 1, 6, 6),
+        "padding": (causal & torch.tensor([True] * 5 + [False])).expand(2, 1, 6, 6),
+        "not-causal": torch.ones(2, 1, 6, 6, dtype=torch.bool),
+    }[bad]
+    with pytest.raises(ValueError, match=message):
+        model(ids(), attention_mask=mask)

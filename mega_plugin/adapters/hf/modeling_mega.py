@@ -27,6 +27,7 @@ from ...core.tracing import capturing_graph
 from .attention_implementation import apply_attention_implementation
 from .cache import MegaCache
 from .checkpointing import as_checkpointing_layers
+from .masks_4d import documents_from_4d_mask
 from .recorded_calls import recorded_pieces, run_in_pieces
 from .configuration_mega import MegaConfig
 from .loading import (
@@ -318,6 +319,12 @@ class MegaModel(MegaPreTrainedModel):
         state = mega_cache.state if mega_cache is not None else None
 
         position_ids = kwargs.get("position_ids")
+        if attention_mask is not None and attention_mask.dim() == 4:
+            if mega_cache is not None and mega_cache.get_seq_length() > 0:
+                raise ValueError("a 4-D attention_mask cannot continue a cache: pass the (batch, length) padding mask")
+            length = next(t for t in (input_ids, inputs_embeds, input_values) if t is not None).shape[1]
+            position_ids = documents_from_4d_mask(attention_mask, length=length, causal=self.layers.causal)
+            attention_mask = None  # the documents are all it said
         if position_ids is not None and not capturing_graph() and is_packed(position_ids, attention_mask):
             check_packed_call(
                 attention_mask=attention_mask,
