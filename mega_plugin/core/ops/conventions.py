@@ -31,7 +31,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 if TYPE_CHECKING:
-    from .registry import KernelSpec
+    from .kernel_spec import KernelSpec
 
 SIGNATURES: Final[dict[str, tuple[str, ...]]] = {
     "ema": ("x", "coefficients", "initial_state", "options"),
