@@ -9,13 +9,17 @@ without args is returned as a note so the converter can log it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from torch import Tensor
 
 from ...core.config import MegaCoreConfig
 from ...registry.records import ConversionError
+
+logger = logging.getLogger("mega_plugin.registry.convert")
 
 
 def arg(args: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -155,3 +159,21 @@ def infer_architecture(
     )
     scale = causal and not bool(arg(args, "no_scale_embedding", default=False))
     return Architecture(core=core, original_bias_positions=original_positions, scale_embeddings=scale, notes=notes)
+
+
+@contextlib.contextmanager
+def architecture_errors() -> Iterator[None]:
+    """Around building a core config from a checkpoint: a ``ValueError`` from the config's own
+    checks becomes one :class:`ConversionError`; a ``ConversionError`` passes as it is."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except ValueError as error:
+        raise ConversionError(f"the checkpoint's architecture is not a valid MEGA config: {error}") from error
+
+
+def log_notes(architecture: Architecture) -> None:
+    """What the architecture inferred or assumed, as warnings."""
+    for note in architecture.notes:
+        logger.warning("fairseq-mega: %s", note)

@@ -25,7 +25,7 @@ from torch import Tensor
 from ...core.config import MegaCoreConfig
 from ...formats.hf import ARCHITECTURE_BASE, ARCHITECTURE_CAUSAL_LM, HF_PREFIX, HF_WORD_EMBEDDINGS, hf_config_dict
 from ...registry.records import ConversionError
-from .config import arg, infer_architecture
+from .config import arg, architecture_errors, infer_architecture, log_notes
 from .lra import convert_lra, is_lra_checkpoint
 from .language_model import LanguageModelParts, language_model_parts
 from .seq2seq import convert_seq2seq, is_seq2seq_checkpoint
@@ -119,17 +119,12 @@ def convert_fairseq_mega(
     if embedding is None and parts.vocab_size is None:
         raise ConversionError(f"no token embedding found (expected {prefix}{EMBEDDING_KEYS[0]})")
     vocab_size = parts.vocab_size if embedding is None else embedding.shape[0]
-    try:
+    with architecture_errors():
         arch = infer_architecture(
             state_dict, prefix=prefix, num_layers=num_layers, causal=causal, args=args, vocab_size=vocab_size
         )
         core = dataclasses.replace(arch.core, **parts.fields)
-    except ConversionError:
-        raise
-    except ValueError as error:
-        raise ConversionError(f"the checkpoint's architecture is not a valid MEGA config: {error}") from error
-    for note in arch.notes:
-        logger.warning("fairseq-mega: %s", note)
+    log_notes(arch)
     _resize_simple_bias(mapped, core.max_positions, arch.original_bias_positions)
     if embedding is None or core.adaptive_softmax_cutoffs is not None:  # adaptive input and/or softmax
         return _adaptive_config(core, mapped, embedding, arch.scale_embeddings), mapped

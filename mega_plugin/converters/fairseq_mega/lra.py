@@ -32,7 +32,7 @@ from torch import Tensor
 from ...core.config_lra import CLASSIFIER_ACTIVATIONS
 from ...formats.hf import HF_PREFIX, hf_config_dict
 from ...registry.records import ConversionError
-from .config import arg, infer_architecture
+from .config import arg, architecture_errors, infer_architecture, log_notes
 from .keys import IGNORED, LAYER_KEY, map_layer_key, model_prefix
 
 logger = logging.getLogger("mega_plugin.registry.convert")
@@ -159,7 +159,7 @@ def convert_lra(
     if real_numbers and set(parts.real_numbers) != {"weight", "bias"}:
         raise ConversionError("the real-number embedding needs both encoder.encoder.embed_tokens.weight and .bias")
     vocab = 1 if real_numbers else parts.token_table.shape[0]
-    try:
+    with architecture_errors():
         arch = infer_architecture(state_dict, prefix=prefix, num_layers=num_layers, causal=False, args=args, vocab_size=vocab)
         core = arch.core
         head = _head_options(parts, args, core.hidden_size)
@@ -181,12 +181,7 @@ def convert_lra(
                 "builds one after pre-norm layers (drop it explicitly with --allow-drop to convert without it)"
             )
         core = dataclasses.replace(core, **lra_fields)
-    except ConversionError:
-        raise
-    except ValueError as error:
-        raise ConversionError(f"the checkpoint's architecture is not a valid MEGA config: {error}") from error
-    for note in arch.notes:
-        logger.warning("fairseq-mega: %s", note)
+    log_notes(arch)
     from .convert import _resize_simple_bias  # the one place that re-sizes the simple bias tables
 
     mapped = parts.mapped
