@@ -319,10 +319,11 @@ class MegaModel(MegaPreTrainedModel):
         state = mega_cache.state if mega_cache is not None else None
 
         position_ids = kwargs.get("position_ids")
+        inputs = dict(input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds, input_values=input_values)
+        length = next(t for t in (input_ids, inputs_embeds, input_values) if t is not None).shape[1]
         if attention_mask is not None and attention_mask.dim() == 4:
             if mega_cache is not None and mega_cache.get_seq_length() > 0:
                 raise ValueError("a 4-D attention_mask cannot continue a cache: pass the (batch, length) padding mask")
-            length = next(t for t in (input_ids, inputs_embeds, input_values) if t is not None).shape[1]
             position_ids = documents_from_4d_mask(attention_mask, length=length, causal=self.layers.causal)
             attention_mask = None  # the documents are all it said
         if position_ids is not None and not capturing_graph() and is_packed(position_ids, attention_mask):
@@ -336,50 +337,33 @@ class MegaModel(MegaPreTrainedModel):
             result = run_packed(
                 self.embedding_layer,
                 self.layers,
-                input_ids,
-                position_ids,
-                token_type_ids=token_type_ids,
-                inputs_embeds=inputs_embeds,
-                input_values=input_values,
+                position_ids=position_ids,
                 output_hidden_states=output_hidden_states,
                 final_norm=self.final_norm,
+                **inputs,
             )
         else:
             check_position_ids(position_ids, attention_mask)
-            length = next(t for t in (input_ids, inputs_embeds, input_values) if t is not None).shape[1]
+            run = partial(
+                run_backbone,
+                self.embedding_layer,
+                self.layers,
+                output_hidden_states=output_hidden_states,
+                encoder_hidden=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                final_norm=self.final_norm,
+            )
             pieces = [(0, length)] if output_attentions else recorded_pieces(mega_cache, length)
             if len(pieces) > 1:
                 assert mega_cache is not None
-                result = run_in_pieces(
-                    partial(run_backbone, self.embedding_layer, self.layers),
-                    mega_cache,
-                    pieces,
-                    per_position=dict(
-                        input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds,
-                        input_values=input_values,
-                    ),
-                    attention_mask=attention_mask,
-                    output_hidden_states=output_hidden_states,
-                    encoder_hidden=encoder_hidden_states,
-                    encoder_attention_mask=encoder_attention_mask,
-                    final_norm=self.final_norm,
-                )
+                result = run_in_pieces(run, mega_cache, pieces, per_position=inputs, attention_mask=attention_mask)
             else:
-                result = run_backbone(
-                    self.embedding_layer,
-                    self.layers,
-                    input_ids,
+                result = run(
+                    **inputs,
                     attention_mask=attention_mask,
-                    token_type_ids=token_type_ids,
-                    inputs_embeds=inputs_embeds,
-                    input_values=input_values,
                     state=state,
                     use_cache=mega_cache is not None,
-                    output_hidden_states=output_hidden_states,
                     output_attentions=output_attentions,
-                    encoder_hidden=encoder_hidden_states,
-                    encoder_attention_mask=encoder_attention_mask,
-                    final_norm=self.final_norm,
                 )
                 if mega_cache is not None:
                     mega_cache.state = result.state

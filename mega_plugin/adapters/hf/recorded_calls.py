@@ -16,7 +16,7 @@ core), only the positions are computed in pieces.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Final
+from typing import Callable, Final
 
 import torch
 from torch import Tensor
@@ -48,9 +48,9 @@ def run_in_pieces(
     *,
     per_position: dict[str, Tensor | None],
     attention_mask: Tensor | None,
-    **fixed: Any,
 ) -> StackOutput:
-    """``run`` (``run_backbone``'s keywords) over each piece, the cache's state stored after each.
+    """``run`` (``run_backbone`` with its other keywords bound) over each piece, the cache's state
+    stored after each.
 
     ``per_position`` are (B, L, ...) inputs cut per piece; ``attention_mask`` (B, consumed + L)
     spans the whole sequence and is cut to each piece's end.
@@ -61,7 +61,7 @@ def run_in_pieces(
     for start, end in pieces:
         inputs = {name: None if value is None else value[:, start:end] for name, value in per_position.items()}
         mask = None if attention_mask is None else attention_mask[:, : consumed + end]
-        result = run(**inputs, attention_mask=mask, state=cache.state, use_cache=True, **fixed)
+        result = run(**inputs, attention_mask=mask, state=cache.state, use_cache=True)
         cache.state = result.state
         outputs.append(result)
     hidden_states = None
