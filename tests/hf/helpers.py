@@ -463,3 +463,30 @@ def describe_grid(cases: Iterable[Case]) -> dict[str, dict[Any, int]]:
             counts.setdefault(name, {}).setdefault(value, 0)
             counts[name][value] += 1
     return counts
+
+
+CAUSAL_VOCAB = 40
+"""Vocabulary of :func:`tiny_causal_config` (generation and cache tests)."""
+
+
+def tiny_causal_config(**overrides: object) -> Any:
+    """A tiny causal-LM MegaConfig (hidden 16, 2 layers, vocabulary 40, no EOS) with ``overrides``."""
+    from mega_plugin.adapters.hf import MegaConfig
+
+    values: dict[str, object] = dict(
+        vocab_size=CAUSAL_VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        intermediate_size=24,
+        ema_projection_size=4,
+        shared_representation_size=8,
+        nffn_hidden_size=20,
+        max_positions=64,
+        is_decoder=True,
+        bidirectional=False,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=None,
+    )
+    values.update(overrides)
+    return MegaConfig(**values)

@@ -17,39 +17,22 @@ import torch.utils._pytree as pytree  # noqa: E402
 from transformers.cache_utils import Cache, CacheLayerMixin  # noqa: E402
 
 import mega_plugin  # noqa: E402,F401  (registers the Auto classes)
-from mega_plugin.adapters.hf import MegaCache, MegaConfig, MegaForCausalLM  # noqa: E402
+from mega_plugin.adapters.hf import MegaCache, MegaForCausalLM  # noqa: E402
 from mega_plugin.adapters.hf.cache import CROP_TAKES_A_LENGTH, MegaCacheLayer  # noqa: E402
 from mega_plugin.adapters.hf.modeling_lm import CACHE_KEYWORD  # noqa: E402
+from mega_hf_helpers import CAUSAL_VOCAB, tiny_causal_config  # noqa: E402
 from mega_plugin.core.state import LAYER_STATE_FIELDS  # noqa: E402
 
 CHUNK = 4
-VOCAB = 40
+VOCAB = CAUSAL_VOCAB
 TOLERANCE = 1e-4
 
 
-def tiny_config(**overrides: object) -> MegaConfig:
-    values: dict[str, object] = dict(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        intermediate_size=24,
-        ema_projection_size=4,
-        shared_representation_size=8,
-        nffn_hidden_size=20,
-        max_positions=64,
-        is_decoder=True,
-        bidirectional=False,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=None,
-    )
-    values.update(overrides)
-    return MegaConfig(**values)
 
 
 def build(**overrides: object) -> MegaForCausalLM:
     torch.manual_seed(0)
-    model = MegaForCausalLM(tiny_config(**overrides)).eval()
+    model = MegaForCausalLM(tiny_causal_config(**overrides)).eval()
     with torch.no_grad():  # move the qk bias off its trivial init
         for layer in model.mega.layers:
             layer.mega_layer.qk_bias.normal_(std=0.3)

@@ -19,29 +19,12 @@ transformers = pytest.importorskip("transformers")
 import mega_plugin  # noqa: E402,F401  (registers the Auto classes)
 from mega_plugin.adapters.hf import MegaCache, MegaConfig, MegaForCausalLM, MegaForMaskedLM  # noqa: E402
 from mega_plugin.adapters.hf.modeling_lm import CACHE_KEYWORD  # noqa: E402
+from mega_hf_helpers import CAUSAL_VOCAB, tiny_causal_config  # noqa: E402
 
 CHUNK = 4
-VOCAB = 40
+VOCAB = CAUSAL_VOCAB
 
 
-def tiny_causal_config(**overrides: object) -> MegaConfig:
-    values: dict[str, object] = dict(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        num_hidden_layers=2,
-        intermediate_size=24,
-        ema_projection_size=4,
-        shared_representation_size=8,
-        nffn_hidden_size=20,
-        max_positions=64,
-        is_decoder=True,
-        bidirectional=False,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=None,
-    )
-    values.update(overrides)
-    return MegaConfig(**values)
 
 
 def build(seed: int = 0, **overrides: object) -> MegaForCausalLM:
