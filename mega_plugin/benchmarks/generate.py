@@ -5,7 +5,9 @@ This is the path a Hugging Face user takes: greedy ``generate()`` with the model
 default. The decode rate excludes the prompt: each case runs ``generate`` for ``new_tokens``
 and for 1 new token on the same prompt, and the difference is the time of ``new_tokens - 1``
 decoding steps. A third row, a one-layer width-64 Llama, measures the ``generate`` loop's own
-cost per token on this machine: no model can beat that floor through ``generate``.
+cost per token on this machine: no model can beat that floor through ``generate``. The last two
+decode the same model natively, outside ``generate``: the backends' ``StaticDecoder`` (fixed
+buffers, a few dozen ops per layer), eager and as one ``torch.compile`` graph.
 
     mega-plugin bench generate --generate-prompts 128 1024 --new-tokens 128
 """
@@ -20,11 +22,14 @@ from typing import Callable, Final
 import torch
 from torch import nn
 
+from ..backends.static_decoding import StaticDecoder
 from .background import busy_processes
 from .common import Progress, benchmark_config, best_time
 from .llama import build_equal_llama, non_embedding_parameters
 
-GENERATORS: Final = ("ours", "llama", "floor")
+GENERATORS: Final = ("ours", "llama", "floor", "static", "static-compiled")
+STATIC: Final = ("static", "static-compiled")
+"""Our model decoded by :class:`~mega_plugin.backends.static_decoding.StaticDecoder` (not ``generate()``)."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,11 @@ class GenerateResult:
     """Bytes of the model's parameters: what one decoding step at batch 1 reads at least once."""
 
 
-def build_generator(implementation: str, *, max_length: int, chunk_size: int = 256, seed: int = 0) -> nn.Module:
-    """A causal LM with ``generate()``: our HF MegaForCausalLM, the equal Llama, or the floor model."""
+def build_generator(
+    implementation: str, *, max_length: int, chunk_size: int = 256, seed: int = 0
+) -> nn.Module | StaticDecoder:
+    """A causal LM with ``generate()`` (our HF MegaForCausalLM, the equal Llama, the floor model),
+    or our model's :class:`StaticDecoder` (``static``, ``static-compiled``)."""
     if implementation not in GENERATORS:
         raise ValueError(f"implementation={implementation!r}; allowed values: {', '.join(GENERATORS)}")
     from ..adapters.hf import MegaConfig, MegaForCausalLM
@@ -50,6 +58,10 @@ def build_generator(implementation: str, *, max_length: int, chunk_size: int = 2
     ours = MegaForCausalLM(MegaConfig.from_core(config, eos_token_id=None, pad_token_id=0)).eval()
     if implementation == "ours":
         return ours
+    if implementation in STATIC:
+        from ..adapters.hf import static_decoder
+
+        return static_decoder(ours, max_length=max_length, compile=implementation == "static-compiled")
     if implementation == "llama":
         mega_parameters = non_embedding_parameters(ours.mega)
         return build_equal_llama(config, mega_parameters=mega_parameters, max_length=max_length, causal_lm=True).eval()
@@ -58,13 +70,15 @@ def build_generator(implementation: str, *, max_length: int, chunk_size: int = 2
     return build_equal_llama(floor, mega_parameters=64 * 64 * 8, max_length=max_length, causal_lm=True).eval()
 
 
-def decode_rate(model: nn.Module, *, prompt: int, batch: int, new_tokens: int, repeats: int) -> float:
+def decode_rate(model: nn.Module | StaticDecoder, *, prompt: int, batch: int, new_tokens: int, repeats: int) -> float:
     """Generated tokens per second over ``new_tokens - 1`` greedy steps (the prompt excluded)."""
     if new_tokens < 2:
         raise ValueError(f"new_tokens={new_tokens}; allowed values: 2 or more")
     ids = torch.randint(3, 1000, (batch, prompt), generator=torch.Generator().manual_seed(prompt))
 
     def generate(count: int) -> Callable[[], object]:
+        if isinstance(model, StaticDecoder):
+            return lambda: model.greedy(ids, max_new_tokens=count)
         options = dict(max_new_tokens=count, min_new_tokens=count, do_sample=False, pad_token_id=0, eos_token_id=None)
         return lambda: model.generate(ids, attention_mask=torch.ones_like(ids), **options)
 
@@ -103,14 +117,16 @@ def run_generate_benchmark(
     return results
 
 
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of ``model``'s distinct parameters (tied tables counted once)."""
+def weight_bytes(model: nn.Module | StaticDecoder) -> int:
+    """Bytes of ``model``'s distinct parameters (tied tables counted once; a decoder: 0, not shown)."""
+    if isinstance(model, StaticDecoder):
+        return 0
     unique = {parameter.data_ptr(): parameter for parameter in model.parameters()}
     return sum(parameter.numel() * parameter.element_size() for parameter in unique.values())
 
 
 def format_generate_table(results: list[GenerateResult], *, bandwidth: float | None = None) -> str:
-    """One row per (prompt, batch): tokens/s of each implementation and ours / Llama.
+    """One row per (prompt, batch): tokens/s of each implementation, ours / Llama and static compiled / Llama.
 
     With ``bandwidth`` (GB/s, :func:`~.machine.measure_read_bandwidth`) a last column gives the
     bound it sets on our rate: batch x bandwidth / our weight bytes (each step reads every
@@ -119,20 +135,29 @@ def format_generate_table(results: list[GenerateResult], *, bandwidth: float | N
     def find(implementation: str, prompt: int, batch: int) -> GenerateResult | None:
         return next((r for r in results if (r.implementation, r.prompt, r.batch) == (implementation, prompt, batch)), None)
 
+    def ratio(numerator: GenerateResult | None, denominator: GenerateResult | None) -> str:
+        rates = (numerator and numerator.tokens_per_second, denominator and denominator.tokens_per_second)
+        return f"{rates[0] / rates[1]:.2f}x" if rates[0] and rates[1] else "-"
+
     def cell(result: GenerateResult | None) -> str:
         if result is None:
             return "-"
         return result.error if result.tokens_per_second is None else f"{result.tokens_per_second:.0f}"
 
-    header = "| prompt | batch | ours tok/s | Llama tok/s | ours / Llama | generate floor tok/s |"
+    header = (
+        "| prompt | batch | ours tok/s | Llama tok/s | ours / Llama | generate floor tok/s "
+        "| static tok/s | static compiled tok/s | static compiled / Llama |"
+    )
     if bandwidth is not None:
         header += f" weight-read bound at {bandwidth:.1f} GB/s, tok/s |"
     lines = [header, "|---" * header.count(" |") + "|"]
     for prompt, batch in dict.fromkeys((r.prompt, r.batch) for r in results):
         ours, llama = find("ours", prompt, batch), find("llama", prompt, batch)
-        rates = (ours and ours.tokens_per_second, llama and llama.tokens_per_second)
-        ratio = f"{rates[0] / rates[1]:.2f}x" if rates[0] and rates[1] else "-"
-        row = f"| {prompt} | {batch} | {cell(ours)} | {cell(llama)} | {ratio} | {cell(find('floor', prompt, batch))} |"
+        compiled = find("static-compiled", prompt, batch)
+        row = (
+            f"| {prompt} | {batch} | {cell(ours)} | {cell(llama)} | {ratio(ours, llama)} | {cell(find('floor', prompt, batch))} "
+            f"| {cell(find('static', prompt, batch))} | {cell(compiled)} | {ratio(compiled, llama)} |"
+        )
         if bandwidth is not None:
             bound = batch * bandwidth * 1e9 / ours.weight_bytes if ours and ours.weight_bytes else None
             row += f" {bound:.0f} |" if bound else " - |"

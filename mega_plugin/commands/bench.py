@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             prompts=tuple(args.generate_prompts),
             batches=tuple(args.generate_batches),
             new_tokens=args.new_tokens,
-            implementations=tuple(g for g in GENERATORS if g == "ours" or not args.no_llama),
+            implementations=tuple(g for g in GENERATORS if g not in ("llama", "floor") or not args.no_llama),
             background_load=args.background_load,
         )
         machine = describe_run(threads=args.threads, background_load=args.background_load)

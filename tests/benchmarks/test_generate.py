@@ -13,10 +13,25 @@ pytestmark = pytest.mark.hf
 
 def test_every_generator_decodes_and_the_table_has_the_ratio() -> None:
     results = run_generate_benchmark(prompts=(8,), new_tokens=3, repeats=1)
-    assert [r.implementation for r in results] == ["ours", "llama", "floor"]
+    assert [r.implementation for r in results] == ["ours", "llama", "floor", "static", "static-compiled"]
     assert all(r.error is None and r.tokens_per_second and r.tokens_per_second > 0 for r in results)
     table = format_generate_table(results)
-    assert table.splitlines()[2].startswith("| 8 | 1 |") and table.splitlines()[2].count("x |") == 1
+    assert table.splitlines()[2].startswith("| 8 | 1 |") and table.splitlines()[2].count("x |") == 2
+
+
+def test_static_decoder_produces_exactly_the_requested_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoder = generate.build_generator("static", max_length=16)
+    lengths: list[int] = []
+    original = decoder.greedy
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        lengths.append(out.shape[1])
+        return out
+
+    monkeypatch.setattr(decoder, "greedy", recording)
+    generate.decode_rate(decoder, prompt=5, batch=2, new_tokens=4, repeats=1)
+    assert set(lengths) == {5 + 4, 5 + 1}
 
 
 def test_generate_produces_exactly_the_requested_tokens(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from .modeling_image import MegaForImageClassification
 from .modeling_lm import MegaForCausalLM, MegaForMaskedLM
 from .modeling_mega import MegaModel, MegaPooler, MegaPreTrainedModel
 from .registration import AUTO_CLASSES, register_with_transformers
+from .static_decoding import static_decoder
 
 __all__ = [
     "AUTO_CLASSES",
@@ -36,4 +37,5 @@ __all__ = [
     "MegaPooler",
     "MegaPreTrainedModel",
     "register_with_transformers",
+    "static_decoder",
 ]

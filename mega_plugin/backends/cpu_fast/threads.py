@@ -87,10 +87,11 @@ def threads_for_call(configured: int, *, proc: Path = _DEFAULT_PROC) -> int:
 
 
 @contextlib.contextmanager
-def fitted_threads(tokens: int) -> Iterator[int]:
-    """Run the block with :func:`threads_for_call` threads when it covers ``tokens`` >= :data:`MIN_TOKENS`."""
+def fitted_threads(tokens: int | None = None) -> Iterator[int]:
+    """Run the block with :func:`threads_for_call` threads when it covers ``tokens`` >= :data:`MIN_TOKENS`,
+    or always with ``tokens=None`` (a whole model step, however few its tokens)."""
     configured = torch.get_num_threads()
-    threads = threads_for_call(configured) if tokens >= MIN_TOKENS else configured
+    threads = threads_for_call(configured) if tokens is None or tokens >= MIN_TOKENS else configured
     if threads == configured:
         yield configured
         return

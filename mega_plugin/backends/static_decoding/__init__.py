@@ -1,0 +1,17 @@
+"""Static decoding: a causal MEGA language model decoded token by token with fixed buffers.
+
+* :class:`~.decoder.StaticDecoder`: prompt through the model's forward, then one step per token
+  (eager, or one ``torch.compile`` graph for every position);
+* :mod:`.weights`: what a step reads, taken from the core modules once;
+* :mod:`.buffers`: the EMA state and the current frame's keys and values, written in place;
+* :mod:`.step`: the step of one block.
+
+Plain torch, any device. The adapters build it for their language models
+(``mega_plugin.adapters.hf.static_decoder``).
+"""
+
+from __future__ import annotations
+
+from .decoder import Head, StaticDecoder
+
+__all__ = ["Head", "StaticDecoder"]
