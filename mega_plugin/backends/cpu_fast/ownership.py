@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_internals
 
 from ...core.stack import MegaLayerStack, StackOutput
-from .threads import fitted_threads
 from ...core.tracing import capturing_graph
+from .module_walk import any_module
+from .threads import fitted_threads
 
 _NOTHING: Final = object()
 _caller_input: contextvars.ContextVar[Any] = contextvars.ContextVar("mega_plugin_caller_input", default=_NOTHING)
@@ -38,7 +39,7 @@ def _hooks_may_read(stack: nn.Module) -> bool:
     global_hooks = (module_internals._global_forward_hooks, module_internals._global_forward_pre_hooks)
     if any(global_hooks):
         return True
-    return any(module._forward_hooks or module._forward_pre_hooks for module in stack.modules())
+    return any_module(stack, lambda module: bool(module._forward_hooks or module._forward_pre_hooks))
 
 
 class HandOverStack(MegaLayerStack):
@@ -49,6 +50,10 @@ class HandOverStack(MegaLayerStack):
         # a captured graph gets the core's stack: no context variable, no hand-over of buffers,
         # no thread count fitted to the machine of the moment
         if capturing_graph():
+            return super().forward(hidden, **options)
+        if hidden.dim() == 3 and hidden.shape[1] == 1:
+            # a decoding step: its layers make new tensors anyway (nothing to hand over), and the
+            # walk for hooks would cost more than the step's elementwise ops
             return super().forward(hidden, **options)
         tokens = hidden.shape[0] * hidden.shape[1] if hidden.dim() == 3 and hidden.device.type == "cpu" else 0
         with fitted_threads(tokens):

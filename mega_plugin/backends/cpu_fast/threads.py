@@ -60,30 +60,36 @@ def _running_elsewhere(proc: Path) -> int | None:
     return max(0, running - ours)
 
 
-def _running_elsewhere_now(proc: Path) -> int | None:
-    """:func:`_running_elsewhere`, reused for :data:`READING_TTL_S` when ``proc`` is the real one."""
+def _free_cores(proc: Path) -> int | None:
+    """Cores of the machine not taken by other runnable tasks, or None where the count does not
+    describe our cores (this process may use only some of the machine's CPUs) or /proc does not tell."""
+    cpus = os.cpu_count()
+    if cpus is None or len(os.sched_getaffinity(0)) != cpus:
+        return None
+    elsewhere = _running_elsewhere(proc)
+    return None if elsewhere is None else cpus - elsewhere
+
+
+def _free_cores_now(proc: Path) -> int | None:
+    """:func:`_free_cores`, reused for :data:`READING_TTL_S` when ``proc`` is the real one (the CPU
+    count is read with it: ``os.cpu_count()`` alone costs ~6 us, a decoding step asks twice)."""
     global _last_reading
-    if proc != _DEFAULT_PROC:
-        return _running_elsewhere(proc)
+    if proc is not _DEFAULT_PROC and proc != _DEFAULT_PROC:
+        return _free_cores(proc)
     now = time.monotonic()
     taken_at, value = _last_reading
     if now - taken_at > READING_TTL_S:
-        value = _running_elsewhere(proc)
+        value = _free_cores(proc)
         _last_reading = (now, value)
     return value
 
 
 def threads_for_call(configured: int, *, proc: Path = _DEFAULT_PROC) -> int:
     """At most ``configured`` threads, and at most the cores not taken by other runnable tasks (>= 1)."""
-    if os.environ.get(ENV_ADAPTIVE_THREADS, "1").strip() == "0" or configured <= 1:
+    if configured <= 1 or os.environ.get(ENV_ADAPTIVE_THREADS, "1").strip() == "0":
         return configured
-    cpus = os.cpu_count()
-    if cpus is None or len(os.sched_getaffinity(0)) != cpus:
-        return configured  # the machine-wide count says nothing about the cores we may use
-    elsewhere = _running_elsewhere_now(proc)
-    if elsewhere is None:
-        return configured
-    return max(1, min(configured, cpus - elsewhere))
+    free = _free_cores_now(proc)
+    return configured if free is None else max(1, min(configured, free))
 
 
 @contextlib.contextmanager

@@ -30,10 +30,37 @@ class LayerBuffers:
 
     @classmethod
     def load(cls, state: LayerState, *, slots: int, position: int) -> "LayerBuffers":
-        """Buffers of ``slots`` positions holding a core layer state after ``position`` tokens."""
-        if state.ema is None or state.keys is None or state.values is None:
-            raise ValueError("static decoding needs a prompt state with the EMA state, keys and values of every layer")
-        batch, cached = state.keys.shape[:2]
+        """New buffers of ``slots`` positions holding a core layer state after ``position`` tokens."""
+        ema, keys, values = _state_tensors(state)
+        batch = keys.shape[0]
+        buffers = cls(
+            ema=torch.empty_like(ema, dtype=torch.float32),
+            keys=keys.new_zeros(batch, slots, keys.shape[2]),
+            values=values.new_zeros(batch, slots, values.shape[2]),
+            key_real=None,
+        )
+        buffers.fill(state, position=position)
+        return buffers
+
+    def fits(self, state: LayerState) -> bool:
+        """Whether :meth:`fill` can take ``state`` (same batch, sizes, dtypes and device)."""
+        ema, keys, values = _state_tensors(state)
+        return (
+            ema.shape == self.ema.shape
+            and (keys.shape[0], keys.shape[2], keys.dtype, keys.device)
+            == (self.keys.shape[0], self.keys.shape[2], self.keys.dtype, self.keys.device)
+            and (values.shape[2], values.dtype) == (self.values.shape[2], self.values.dtype)
+        )
+
+    def fill(self, state: LayerState, *, position: int) -> None:
+        """Hold ``state`` (after ``position`` tokens) in these buffers, in place.
+
+        The tensors stay the same objects, so a compiled step keeps its graph from one prompt
+        to the next (``key_real`` comes or goes with the prompt's padding: a second graph).
+        """
+        ema, keys, values = _state_tensors(state)
+        slots = self.keys.shape[1]
+        cached = keys.shape[1]
         slot = position % slots
         # the core keeps the current chunk's keys; a full chunk may still be held when the next
         # position starts a new one (slot 0): those keys are never seen again
@@ -42,19 +69,26 @@ class LayerBuffers:
                 f"the prompt state holds {cached} keys at position {position}; a frame of {slots} "
                 f"positions expects {slot} (is max_length or the chunk size what the model was run with?)"
             )
-        keys = state.keys.new_zeros(batch, slots, state.keys.shape[2])
-        values = state.values.new_zeros(batch, slots, state.values.shape[2])
         kept = min(cached, slots)
-        keys[:, :kept] = state.keys[:, :kept]
-        values[:, :kept] = state.values[:, :kept]
-        key_real = None
-        if state.key_mask is not None and not bool(state.key_mask.all()):
-            key_real = keys.new_ones(batch, slots)
-            key_real[:, :kept] = state.key_mask[:, :kept].to(keys.dtype)
-        return cls(ema=state.ema.float().clone(), keys=keys, values=values, key_real=key_real)
+        self.ema.copy_(ema)
+        self.keys[:, :kept] = keys[:, :kept]
+        self.values[:, :kept] = values[:, :kept]
+        if state.key_mask is None or bool(state.key_mask.all()):
+            self.key_real = None
+            return
+        if self.key_real is None:
+            self.key_real = self.keys.new_ones(self.keys.shape[:2])
+        self.key_real.fill_(1.0)
+        self.key_real[:, :kept] = state.key_mask[:, :kept].to(self.key_real.dtype)
 
     def tensors(self) -> list[Tensor]:
         return [tensor for tensor in (self.ema, self.keys, self.values, self.key_real) if tensor is not None]
+
+
+def _state_tensors(state: LayerState) -> tuple[Tensor, Tensor, Tensor]:
+    if state.ema is None or state.keys is None or state.values is None:
+        raise ValueError("static decoding needs a prompt state with the EMA state, keys and values of every layer")
+    return state.ema, state.keys, state.values
 
 
 def size_bytes(buffers: list[LayerBuffers]) -> int:

@@ -105,9 +105,12 @@ class StaticDecoder:
             )
             assert output.state is not None
             self._rows = input_ids.shape[0]
-            self._buffers = [
-                LayerBuffers.load(state, slots=self.slots, position=length) for state in output.state.layers
-            ]
+            states = output.state.layers
+            if len(self._buffers) == len(states) and all(b.fits(state) for b, state in zip(self._buffers, states)):
+                for buffers, state in zip(self._buffers, states):
+                    buffers.fill(state, position=length)  # same tensors: a compiled step keeps its graph
+            else:
+                self._buffers = [LayerBuffers.load(state, slots=self.slots, position=length) for state in states]
             self.position = length
             return self.head(output.hidden[:, -1])
 
@@ -121,7 +124,10 @@ class StaticDecoder:
         if token_ids.shape[0] != self._rows:
             raise ValueError(f"token_ids has {token_ids.shape[0]} rows; the prompt had {self._rows}")
         self._check_room(self.position + 1)
-        with torch.inference_mode(), fitted_threads() if token_ids.device.type == "cpu" else contextlib.nullcontext():
+        # eager steps on CPU run on the cores other processes leave free; a compiled step keeps the
+        # thread count (torch guards it: another count would compile another graph mid-decoding)
+        fit = token_ids.device.type == "cpu" and not self.compiled
+        with torch.inference_mode(), fitted_threads() if fit else contextlib.nullcontext():
             x = self.embedding(token_ids)[:, 0]  # (B, D)
             slot = self.position % self.slots
             logits = self._step(x, self._slot_tensors[slot], None if self.compiled else slot + 1)

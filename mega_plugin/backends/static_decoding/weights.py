@@ -27,6 +27,12 @@ MAX_FRAME_TABLE: Final = 1 << 22
 """Largest (slot, slot) bias table per layer, in elements (16 MiB in fp32): every chunk up to 2048
 and unchunked decoding up to 2048 positions. Longer unchunked frames would pin S x S per layer."""
 
+SPLIT_MIN_WEIGHTS: Final = 1 << 15
+"""Weights (elements) from which a product of few rows is split in halves (128 KiB in fp32): below,
+the split's extra ops cost about what a second core saves. Measured on the benchmark model, batch
+1, one step: 677 us eager / 486 us compiled with every projection split, 721 / 588 with only the
+256 x 1088 and 256 x 1000 ones, 767 / 643 with none."""
+
 SPLIT_ROWS_MAX: Final = 4
 """Rows (batch size) up to which a projection runs as two half-width products at once (see
 :class:`Projection`); larger batches are matrix products that use every core by themselves."""
@@ -39,7 +45,7 @@ class Projection:
     A product with one row reads the whole weight for a few FLOPs: it is bounded by memory
     bandwidth, and torch's matrix-vector product runs on one core. With ``halves`` the weight is
     viewed as two (I, O/2) halves (no copy) that one batched product multiplies on two cores at
-    once: 1 row of 256 -> 1088 took 10.6 against 18.6 us on the 2-core benchmark machine.
+    once: 1 row of 256 -> 1088 took 15 against 20 us on the 2-core benchmark machine.
     """
 
     weight: Tensor  # (O, I), the module's own parameter
@@ -48,10 +54,19 @@ class Projection:
     half_bias: Tensor | None = None  # (2, 1, O/2): a view of ``bias``
 
     @classmethod
-    def of(cls, linear: nn.Linear) -> "Projection":
+    def of(cls, linear: nn.Linear, *, split_from: int | None = None) -> "Projection":
+        """``linear``'s product; split in halves when it has ``split_from`` weights or more
+        (default :data:`SPLIT_MIN_WEIGHTS`), two threads, a CPU and an even, contiguous weight."""
         weight, bias = linear.weight, linear.bias
         out_features, in_features = weight.shape
-        split = torch.get_num_threads() > 1 and out_features % 2 == 0 and weight.is_contiguous() and (bias is None or bias.is_contiguous())
+        split = (
+            weight.numel() >= (SPLIT_MIN_WEIGHTS if split_from is None else split_from)
+            and weight.device.type == "cpu"
+            and torch.get_num_threads() > 1
+            and out_features % 2 == 0
+            and weight.is_contiguous()
+            and (bias is None or bias.is_contiguous())
+        )
         if not split:
             return cls(weight=weight, bias=bias)
         half = out_features // 2

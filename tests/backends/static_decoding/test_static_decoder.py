@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from _support.backends import accelerated, reference_copy
 from _support.configs import CAUSAL, tiny_config
 from mega_plugin.backends.static_decoding import StaticDecoder
+from mega_plugin.backends.static_decoding import weights as weights_module
 from mega_plugin.backends.static_decoding.weights import SPLIT_ROWS_MAX, Projection
 from mega_plugin.core import MegaBackbone
 
@@ -106,8 +107,9 @@ def test_logits_match_the_whole_forward(case: str, padding: bool) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, SPLIT_ROWS_MAX, SPLIT_ROWS_MAX + 1])
-def test_batches_and_threads(batch: int, threads: int) -> None:
+def test_batches_and_threads(batch: int, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Few rows run the projections as two halves on two threads; more rows, or one thread, as one product."""
+    monkeypatch.setattr(weights_module, "SPLIT_MIN_WEIGHTS", 0)  # the tiny projections split too
     configured = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -128,8 +130,9 @@ def test_projection_equals_linear(shape: tuple[int, int, int], threads: int) -> 
     try:
         for bias in (True, False):
             linear = nn.Linear(features, outputs, bias=bias)
-            projection = Projection.of(linear)
+            projection = Projection.of(linear, split_from=0)
             assert (projection.halves is not None) == (threads > 1 and outputs % 2 == 0)
+            assert Projection.of(linear).halves is None  # too small to gain from a second core
             x = torch.randn(rows, features)
             torch.testing.assert_close(projection(x), linear(x), atol=1e-6, rtol=1e-6)
     finally:
@@ -207,6 +210,10 @@ def test_compiled_step_matches_the_whole_forward() -> None:
     tokens, mask = sample(2, padding=True)
     expected = whole_logits(model, head, tokens, mask)[:, PROMPT - 1 : -1]
     decoder = decoder_for(model, head, compile=True)
+    torch.testing.assert_close(decoded_logits(decoder, tokens, mask), expected, **TOLERANCE)
+    # every position and a second prompt run the first graph (the buffers are filled in place)
+    tokens = torch.flip(tokens, dims=(1,))
+    expected = whole_logits(model, head, tokens, mask)[:, PROMPT - 1 : -1]
     with torch._dynamo.config.patch(error_on_recompile=True):
         got = decoded_logits(decoder, tokens, mask)
     torch.testing.assert_close(got, expected, **TOLERANCE)
