@@ -19,32 +19,20 @@ def test_every_generator_decodes_and_the_table_has_the_ratio() -> None:
     assert table.splitlines()[2].startswith("| 8 | 1 |") and table.splitlines()[2].count("x |") == 2
 
 
-def test_static_decoder_produces_exactly_the_requested_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    decoder = generate.build_generator("static", max_length=16)
+@pytest.mark.parametrize(("implementation", "method"), [("ours", "generate"), ("static", "greedy")])
+def test_decoding_produces_exactly_the_requested_tokens(
+    implementation: str, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = generate.build_generator(implementation, max_length=16)
     lengths: list[int] = []
-    original = decoder.greedy
+    original = getattr(model, method)
 
     def recording(*args, **kwargs):
         out = original(*args, **kwargs)
         lengths.append(out.shape[1])
         return out
 
-    monkeypatch.setattr(decoder, "greedy", recording)
-    generate.decode_rate(decoder, prompt=5, batch=2, new_tokens=4, repeats=1)
-    assert set(lengths) == {5 + 4, 5 + 1}
-
-
-def test_generate_produces_exactly_the_requested_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = generate.build_generator("ours", max_length=16)
-    lengths: list[int] = []
-    original = model.generate
-
-    def recording(*args, **kwargs):
-        out = original(*args, **kwargs)
-        lengths.append(out.shape[1])
-        return out
-
-    monkeypatch.setattr(model, "generate", recording)
+    monkeypatch.setattr(model, method, recording)
     generate.decode_rate(model, prompt=5, batch=2, new_tokens=4, repeats=1)
     assert set(lengths) == {5 + 4, 5 + 1}  # the full run and the prefill-only run
 
