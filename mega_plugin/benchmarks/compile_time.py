@@ -1,5 +1,11 @@
-"""How long graph capture takes: ``torch.compile`` (inductor), ``torch.export``, of a forward and
-of a cached decoding step, on the benchmark configuration through the HF classes.
+"""How long graph capture takes: ``torch.compile`` (inductor), ``torch.export``, of a forward, of
+a training step, of a cached decoding step and of the static decoder's step, on the benchmark
+configuration through the HF classes.
+
+A training step (forward, backward, AdamW) is compiled two ways: the whole model
+(``torch.compile(model, fullgraph=True)``), and block by block (``block.compile(fullgraph=True)``
+on every block: the blocks share one graph, so the compiler works on one block instead of four).
+The static decoder's step is one graph for every position (the slot is a tensor).
 
 Each row is one wall-clock measurement of a first call in a fresh dynamo state (a compile is
 paid once per process and per new shape, so a "best of N" would measure the cache instead), next
@@ -22,7 +28,7 @@ import argparse
 import os
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Final, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +117,79 @@ def step_rows(*, prefix: int, batch: int, chunk: int | None) -> list[Row]:
     return rows
 
 
+TRAINING_MODES: Final = {
+    "eager": "eager",
+    "blocks": "every block.compile(fullgraph=True)",
+    "whole": "torch.compile(model, fullgraph=True)",
+}
+
+
+def training_step(mode: str, *, length: int, batch: int, chunk: int | None, ids: Tensor) -> Callable[[], Tensor]:
+    """A fresh, identically initialised causal LM and AdamW: one step per call, returning the loss."""
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"mode={mode!r}; allowed values: {', '.join(TRAINING_MODES)}")
+    model = build(chunk=chunk, causal=True, max_length=length).train()
+    run: nn.Module = model
+    if mode == "whole":
+        run = torch.compile(model, fullgraph=True)
+    elif mode == "blocks":
+        for block in model.mega.layers:
+            block.compile(fullgraph=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> Tensor:
+        loss = run(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def training_rows(*, length: int, batch: int, chunk: int | None) -> list[Row]:
+    ids = torch.randint(3, 1000, (batch, length))
+    eager = training_step("eager", length=length, batch=batch, chunk=chunk, ids=ids)
+    first_loss = eager()  # the loss of the initial weights: every mode's first step must give it
+    rows: list[Row] = [("training step (AdamW), eager", best_time(eager, repeats=2, warmup=0), "best of 2")]
+    for mode in ("blocks", "whole"):
+        torch._dynamo.reset()
+        step = training_step(mode, length=length, batch=batch, chunk=chunk, ids=ids)
+        seconds, loss = timed(step)
+        label = f"training step, {TRAINING_MODES[mode]}"
+        rows.append((f"{label}: first call", seconds, f"compile + run; loss diff {abs(loss - first_loss).item():.2g}"))
+        rows.append((f"{label}: later calls", best_time(step, repeats=2, warmup=0), "best of 2"))
+    return rows
+
+
+def static_rows(*, prefix: int, batch: int, chunk: int | None, steps: int = 16) -> list[Row]:
+    """The static decoder's step, eager and compiled: first step (compile included) and later ones."""
+    from ..adapters.hf import static_decoder
+
+    length = prefix + 2 * steps + 2
+    model = build(chunk=chunk, causal=True, max_length=length)
+    ids = torch.randint(3, 1000, (batch, length))
+    with torch.no_grad():
+        full = model(ids).logits
+    rows: list[Row] = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        decoder = static_decoder(model, max_length=length, compile=compiled)
+        decoder.prefill(ids[:, :prefix])
+        seconds, logits = timed(lambda: decoder.step(ids[:, prefix]))
+        error = (logits - full[:, prefix]).abs().max().item()
+        kind = "compiled" if compiled else "eager"
+        rows.append((f"static decoding step, {kind}: first step", seconds, f"max abs diff {error:.2g}"))
+
+        def later() -> None:
+            for _ in range(steps):
+                decoder.step(ids[:, decoder.position])
+
+        per_step = best_time(later, repeats=2, warmup=0) / steps
+        rows.append((f"static decoding step, {kind}: later steps", per_step, f"best of 2 x {steps} steps"))
+    return rows
+
+
 def format_rows(rows: Sequence[Row], *, head: str) -> str:
     lines = [head, "", "| what | s | note |", "|---|---|---|"]
     lines += [f"| {what} | {seconds:.2f} | {note} |" for what, seconds, note in rows]
@@ -132,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # read by inductor at each compile: set before the first one
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache_dir or fresh
         rows = forward_rows(length=args.length, batch=args.batch, chunk=chunk)
+        rows += training_rows(length=args.length, batch=args.batch, chunk=chunk)
         rows += step_rows(prefix=args.prefix, batch=args.batch, chunk=chunk)
+        rows += static_rows(prefix=args.prefix, batch=1, chunk=chunk)
     cache = f"inductor cache {args.cache_dir}" if args.cache_dir else "cold inductor cache"
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     head = (
