@@ -190,9 +190,13 @@ def static_rows(*, prefix: int, batch: int, chunk: int | None, steps: int = 16) 
     return rows
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 0.1 else f"{seconds * 1e3:.3g} ms"
+
+
 def format_rows(rows: Sequence[Row], *, head: str) -> str:
-    lines = [head, "", "| what | s | note |", "|---|---|---|"]
-    lines += [f"| {what} | {seconds:.2f} | {note} |" for what, seconds, note in rows]
+    lines = [head, "", "| what | time | note |", "|---|---|---|"]
+    lines += [f"| {what} | {_duration(seconds)} | {note} |" for what, seconds, note in rows]
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def test_greedy_equals_generate(kind: str) -> None:
         expected = model.generate(
             prompt, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=1
         )
-    decoder = static_decoder(model, max_length=prompt.shape[1] + new)
+    decoder = model.static_decoder(max_length=prompt.shape[1] + new)  # the method: static_decoder(model)
     assert torch.equal(decoder.greedy(prompt, max_new_tokens=new, attention_mask=mask), expected)
 
 

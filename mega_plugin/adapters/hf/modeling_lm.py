@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions, MaskedLMOutput
 
+from ...backends.static_decoding import StaticDecoder
 from ...core.adaptive_input import AdaptiveInput
 from ...core.adaptive_softmax import AdaptiveSoftmax
 from ...core.heads import tanh_dense
@@ -106,6 +107,13 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    def static_decoder(self, *, max_length: int | None = None, compile: bool = False) -> StaticDecoder:
+        """Token-by-token decoding outside ``generate()`` with fixed buffers (see
+        :func:`~.static_decoding.static_decoder`): ``model.static_decoder().greedy(ids, max_new_tokens=n)``."""
+        from .static_decoding import static_decoder
+
+        return static_decoder(self, max_length=max_length, compile=compile)
 
     def prepare_inputs_for_generation(
         self,
