@@ -77,10 +77,13 @@ def run_suite(
     force_reference: bool = False,
     timeout_s: float = 900.0,
     preset: str | None = None,
+    checkpointing: bool = False,
 ) -> SuiteResult:
     """Measure every combination; returns the measurements and the GEMM rates.
 
     ``background_load`` busy processes run from before the first GEMM until after the last one.
+
+    ``checkpointing``: the training cases of every implementation run with activation checkpointing.
 
     With ``preset`` (a paper preset, :data:`~.models.PAPER_PRESETS`) every case is that model at
     its own chunk size (``chunk_sizes`` is ignored) and the Llama is left out.
@@ -110,7 +113,7 @@ def run_suite(
         elif reason is not None:
             result.notes.append(f"{name} not measured: {reason}")
     cases = [
-        Case(implementation, mode, length, chunk, batch, preset)
+        Case(implementation, mode, length, chunk, batch, preset, checkpointing=checkpointing and mode == "train")
         for mode in modes
         for chunk in chunk_sizes
         for length in lengths

@@ -14,7 +14,7 @@ from typing import Final
 import torch
 
 from .common import best_time
-from .models import build_model
+from .models import build_model, enable_checkpointing
 
 MODES: Final = ("forward", "train")
 VOCAB: Final = 1000
@@ -37,6 +37,11 @@ class Case:
     preset: str | None = None
     """A paper preset's architecture (``wikitext103``, ``enwik8``: :data:`~.models.PAPER_PRESETS`)
     instead of the issue's benchmark model; ``chunk_size`` is then the preset's."""
+
+    checkpointing: bool = False
+    """``train`` only: every block recomputes its activations in the backward instead of keeping
+    them (ours: ``MegaLayerStack.set_checkpointing``; the Llama and the reference: transformers'
+    ``gradient_checkpointing_enable``), which trades a second forward for memory."""
 
 
 @dataclass
@@ -74,6 +79,8 @@ def measure_case(case: Case, *, repeats: int, threads: int, seed: int = 0) -> Me
     """Build the model, run once (peak memory), then time ``repeats`` calls and keep the best."""
     if case.mode not in MODES:
         raise ValueError(f"mode={case.mode!r}; allowed values: {', '.join(MODES)}")
+    if case.checkpointing and case.mode != "train":
+        raise ValueError(f"checkpointing=True needs mode='train', got mode={case.mode!r}")
     torch.set_num_threads(threads)
     model, forward = build_model(
         case.implementation, chunk_size=case.chunk_size, max_length=case.length, seed=seed, preset=case.preset
@@ -90,6 +97,8 @@ def measure_case(case: Case, *, repeats: int, threads: int, seed: int = 0) -> Me
 
     else:
         model.train()
+        if case.checkpointing:
+            enable_checkpointing(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def call() -> None:

@@ -121,6 +121,14 @@ def case_config(*, chunk_size: int | None, max_length: int, preset: str | None =
     )
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing of every block of any of the three implementations."""
+    if isinstance(model, MegaBackbone):
+        model.layers.set_checkpointing(True)
+    else:  # transformers' Llama and deprecated MEGA
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def build_model(
     implementation: str, *, chunk_size: int | None, max_length: int, seed: int = 0, preset: str | None = None
 ) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:

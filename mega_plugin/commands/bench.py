@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip transformers' deprecated MEGA")
     parser.add_argument("--no-llama", action="store_true", help="skip the equal-size transformers Llama")
     parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="train: every implementation recomputes each block's activations in the backward (less memory)",
+    )
+    parser.add_argument(
         "--background-load",
         type=int,
         default=0,
@@ -124,8 +129,11 @@ def run(args: argparse.Namespace) -> int:
                 background_load=args.background_load,
                 force_reference=args.force_reference,
                 preset=args.preset,
+                checkpointing=args.gradient_checkpointing,
             )
             title = "Forward (eval)" if mode == "forward" else "Training step (forward + backward + AdamW)"
+            if mode == "train" and args.gradient_checkpointing:
+                title += ", gradient checkpointing (every implementation)"
             model = "hidden 256, 4 layers" if args.preset is None else f"the {args.preset} preset"
             sections.append(f"## {title}, {model}, fp32\n\n{format_suite_table(result)}")
             if args.output_dir is not None:

@@ -134,3 +134,22 @@ def test_a_preset_case_measures_the_preset(builds: Builds) -> None:
     assert result.error is None and result.seconds is not None
     (config,) = builds.through_build_ours
     assert (config.hidden_size, config.num_hidden_layers, config.chunk_size, config.is_decoder) == (512, 12, 2048, True)
+
+
+@pytest.mark.parametrize("implementation", ["ours", "llama"])
+def test_checkpointing_is_switched_on_for_each_implementation(implementation: str) -> None:
+    from mega_plugin.benchmarks.models import build_model, enable_checkpointing
+
+    model, _ = build_model(implementation, chunk_size=None, max_length=16)
+    enable_checkpointing(model)
+    if implementation == "ours":
+        assert all(block.gradient_checkpointing for block in model.layers)
+    else:
+        assert model.is_gradient_checkpointing
+
+
+def test_a_checkpointed_training_case_runs_and_a_forward_one_is_refused() -> None:
+    result = measure_case(Case("ours", "train", 16, 8, 1, checkpointing=True), repeats=1, threads=1)
+    assert result.error is None and result.seconds is not None and result.seconds > 0
+    with pytest.raises(ValueError, match="checkpointing=True needs mode='train'"):
+        measure_case(Case("ours", "forward", 16, 8, 1, checkpointing=True), repeats=1, threads=1)
