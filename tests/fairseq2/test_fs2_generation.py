@@ -147,3 +147,29 @@ def test_state_bag_reorder_follows_the_new_batch_order(tiny_config: Any) -> None
         logits = model(step, BatchLayout.of(step), state_bag=bag)
         bag.increment_step_nr(1)
         assert (logits[:, 0] - full[:, t]).abs().max() <= TOLERANCE, t
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"use_chunking": False, "chunk_size": -1}, {"add_final_norm": True, "scale_embeddings": True}],
+    ids=["chunk8", "unchunked", "final-norm-scaled-embeddings"],
+)
+def test_static_decoder_logits_equal_full_forward(overrides: dict[str, Any]) -> None:
+    """``static_decoder(model)``: the logits after each fed token equal the full forward's there."""
+    from fairseq2.nn import BatchLayout
+
+    from mega_plugin.adapters.fairseq2.config import MegaLMConfig
+    from mega_plugin.adapters.fairseq2.static_decoding import static_decoder
+    from fs2_helpers import TINY_HF
+
+    model = build_model(MegaLMConfig.from_hf_config({**TINY_HF, **overrides, "model_type": "mega"}), scale=0.3)
+    seqs = torch.randint(4, 100, (3, 21))
+    full = model(seqs, BatchLayout.of(seqs))  # (N, S, V)
+    decoder = static_decoder(model, max_length=seqs.shape[1])
+    prompt = 3
+    logits = [decoder.prefill(seqs[:, :prompt])]
+    logits += [decoder.step(seqs[:, position]) for position in range(prompt, seqs.shape[1] - 1)]
+    assert (torch.stack(logits, dim=1) - full[:, prompt - 1 : -1]).abs().max() <= TOLERANCE
+    with pytest.raises(TypeError, match="MegaCausalLM"):
+        static_decoder(torch.nn.Linear(2, 2))  # type: ignore[arg-type]

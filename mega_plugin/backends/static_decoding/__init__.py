@@ -7,11 +7,11 @@
 * :mod:`.step`: the step of one block.
 
 Plain torch, any device. The adapters build it for their language models
-(``mega_plugin.adapters.hf.static_decoder``).
+(``mega_plugin.adapters.hf.static_decoder``, ``mega_plugin.adapters.fairseq2.static_decoding.static_decoder``).
 """
 
 from __future__ import annotations
 
-from .decoder import Head, StaticDecoder
+from .decoder import Embed, Head, StaticDecoder
 
-__all__ = ["Head", "StaticDecoder"]
+__all__ = ["Embed", "Head", "StaticDecoder"]

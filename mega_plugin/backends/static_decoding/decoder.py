@@ -7,7 +7,7 @@ tensor ops per layer against the ~230 of a step through the stack's general path
 state objects, mask merging, kernel selection), and with ``compile=True`` one compiled graph
 serves every position of every chunk (the position is a tensor; no recompilation per step).
 
-    decoder = StaticDecoder(model.embedding_layer, model.layers, head=lm_head)
+    decoder = StaticDecoder(backbone.embedding_layer, backbone.layers, head=lm_head)
     tokens = decoder.greedy(prompt_ids, max_new_tokens=128)
 
 The decoder reads the weights when it is built; call :meth:`refresh` after changing them.
@@ -21,13 +21,16 @@ from typing import Callable, Final
 import torch
 from torch import Tensor, nn
 
-from ...core.backbone import run_backbone
-from ...core.embeddings import MegaEmbeddings
+from ...core.backbone import apply_final_norm
+from ...core.masks import padding_to_key_mask
 from ...core.stack import MegaLayerStack
 from ..cpu_fast.threads import fitted_threads
 from .buffers import LayerBuffers, size_bytes
 from .step import block_step
 from .weights import BlockWeights, Projection, block_weights, token_norm
+
+Embed = Callable[[Tensor], Tensor]
+"""The token embedding: ids (B, L) -> (B, L, D), scaled and normalised as the model does it."""
 
 Head = Callable[[Tensor], Tensor]
 """The language-model head: last hidden states (B, D) -> logits (B, vocabulary); an ``nn.Linear``
@@ -39,16 +42,16 @@ COMPILE_OPTIONS: Final = dict(fullgraph=True, dynamic=False)
 class StaticDecoder:
     """Greedy or step-by-step decoding of ``layers`` (causal, streaming) with fixed buffers.
 
-    ``embedding`` and ``layers`` are the model's own modules (a :class:`MegaBackbone`'s, a HF
-    ``MegaModel``'s); ``final_norm`` its final norm, if any; ``head`` maps the last hidden
-    states to logits. Without chunking, ``max_length`` bounds prompt plus generated tokens (the
+    ``embed`` and ``layers`` are the model's own modules (a :class:`MegaBackbone`'s or a HF
+    ``MegaModel``'s ``embedding_layer``, a fairseq2 model's ``decoder_frontend``; the layer stack);
+    ``final_norm`` its final norm, if any; ``head`` maps the last hidden states to logits. Without chunking, ``max_length`` bounds prompt plus generated tokens (the
     frame then holds every position); with chunking the state is one chunk and ``max_length`` is
     not needed. ``compile=True`` runs the step through ``torch.compile`` (one graph per batch size).
     """
 
     def __init__(
         self,
-        embedding: MegaEmbeddings,
+        embed: Embed,
         layers: MegaLayerStack,
         *,
         head: Head,
@@ -68,7 +71,7 @@ class StaticDecoder:
             )
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
             raise ValueError(f"max_length={max_length!r}; allowed values: a positive int")
-        self.embedding = embedding
+        self.embed = embed
         self.layers = layers
         # a bare linear head (the usual LM head) runs as a Projection: split over two cores for few rows
         self.head = Projection.of(head) if isinstance(head, nn.Linear) else head
@@ -99,10 +102,9 @@ class StaticDecoder:
         length = input_ids.shape[1]
         self._check_room(length)
         with torch.inference_mode():
-            output = run_backbone(
-                self.embedding, self.layers, input_ids, attention_mask=attention_mask, use_cache=True,
-                final_norm=self.final_norm,
-            )
+            hidden = self.embed(input_ids)  # (B, L, D)
+            key_mask = padding_to_key_mask(attention_mask, batch=hidden.shape[0], length=length, position=0)
+            output = apply_final_norm(self.layers(hidden, key_mask=key_mask, use_cache=True), self.final_norm)
             assert output.state is not None
             self._rows = input_ids.shape[0]
             states = output.state.layers
@@ -128,7 +130,7 @@ class StaticDecoder:
         # thread count (torch guards it: another count would compile another graph mid-decoding)
         fit = token_ids.device.type == "cpu" and not self.compiled
         with torch.inference_mode(), fitted_threads() if fit else contextlib.nullcontext():
-            x = self.embedding(token_ids)[:, 0]  # (B, D)
+            x = self.embed(token_ids)[:, 0]  # (B, D)
             slot = self.position % self.slots
             logits = self._step(x, self._slot_tensors[slot], None if self.compiled else slot + 1)
         self.position += 1
@@ -185,4 +187,4 @@ class StaticDecoder:
             )
 
 
-__all__ = ["COMPILE_OPTIONS", "Head", "StaticDecoder"]
+__all__ = ["COMPILE_OPTIONS", "Embed", "Head", "StaticDecoder"]
