@@ -92,3 +92,26 @@ def test_static_decoder_needs_a_causal_lm() -> None:
 
     with pytest.raises(TypeError, match="MegaForCausalLM"):
         static_decoder(MegaModel(tiny_causal_config()))  # type: ignore[arg-type]
+
+
+def test_lora_adapters_are_applied() -> None:
+    """PEFT's LoRA wrappers are called as modules: the logits equal the adapted model's forward,
+    which differs from the base model's."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    base = MegaForCausalLM(tiny_causal_config(use_chunking=True, chunk_size=4)).eval()
+    lora = peft.LoraConfig(
+        task_type="CAUSAL_LM", r=4, lora_alpha=8, init_lora_weights=False,
+        target_modules=["v_proj", "mx_proj", "h_proj", "fc1", "fc2", "lm_head"],
+    )
+    model = peft.get_peft_model(base, lora).eval()
+    tokens = torch.randint(3, 40, (2, 11), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(input_ids=tokens).logits[:, PROMPT - 1 : -1]
+        with model.disable_adapter():
+            plain = model(input_ids=tokens).logits[:, PROMPT - 1 : -1]
+    assert (expected - plain).abs().max() > 1e-3  # the adapters matter
+    decoder = static_decoder(base, max_length=tokens.shape[1])  # the wrapped modules live in base
+    logits = [decoder.prefill(tokens[:, :PROMPT])]
+    logits += [decoder.step(tokens[:, position]) for position in range(PROMPT, tokens.shape[1] - 1)]
+    torch.testing.assert_close(torch.stack(logits, dim=1), expected, **TOLERANCE)

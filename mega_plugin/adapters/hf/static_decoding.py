@@ -11,22 +11,22 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...backends.static_decoding import Head, StaticDecoder
+from ...backends.static_decoding.weights import Projection
 from ...core.heads import tanh_dense
 from .modeling_lm import MegaForCausalLM
 
 
 def causal_lm_head(model: MegaForCausalLM) -> Head:
     """``model``'s head as a function of the last hidden states (B, D) -> logits (B, vocabulary)."""
+    dense = None if model.dense is None else Projection.of(model.dense)
     if model.adaptive_softmax is not None:
         adaptive_softmax, tied = model.adaptive_softmax, model.tied_adaptive_input()
 
         def adaptive_head(hidden: Tensor) -> Tensor:
-            return adaptive_softmax.log_probs(tanh_dense(hidden, model.dense), tied_input=tied)
+            return adaptive_softmax.log_probs(tanh_dense(hidden, dense), tied_input=tied)
 
         return adaptive_head
-    if model.dense is None:
-        return model.lm_head  # a bare linear: the decoder runs it as its own projections
-    lm_head, dense = model.lm_head, model.dense
+    lm_head = Projection.of(model.lm_head)  # the layers' projections' form: few rows on two cores
     return lambda hidden: lm_head(tanh_dense(hidden, dense))
 
 

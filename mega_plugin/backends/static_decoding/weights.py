@@ -16,12 +16,15 @@ from typing import Callable, Final
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as module_internals
 
 from ...core.block import MegaBlock
 from ...core.ffn import NormalizedFeedForward
 from ...core.gated_attention import MovingAverageGatedAttention
 from ...core.norms import SequenceNorm
 from ...core.ops.attention.reference import ELEMENT_FUNCTIONS
+from ..cpu_fast.linear import OneDnnLinear
+from ..cpu_fast.plan import weights_elsewhere
 
 MAX_FRAME_TABLE: Final = 1 << 22
 """Largest (slot, slot) bias table per layer, in elements (16 MiB in fp32): every chunk up to 2048
@@ -46,17 +49,23 @@ class Projection:
     bandwidth, and torch's matrix-vector product runs on one core. With ``halves`` the weight is
     viewed as two (I, O/2) halves (no copy) that one batched product multiplies on two cores at
     once: 1 row of 256 -> 1088 took 15 against 20 us on the 2-core benchmark machine.
+
+    A module whose output is not its own ``x W^T + b`` (a PEFT / LoRA wrapper, a quantised
+    linear, a module with forward hooks) is called as it is (``module``).
     """
 
-    weight: Tensor  # (O, I), the module's own parameter
+    weight: Tensor | None  # (O, I), the module's own parameter
     bias: Tensor | None  # (O,)
     halves: Tensor | None = None  # (2, I, O/2): a view of ``weight``
     half_bias: Tensor | None = None  # (2, 1, O/2): a view of ``bias``
+    module: nn.Module | None = None  # called instead, when its weights are not the whole story
 
     @classmethod
-    def of(cls, linear: nn.Linear, *, split_from: int | None = None) -> "Projection":
+    def of(cls, linear: nn.Module, *, split_from: int | None = None) -> "Projection":
         """``linear``'s product; split in halves when it has ``split_from`` weights or more
         (default :data:`SPLIT_MIN_WEIGHTS`), two threads, a CPU and an even, contiguous weight."""
+        if not computes_own_product(linear):
+            return cls(weight=None, bias=None, module=linear)
         weight, bias = linear.weight, linear.bias
         out_features, in_features = weight.shape
         split = (
@@ -79,6 +88,9 @@ class Projection:
 
     def __call__(self, x: Tensor) -> Tensor:
         """(B, I) -> (B, O)."""
+        if self.module is not None:
+            return self.module(x)
+        assert self.weight is not None
         if self.halves is None or x.shape[0] > SPLIT_ROWS_MAX:
             return torch.nn.functional.linear(x, self.weight, self.bias)
         pair = x.unsqueeze(0).expand(2, *x.shape)  # (2, B, I)
@@ -87,6 +99,18 @@ class Projection:
         else:
             out = torch.baddbmm(self.half_bias, pair, self.halves)  # (2, B, O/2)
         return out.transpose(0, 1).reshape(x.shape[0], -1)
+
+
+def computes_own_product(module: nn.Module) -> bool:
+    """Whether calling ``module`` computes exactly ``x W^T + b`` of its own weight and bias: a
+    plain (or ``cpu_fast``) ``nn.Linear`` with its weight in memory and no forward hooks."""
+    return (
+        isinstance(module, nn.Linear)
+        and type(module).forward in (nn.Linear.forward, OneDnnLinear.forward)
+        and not module.weight.is_meta
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
+    )
 
 
 def token_norm(norm: SequenceNorm) -> nn.Module:
@@ -202,6 +226,11 @@ def block_weights(block: MegaBlock, *, slots: int) -> BlockWeights:
     reason = unsupported_block(block)
     if reason is not None:
         raise ValueError(f"static decoding does not support {reason}")
+    if weights_elsewhere(block):
+        raise ValueError(
+            "static decoding reads the layers' weights in memory, and this model's are offloaded "
+            "(accelerate's cpu_offload / disk_offload / device_map): decode it with generate()"
+        )
     if slots * slots > MAX_FRAME_TABLE:
         raise ValueError(
             f"a frame of {slots} positions needs a {slots} x {slots} bias table per layer; static decoding "
@@ -221,5 +250,6 @@ __all__ = [
     "MAX_FRAME_TABLE",
     "Projection",
     "block_weights",
+    "computes_own_product",
     "unsupported_block",
 ]

@@ -238,6 +238,23 @@ def test_unsupported_models_are_refused(overrides: dict[str, Any], message: str)
         StaticDecoder(model.embedding_layer, model.layers, head=nn.Linear(16, 50), max_length=max_length)
 
 
+def test_forward_hooks_on_projections_run() -> None:
+    """A projection with a forward hook is called as a module (its weights are not the whole story)."""
+    model, head = build(use_chunking=True, chunk_size=CHUNK)
+    for block in model.layers:
+        block.mega_layer.v_proj.register_forward_hook(lambda module, args, output: 2.0 * output)
+    tokens, _ = sample(2, padding=False)
+    expected = whole_logits(model, head, tokens, None)[:, PROMPT - 1 : -1]  # the copy keeps the hooks
+    torch.testing.assert_close(decoded_logits(decoder_for(model, head), tokens, None), expected, **TOLERANCE)
+
+
+def test_offloaded_weights_are_refused() -> None:
+    model, head = build(use_chunking=True, chunk_size=CHUNK)
+    model.layers[1].mega_layer.v_proj.to("meta")  # what accelerate's offloading leaves in the module
+    with pytest.raises(ValueError, match="offloaded"):
+        decoder_for(model, head)
+
+
 def test_bad_calls_are_refused() -> None:
     model, head = build()
     with pytest.raises(ValueError, match="max_length is needed without chunking"):
