@@ -19,22 +19,36 @@ def test_every_generator_decodes_and_the_table_has_the_ratio() -> None:
     assert table.splitlines()[2].startswith("| 8 | 1 |") and table.splitlines()[2].count("x |") == 2
 
 
-@pytest.mark.parametrize(("implementation", "method"), [("ours", "generate"), ("static", "greedy")])
-def test_decoding_produces_exactly_the_requested_tokens(
-    implementation: str, method: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = generate.build_generator(implementation, max_length=16)
+def test_generate_decodes_exactly_the_requested_tokens_once_per_timed_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = generate.build_generator("ours", max_length=16)
     lengths: list[int] = []
-    original = getattr(model, method)
+    original = model.generate
 
     def recording(*args, **kwargs):
         out = original(*args, **kwargs)
         lengths.append(out.shape[1])
         return out
 
-    monkeypatch.setattr(model, method, recording)
-    generate.decode_rate(model, prompt=5, batch=2, new_tokens=4, repeats=1)
-    assert set(lengths) == {5 + 4, 5 + 1}  # the full run and the prefill-only run
+    monkeypatch.setattr(model, "generate", recording)
+    assert generate.decode_rate(model, prompt=5, batch=2, new_tokens=4, repeats=2) > 0
+    assert lengths == [5 + 4] * 3  # a warm-up and two timed runs, each the full decoding
+
+
+def test_the_static_decoder_is_timed_over_its_steps_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoder = generate.build_generator("static", max_length=16)
+    calls: list[str] = []
+    for name in ("prefill", "step"):
+        original = getattr(decoder, name)
+        monkeypatch.setattr(decoder, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    assert generate.decode_rate(decoder, prompt=5, batch=2, new_tokens=4, repeats=1) > 0
+    assert calls == (["prefill"] + ["step"] * 3) * 2  # a warm-up and one timed run
+
+
+def test_a_streamer_that_misses_tokens_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = generate.build_generator("ours", max_length=16)
+    monkeypatch.setattr(generate.StepClock, "put", lambda self, value: None)
+    with pytest.raises(RuntimeError, match="reported -1 new tokens, expected 3"):
+        generate.decode_rate(model, prompt=5, batch=1, new_tokens=3, repeats=1)
 
 
 def test_bad_arguments_name_themselves() -> None:
