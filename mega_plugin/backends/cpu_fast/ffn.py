@@ -22,6 +22,8 @@ class BlockedFeedForward(NormalizedFeedForward):
     """Target tokens per row block (a class default; set on an instance to change one layer)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 3 and x.shape[0] * x.shape[1] <= self.block_rows:
+            return super().forward(x)  # one block at most (a decoding step): the core's forward, unasked
         dropouts = (self.dropout.probability, self.hidden_dropout.probability)
         if not runs_in_blocks(self, x, dropouts=dropouts):
             return super().forward(x)
