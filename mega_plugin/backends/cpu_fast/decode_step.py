@@ -33,6 +33,7 @@ from ...core.ops.attention.reference import reference_attention
 from ...core.state import LayerState, merge_key_masks
 from ...core.tracing import capturing_graph
 from .growing_keys import append_position
+from .linear import project_rows
 from .plan import weights_elsewhere
 
 
@@ -87,8 +88,8 @@ def decode_step(
     ema = (ema_state * coefficients.output_gain.float()).sum(-1).unsqueeze(1)  # (B, 1, D)
     mixed = F.silu(torch.addcmul(ema.to(x.dtype), normed, layer.ema_gate.residual_weight))
 
-    value = layer.activation(layer.v_proj(normed))  # (B, 1, V)
-    gates = layer.gates(layer.mx_proj(mixed))
+    value = layer.activation(project_rows(layer.v_proj, normed))  # (B, 1, V)
+    gates = layer.gates(project_rows(layer.mx_proj, mixed))
 
     # One query at the end of its frame: it sees every key of the frame that is real, so the
     # causal mask is all True and is left out.

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from ...core.ffn import NormalizedFeedForward
 from ...core.memo import records_grad
+from ...core.tracing import capturing_graph
 from .in_place import activation_in_place
+from .linear import project_rows
 from .ownership import may_overwrite
 from .plan import runs_in_blocks
 from .row_blocks import BLOCK_ROWS, assemble, plan_row_blocks, split_rows
@@ -22,9 +24,17 @@ class BlockedFeedForward(NormalizedFeedForward):
     """Target tokens per row block (a class default; set on an instance to change one layer)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 3 and x.shape[0] * x.shape[1] <= self.block_rows:
-            return super().forward(x)  # one block at most (a decoding step): the core's forward, unasked
+        if capturing_graph():
+            return super().forward(x)  # first: a shape test here would specialise an exported graph
         dropouts = (self.dropout.probability, self.hidden_dropout.probability)
+        if x.dim() == 3 and x.shape[0] * x.shape[1] <= self.block_rows:
+            # one block at most (a decoding step): the core's arithmetic, the few-row products
+            # without module-call overhead where dropout is off
+            if self.training and max(dropouts) > 0.0:
+                return super().forward(x)
+            hidden = self.norm(x) if self.prenorm else x
+            out = project_rows(self.fc2, self.activation(project_rows(self.fc1, hidden))) + x
+            return out if self.prenorm else self.norm(out)
         if not runs_in_blocks(self, x, dropouts=dropouts):
             return super().forward(x)
         overwrite = may_overwrite(x)

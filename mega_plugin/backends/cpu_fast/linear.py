@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Final
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as module_internals
 
 from ...core.tracing import capturing_graph
 from .onednn import context_allows, matmul_nt, serves, unsupported_tensor
@@ -41,4 +43,26 @@ class OneDnnLinear(nn.Linear):
         return context_allows().ok
 
 
-__all__ = ["MIN_ROWS", "OneDnnLinear"]
+def computes_own_product(module: nn.Module) -> bool:
+    """Whether calling ``module`` computes exactly ``x W^T + b`` of its own weight and bias: a
+    plain (or oneDNN) ``nn.Linear`` with its weight in memory and no forward hooks (not a PEFT
+    wrapper, a quantised linear, an offloaded or a hooked module)."""
+    return (
+        isinstance(module, nn.Linear)
+        and type(module).forward in (nn.Linear.forward, OneDnnLinear.forward)
+        and not module.weight.is_meta
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
+    )
+
+
+def project_rows(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` for a few rows (a decoding step): ``F.linear`` on the module's own weight and
+    bias where that is all the call does, without the module call's own cost (~4 us, a fifth of a
+    256 x 1088 product at one row); the module itself otherwise."""
+    if x.numel() >= MIN_ROWS * x.shape[-1] or not computes_own_product(module):
+        return module(x)
+    return F.linear(x, module.weight, module.bias)
+
+
+__all__ = ["MIN_ROWS", "OneDnnLinear", "computes_own_product", "project_rows"]

@@ -16,14 +16,13 @@ from typing import Callable, Final
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules import module as module_internals
 
 from ...core.block import MegaBlock
 from ...core.ffn import NormalizedFeedForward
 from ...core.gated_attention import MovingAverageGatedAttention
 from ...core.norms import SequenceNorm
 from ...core.ops.attention.reference import ELEMENT_FUNCTIONS
-from ..cpu_fast.linear import OneDnnLinear
+from ..cpu_fast.linear import computes_own_product
 from ..cpu_fast.plan import weights_elsewhere
 
 MAX_FRAME_TABLE: Final = 1 << 22
@@ -99,18 +98,6 @@ class Projection:
         else:
             out = torch.baddbmm(self.half_bias, pair, self.halves)  # (2, B, O/2)
         return out.transpose(0, 1).reshape(x.shape[0], -1)
-
-
-def computes_own_product(module: nn.Module) -> bool:
-    """Whether calling ``module`` computes exactly ``x W^T + b`` of its own weight and bias: a
-    plain (or ``cpu_fast``) ``nn.Linear`` with its weight in memory and no forward hooks."""
-    return (
-        isinstance(module, nn.Linear)
-        and type(module).forward in (nn.Linear.forward, OneDnnLinear.forward)
-        and not module.weight.is_meta
-        and not (module._forward_hooks or module._forward_pre_hooks)
-        and not (module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
-    )
 
 
 def token_norm(norm: SequenceNorm) -> nn.Module:
@@ -250,6 +237,5 @@ __all__ = [
     "MAX_FRAME_TABLE",
     "Projection",
     "block_weights",
-    "computes_own_product",
     "unsupported_block",
 ]
