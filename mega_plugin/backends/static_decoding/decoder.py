@@ -16,6 +16,7 @@ The decoder reads the weights when it is built; call :meth:`refresh` after chang
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Callable, Final
 
 import torch
@@ -23,6 +24,8 @@ from torch import Tensor, nn
 
 from ...core.backbone import apply_final_norm
 from ...core.masks import padding_to_key_mask
+from ...core.ops import EmaOptions, run_ema
+from ...core.state import LayerState
 from ...core.stack import MegaLayerStack
 from ..cpu_fast.threads import fitted_threads
 from .buffers import LayerBuffers, size_bytes
@@ -71,6 +74,14 @@ class StaticDecoder:
             )
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
             raise ValueError(f"max_length={max_length!r}; allowed values: a positive int")
+        truncation = layers[0].mega_layer.ema_gate.truncation
+        if truncation is not None and (max_length is None or max_length > truncation):
+            # within its first `truncation` positions a truncated EMA is the full one, whose
+            # (B, D, N) state the step carries; past them it forgets, which a state cannot
+            raise ValueError(
+                f"truncation={truncation}: static decoding runs a truncated EMA only while the whole "
+                f"sequence fits in it; allowed values: max_length <= {truncation} (got max_length={max_length})"
+            )
         self.embed = embed
         self.layers = layers
         # a bare linear head (the usual LM head) runs as a Projection: split over two cores for few rows
@@ -107,7 +118,7 @@ class StaticDecoder:
             output = apply_final_norm(self.layers(hidden, key_mask=key_mask, use_cache=True), self.final_norm)
             assert output.state is not None
             self._rows = input_ids.shape[0]
-            states = output.state.layers
+            states = [full_ema_state(block, state, position=length) for block, state in zip(self.layers, output.state.layers)]
             if len(self._buffers) == len(states) and all(b.fits(state) for b, state in zip(self._buffers, states)):
                 for buffers, state in zip(self._buffers, states):
                     buffers.fill(state, position=length)  # same tensors: a compiled step keeps its graph
@@ -187,4 +198,22 @@ class StaticDecoder:
             )
 
 
-__all__ = ["COMPILE_OPTIONS", "Embed", "Head", "StaticDecoder"]
+def full_ema_state(block: nn.Module, state: LayerState, *, position: int) -> LayerState:
+    """``state`` with the EMA's (B, D, N) state: a truncated EMA streams its last inputs instead
+    (``ema_window``); while they are every input so far, the full recurrence over them gives the
+    state the step continues (equal to the truncated EMA within its first ``truncation`` positions)."""
+    if state.ema is not None or state.ema_window is None:
+        return state
+    window = state.ema_window  # (B, W, D): the EMA's (masked) inputs
+    if window.shape[1] != position:
+        raise ValueError(
+            f"the prompt of {position} tokens is longer than the truncated EMA keeps ({window.shape[1]}): "
+            "static decoding needs prompt + new tokens <= truncation"
+        )
+    ema_gate = block.mega_layer.ema_gate
+    options = EmaOptions(bidirectional=False, truncation=None, return_state=True)
+    _, ema_state = run_ema(window, ema_gate.coefficients(), None, options, kernel="auto")
+    return dataclasses.replace(state, ema=ema_state, ema_window=None)
+
+
+__all__ = ["COMPILE_OPTIONS", "Embed", "Head", "StaticDecoder", "full_ema_state"]

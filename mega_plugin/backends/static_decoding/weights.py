@@ -157,8 +157,6 @@ def unsupported_block(block: MegaBlock) -> str | None:
         return "add_cross_attention=True: static decoding runs decoder-only models (encoder-decoder models decode through generate())"
     if ema.bidirectional:
         return "bidirectional=True: a bidirectional EMA cannot decode; allowed value: bidirectional=False"
-    if ema.truncation is not None:
-        return f"truncation={ema.truncation}: static decoding keeps the EMA's (B, D, N) state; allowed value: truncation=None"
     return None
 
 

@@ -223,7 +223,7 @@ def test_compiled_step_matches_the_whole_forward() -> None:
     ("overrides", "message"),
     [
         (dict(is_decoder=False, bidirectional=True), "causal model"),
-        (dict(truncation=4), "truncation=4"),
+        (dict(truncation=12), "truncation=12: .* max_length <= 12 \\(got max_length=13\\)"),
         (dict(add_cross_attention=True), "add_cross_attention=True"),
         (dict(max_positions=64, use_chunking=False, max_length_override=4096), "frames up to 2048"),
     ],
@@ -236,6 +236,18 @@ def test_unsupported_models_are_refused(overrides: dict[str, Any], message: str)
     model = MegaBackbone(tiny_config(**config)).eval()
     with pytest.raises(ValueError, match=message):
         StaticDecoder(model.embedding_layer, model.layers, head=nn.Linear(16, 50), max_length=max_length)
+
+
+@pytest.mark.parametrize("chunking", [dict(use_chunking=True, chunk_size=CHUNK), dict()], ids=["chunk", "whole"])
+def test_a_truncated_ema_within_its_window(chunking: dict[str, Any]) -> None:
+    """The original LMs truncate their EMA (8192): within the window it is the full EMA, which the
+    step continues from the state the prompt's inputs give."""
+    model, head = build(truncation=LENGTH, **chunking)
+    tokens, mask = sample(3, padding=True)
+    expected = whole_logits(model, head, tokens, mask)[:, PROMPT - 1 : -1]
+    torch.testing.assert_close(decoded_logits(decoder_for(model, head), tokens, mask), expected, **TOLERANCE)
+    with pytest.raises(ValueError, match="max_length <= 13" if chunking else "max_length is needed"):
+        StaticDecoder(model.embedding_layer, model.layers, head=head)  # no max_length: unbounded
 
 
 def test_forward_hooks_on_projections_run() -> None:
