@@ -124,7 +124,7 @@ TRAINING_MODES: Final = {
 }
 
 
-def training_step(mode: str, *, length: int, batch: int, chunk: int | None, ids: Tensor) -> Callable[[], Tensor]:
+def training_step(mode: str, *, length: int, chunk: int | None, ids: Tensor) -> Callable[[], Tensor]:
     """A fresh, identically initialised causal LM and AdamW: one step per call, returning the loss."""
     if mode not in TRAINING_MODES:
         raise ValueError(f"mode={mode!r}; allowed values: {', '.join(TRAINING_MODES)}")
@@ -149,12 +149,12 @@ def training_step(mode: str, *, length: int, batch: int, chunk: int | None, ids:
 
 def training_rows(*, length: int, batch: int, chunk: int | None) -> list[Row]:
     ids = torch.randint(3, 1000, (batch, length))
-    eager = training_step("eager", length=length, batch=batch, chunk=chunk, ids=ids)
+    eager = training_step("eager", length=length, chunk=chunk, ids=ids)
     first_loss = eager()  # the loss of the initial weights: every mode's first step must give it
     rows: list[Row] = [("training step (AdamW), eager", best_time(eager, repeats=2, warmup=0), "best of 2")]
     for mode in ("blocks", "whole"):
         torch._dynamo.reset()
-        step = training_step(mode, length=length, batch=batch, chunk=chunk, ids=ids)
+        step = training_step(mode, length=length, chunk=chunk, ids=ids)
         seconds, loss = timed(step)
         label = f"training step, {TRAINING_MODES[mode]}"
         rows.append((f"{label}: first call", seconds, f"compile + run; loss diff {abs(loss - first_loss).item():.2g}"))

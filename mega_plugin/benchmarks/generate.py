@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Callable, Final
+from typing import Final
 
 import torch
 from torch import Tensor, nn

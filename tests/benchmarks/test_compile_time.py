@@ -44,4 +44,4 @@ def test_training_rows_compile_every_mode_to_the_same_first_loss(monkeypatch: py
     differences = [float(match.group(1)) for _, _, note in rows if (match := re.search(r"loss diff (\S+)", note))]
     assert len(differences) == 2 and max(differences) <= 1e-5
     with pytest.raises(ValueError, match="mode='jit'; allowed values: eager, blocks, whole"):
-        compile_time.training_step("jit", length=8, batch=1, chunk=8, ids=torch.zeros(1, 8, dtype=torch.long))
+        compile_time.training_step("jit", length=8, chunk=8, ids=torch.zeros(1, 8, dtype=torch.long))

@@ -14,9 +14,9 @@ from typing import Final
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules import module as module_internals
 
 from ...core.tracing import capturing_graph
+from .module_walk import global_forward_hooks, has_forward_hooks
 from .onednn import context_allows, matmul_nt, serves, unsupported_tensor
 
 MIN_ROWS: Final = 32
@@ -51,8 +51,8 @@ def computes_own_product(module: nn.Module) -> bool:
         isinstance(module, nn.Linear)
         and type(module).forward in (nn.Linear.forward, OneDnnLinear.forward)
         and not module.weight.is_meta
-        and not (module._forward_hooks or module._forward_pre_hooks)
-        and not (module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
+        and not has_forward_hooks(module)
+        and not global_forward_hooks()
     )
 
 

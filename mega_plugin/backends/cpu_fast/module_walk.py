@@ -11,6 +11,17 @@ from __future__ import annotations
 from typing import Callable
 
 from torch import nn
+from torch.nn.modules import module as module_internals
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has forward (or forward-pre) hooks of its own."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def global_forward_hooks() -> bool:
+    """Whether forward hooks registered for every module (``register_module_forward_hook``) exist."""
+    return bool(module_internals._global_forward_hooks or module_internals._global_forward_pre_hooks)
 
 
 def any_module(root: nn.Module, test: Callable[[nn.Module], bool]) -> bool:
@@ -24,4 +35,4 @@ def any_module(root: nn.Module, test: Callable[[nn.Module], bool]) -> bool:
     return False
 
 
-__all__ = ["any_module"]
+__all__ = ["any_module", "global_forward_hooks", "has_forward_hooks"]

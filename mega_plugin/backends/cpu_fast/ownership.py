@@ -16,11 +16,10 @@ import contextvars
 from typing import Any, Final
 
 from torch import Tensor, nn
-from torch.nn.modules import module as module_internals
 
 from ...core.stack import MegaLayerStack, StackOutput
 from ...core.tracing import capturing_graph
-from .module_walk import any_module
+from .module_walk import any_module, global_forward_hooks, has_forward_hooks
 from .threads import fitted_threads
 
 _NOTHING: Final = object()
@@ -36,10 +35,7 @@ def may_overwrite(tensor: Tensor) -> bool:
 
 def _hooks_may_read(stack: nn.Module) -> bool:
     """Whether any forward hook under ``stack`` (or a global one) could keep a layer's output."""
-    global_hooks = (module_internals._global_forward_hooks, module_internals._global_forward_pre_hooks)
-    if any(global_hooks):
-        return True
-    return any_module(stack, lambda module: bool(module._forward_hooks or module._forward_pre_hooks))
+    return global_forward_hooks() or any_module(stack, has_forward_hooks)
 
 
 class HandOverStack(MegaLayerStack):

@@ -150,13 +150,11 @@ class BlockWeights:
 
 
 def unsupported_block(block: MegaBlock) -> str | None:
-    """Why static decoding cannot run ``block`` (a sentence naming the option), or None."""
-    layer = block.mega_layer
-    ema = layer.ema_gate
+    """Why static decoding cannot run ``block`` (a sentence naming the option), or None.
+
+    (A bidirectional stack is refused by the decoder itself: it cannot stream at all.)"""
     if block.cross_attn is not None:
         return "add_cross_attention=True: static decoding runs decoder-only models (encoder-decoder models decode through generate())"
-    if ema.bidirectional:
-        return "bidirectional=True: a bidirectional EMA cannot decode; allowed value: bidirectional=False"
     return None
 
 
