@@ -469,6 +469,15 @@ CAUSAL_VOCAB = 40
 """Vocabulary of :func:`tiny_causal_config` (generation and cache tests)."""
 
 
+def right_padded_batch(*, length: int, real: int, seed: int, vocab: int = 60) -> dict[str, Tensor]:
+    """Two rows of ids in [3, vocab) (seeded) and their 0/1 ``attention_mask``; the second row is
+    padding after its first ``real`` tokens."""
+    ids = torch.randint(3, vocab, (2, length), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    mask[1, real:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def tiny_causal_config(**overrides: object) -> Any:
     """A tiny causal-LM MegaConfig (hidden 16, 2 layers, vocabulary 40, no EOS) with ``overrides``."""
     from mega_plugin.adapters.hf import MegaConfig

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.hf
 pytest.importorskip("transformers")
 accelerate = pytest.importorskip("accelerate")
 
+from mega_hf_helpers import right_padded_batch  # noqa: E402
 from mega_plugin.adapters.hf import (  # noqa: E402
     MegaConfig,
     MegaForCausalLM,
@@ -84,20 +85,13 @@ def saved(name: str, directory: Path) -> tuple[type, torch.nn.Module]:
     return model_class, model
 
 
-def inputs() -> dict[str, torch.Tensor]:
-    ids = torch.randint(3, 60, (2, 10), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[1, 7:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("name", list(MODELS))
 def test_offloaded_models_give_the_in_memory_logits(name: str, mode: str, tmp_path: Path) -> None:
     model_class, in_memory = saved(name, tmp_path)
     offloaded = MODES[mode](model_class, tmp_path).eval()
     assert any(p.is_meta for p in offloaded.parameters()), "nothing was offloaded: the test would prove nothing"
-    batch = inputs()
+    batch = right_padded_batch(length=10, real=7, seed=1)
     with torch.no_grad():
         expected = in_memory(**batch).logits
         torch.testing.assert_close(offloaded(**batch).logits, expected, atol=1e-5, rtol=1e-5)
@@ -107,7 +101,7 @@ def test_offloaded_models_give_the_in_memory_logits(name: str, mode: str, tmp_pa
 def test_generate_under_offload_equals_in_memory(name: str, tmp_path: Path) -> None:
     model_class, in_memory = saved(name, tmp_path)
     offloaded = offload_to_disk(model_class, tmp_path).eval()
-    prompt = inputs()["input_ids"][:1, :5]
+    prompt = right_padded_batch(length=10, real=7, seed=1)["input_ids"][:1, :5]
     settings = dict(max_new_tokens=9, min_new_tokens=9, do_sample=False, pad_token_id=1)
     expected = in_memory.generate(prompt, **settings)
     torch.testing.assert_close(offloaded.generate(prompt, **settings), expected, rtol=0, atol=0)

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.hf
 pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from mega_hf_helpers import right_padded_batch  # noqa: E402
 from mega_plugin.adapters.hf import MegaConfig, MegaForCausalLM, MegaForSequenceClassification  # noqa: E402
 
 TARGETS = ["v_proj", "mx_proj", "h_proj", "fc1", "fc2"]
@@ -39,19 +40,12 @@ def lora_model(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return base, peft.get_peft_model(base, config).eval()
 
 
-def batch() -> dict[str, torch.Tensor]:
-    ids = torch.randint(3, 60, (2, 9), generator=torch.Generator().manual_seed(2))
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_adapter_changes_the_output_by_what_merging_folds_in(name: str) -> None:
     base, model = lora_model(name)
     wrapped = [n for n, m in model.named_modules() if isinstance(m, peft.tuners.lora.Linear)]
     assert len(wrapped) == len(TARGETS) * SMALL["num_hidden_layers"], wrapped
-    inputs = batch()
+    inputs = right_padded_batch(length=9, real=6, seed=2)
     with torch.no_grad():
         adapted = model(**inputs).logits
         with model.disable_adapter():
@@ -69,7 +63,7 @@ def test_training_moves_only_the_adapter_and_it_round_trips(name: str, tmp_path:
     assert trainable and all("lora_" in n or "classifier" in n or "score" in n for n in trainable), trainable
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    inputs = batch()
+    inputs = right_padded_batch(length=9, real=6, seed=2)
     labels = inputs["input_ids"] if name.startswith("causal") else torch.tensor([0, 2])
     losses = []
     for _ in range(4):
