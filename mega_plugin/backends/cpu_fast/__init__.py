@@ -4,8 +4,8 @@ What it swaps in (:func:`accelerate`; same parameters, same state-dict keys, sam
 
 * :class:`~.layer.BlockedGatedAttention` and :class:`~.ffn.BlockedFeedForward`: after the EMA,
   every op runs per row block of whole attention frames (:mod:`.row_blocks`), in place where
-  no gradient is recorded; a decoding step (one token after a state) runs the one-token
-  arithmetic of :mod:`.decode_step`;
+  no gradient is recorded; a decoding step (one token after a state) runs the static decoder's
+  one-token step on the layer's own state (:mod:`.decode_step`, weights kept by :mod:`.step_weights`);
 * :class:`~.ownership.HandOverStack`: inside one stack call a no-grad layer writes its output
   into the tensor the previous layer handed it; a long call runs on no more threads than the
   cores other processes leave free (:mod:`.threads`);

@@ -2,20 +2,25 @@
 
 Generating token by token calls every layer with one token (B, 1, D) and the layer's streaming
 state. The core's path serves any length, so each step pays for machinery one token does not
-need: a kernel chosen for the EMA and for the attention, chunk framing, and a causal mask built
-for a query that sees every key of its frame anyway. For one token the layer reduces to
+need: a kernel chosen for the EMA and for the attention, chunk framing, the EMA coefficients
+recomputed from their parameters, and a causal mask built for a query that sees every key of its
+frame anyway. For one token the layer is the static decoder's step
+(:func:`~mega_plugin.backends.static_decoding.step.attention_step`: the recurrent EMA, the
+gates, one query row of the reference attention, the gated residual), which :func:`decode_step`
+runs here on the layer's own state:
 
-    h' = input_gain * x + decay * h,   y = sum_n output_gain * h'      (B, D, N) -> (B, D)
+* the weights in the step's form are kept on the layer (:mod:`.step_weights`);
+* the EMA state is advanced in a new tensor (a state stays a value: a cache may be reused);
+* the current chunk's keys and values grow in place (:mod:`.growing_keys`): the step writes
+  position T of their buffer, the state returns views of T + 1 positions;
+* the query's relative bias row is read from the chunk's bias table, or computed by the layer's
+  bias module as in the core (long chunks, no chunking).
 
-(the core's recurrent EMA, in its order of operations) and one query row of the core's
-reference attention over the current chunk's keys, which grow in place (:mod:`.growing_keys`).
-:func:`decode_step` runs exactly that and
-the core's own gate and output functions, so it returns what the core returns, in fewer ops.
-
-It serves a call only when that holds: no gradient recorded, no dropout active, an untruncated
-EMA with a state to continue (the first call, the prompt, goes through the core), no attention
-weights asked for, not while a graph is captured, not with offloaded weights, and the ``auto`` kernels (a kernel named in
-the config is the caller's choice: it runs through the core).
+It serves a call only when that gives the core's result: no gradient recorded, no dropout
+active, no autocast, an untruncated EMA with a state to continue (the first call, the prompt,
+goes through the core), a real new token (padding goes through the core), no attention weights
+asked for, not while a graph is captured, not with offloaded weights, and the ``auto`` kernels
+(a kernel named in the config is the caller's choice: it runs through the core).
 """
 
 from __future__ import annotations
@@ -23,18 +28,17 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...core.gated_attention import AttentionResult, MovingAverageGatedAttention
 from ...core.memo import records_grad
-from ...core.ops import AttentionOptions
-from ...core.ops.attention.reference import reference_attention
-from ...core.state import LayerState, merge_key_masks
+from ...core.state import LayerState
 from ...core.tracing import capturing_graph
-from .growing_keys import append_position
-from .linear import project_rows
+from ..static_decoding.buffers import LayerBuffers
+from ..static_decoding.step import attention_step
+from .growing_keys import grown_views, reserve_position
 from .plan import weights_elsewhere
+from .step_weights import step_weights
 
 
 def serves_step(
@@ -42,6 +46,7 @@ def serves_step(
     x: Tensor,
     *,
     state: LayerState | None,
+    key_mask: Tensor | None,
     causal: bool,
     need_weights: bool,
     dropouts: tuple[float, ...],
@@ -53,6 +58,7 @@ def serves_step(
         and x.shape[1] == 1
         and causal
         and not need_weights
+        and key_mask is None  # the core's None: every new token is real
         and state is not None
         and state.ema is not None
         and ema.truncation is None
@@ -60,74 +66,56 @@ def serves_step(
         and layer.kernel_name == "auto"
         and ema.kernel_name == "auto"
         and (not layer.training or max(dropouts, default=0.0) == 0.0)
+        and not torch.is_autocast_enabled(x.device.type)
         and not capturing_graph()  # compile, export, jit, fx: the core's forward
         and not weights_elsewhere(layer)  # offloaded: the core's module calls bring the weights in
         and not records_grad(itertools.chain((x, state.ema), layer.parameters()))
     )
 
 
-def decode_step(
-    layer: MovingAverageGatedAttention,
-    x: Tensor,
-    *,
-    state: LayerState,
-    key_mask: Tensor | None,
-    update_state: bool,
-) -> AttentionResult:
-    """``layer``'s output for one new token ``x`` (B, 1, D) after ``state`` (see :func:`serves_step`).
-
-    ``key_mask`` (B, 1) bool marks whether the new token is real (None: it is).
-    """
+def decode_step(layer: MovingAverageGatedAttention, x: Tensor, *, state: LayerState, update_state: bool) -> AttentionResult:
+    """``layer``'s output for one new, real token ``x`` (B, 1, D) after ``state`` (see :func:`serves_step`)."""
+    assert state.ema is not None
     batch = x.shape[0]
-    normed = layer.norm(x) if layer.prenorm else x  # (B, 1, D)
-
-    # The EMA recurrence for one token, in the core's recurrent order and fp32.
-    coefficients = layer.ema_gate.coefficients()
-    signal = normed if key_mask is None else normed.masked_fill(~key_mask.unsqueeze(-1), 0.0)
-    ema_state = coefficients.input_gain.float() * signal[:, 0, :, None].float() + coefficients.decay.float() * state.ema.float()
-    ema = (ema_state * coefficients.output_gain.float()).sum(-1).unsqueeze(1)  # (B, 1, D)
-    mixed = F.silu(torch.addcmul(ema.to(x.dtype), normed, layer.ema_gate.residual_weight))
-
-    value = layer.activation(project_rows(layer.v_proj, normed))  # (B, 1, V)
-    gates = layer.gates(project_rows(layer.mx_proj, mixed))
-
-    # One query at the end of its frame: it sees every key of the frame that is real, so the
-    # causal mask is all True and is left out.
     cached = state.cached_length
-    chunk = layer.chunk_size
-    keys, values = append_position(
-        state.keys if cached else None, state.values if cached else None, gates.key, value, capacity=chunk
-    )  # (B, T, Z), (B, T, V): views of a buffer the next step fills in place
-    keys_real = (
-        merge_key_masks(state.key_mask, key_mask, cached, 1, batch=batch, device=x.device) if cached else key_mask
-    )  # (B, T) | None
     frame = cached + 1
-    options = AttentionOptions(
-        activation=layer.attention_activation,
-        causal=False,
-        query_offset=0,
-        scale=layer.scale,
-        dropout_p=0.0,
-        training=False,
-        need_weights=False,
+    growth = reserve_position(
+        state.keys if cached else None,
+        state.values if cached else None,
+        batch=batch,
+        key_width=layer.shared_size,
+        value_width=layer.value_size,
+        dtype=x.dtype,
+        device=x.device,
+        capacity=layer.chunk_size,
+    )  # (B, C, Z), (B, C, V) with positions 0 .. cached - 1 filled and position ``cached`` free
+    key_real = None
+    if state.key_mask is not None and cached:  # (B, T) bool; the new token is real
+        key_real = torch.ones(batch, frame, dtype=x.dtype, device=x.device)
+        key_real[:, :cached] = state.key_mask
+    buffers = LayerBuffers(
+        ema=state.ema.to(torch.float32, copy=True),  # advanced in place: the old state stays as it was
+        keys=growth.keys,
+        values=growth.values,
+        key_real=key_real,
     )
-    attended, _ = reference_attention(
-        gates.query.unsqueeze(1),
-        keys.unsqueeze(1),
-        values.unsqueeze(1),
-        layer.rel_pos_bias(1, frame, cached),
-        None if keys_real is None else keys_real.unsqueeze(1),
-        options,
-    )  # (B, 1, 1, V)
-    hidden = layer.output(x, gates, attended.squeeze(1))
+    weights = step_weights(layer)
+    if weights.slots is not None:  # the bias row from the frame table
+        hidden = attention_step(weights.attention, buffers, x[:, 0], weights.slots[cached], frame)  # (B, D)
+    else:
+        index = torch.tensor([cached], device=x.device)
+        bias = layer.rel_pos_bias(1, frame, cached)  # (1, frame)
+        hidden = attention_step(weights.attention, buffers, x[:, 0], index, frame, bias=bias)
+    keys, values = grown_views(growth)  # (B, frame, Z), (B, frame, V)
 
     new_state = None
     if update_state:
+        chunk = layer.chunk_size
         start = 0 if chunk is None else frame - frame % chunk  # the current chunk's first key
         new_state = LayerState(
-            ema=ema_state,
+            ema=buffers.ema,
             keys=keys if start == 0 else keys[:, start:],  # the view itself: its buffer grows next step
             values=values if start == 0 else values[:, start:],
-            key_mask=None if keys_real is None else keys_real[:, start:],
+            key_mask=None if key_real is None else key_real[:, start:] != 0,
         )
-    return AttentionResult(hidden=hidden, weights=None, state=new_state)
+    return AttentionResult(hidden=hidden.unsqueeze(1), weights=None, state=new_state)

@@ -28,16 +28,16 @@ MIN_CAPACITY: Final = 64
 
 
 @dataclass
-class _Growth:
+class Growth:
     keys: Tensor  # (B, C, Z)
     values: Tensor  # (B, C, V)
     filled: int  # positions written so far
 
 
-def _own_growth(keys: Tensor, values: Tensor) -> _Growth | None:
+def _own_growth(keys: Tensor, values: Tensor) -> Growth | None:
     """The buffer ``keys`` / ``values`` are the filled views of, when the next position is free."""
     growth = getattr(keys, _RECORD, None)
-    if not isinstance(growth, _Growth):
+    if not isinstance(growth, Growth):
         return None
     length = keys.shape[1]
     owns = (
@@ -50,6 +50,49 @@ def _own_growth(keys: Tensor, values: Tensor) -> _Growth | None:
     return growth if owns else None
 
 
+def reserve_position(
+    keys: Tensor | None,
+    values: Tensor | None,
+    *,
+    batch: int,
+    key_width: int,
+    value_width: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    capacity: int | None,
+) -> Growth:
+    """Buffers (B, C, Z) and (B, C, V) whose first T positions hold ``keys`` (B, T, Z) and ``values``
+    (B, T, V) (None: T = 0) and whose position T is free: ``keys``' own buffer when no one wrote
+    position T yet, else a new one. Write position T of ``.keys`` and ``.values``, then take the
+    views with :func:`grown_views`.
+
+    ``capacity``: the positions a chunk holds (None: no chunking, the buffer doubles as needed).
+    """
+    length = 0 if keys is None or values is None else keys.shape[1]
+    growth = None if keys is None or values is None else _own_growth(keys, values)
+    if growth is not None and growth.keys.dtype == dtype and growth.values.dtype == dtype:
+        return growth
+    size = max(capacity if capacity is not None else max(2 * length, MIN_CAPACITY), length + 1)
+    growth = Growth(
+        keys=torch.empty((batch, size, key_width), dtype=dtype, device=device),
+        values=torch.empty((batch, size, value_width), dtype=dtype, device=device),
+        filled=length,
+    )
+    if length:
+        growth.keys[:, :length].copy_(keys)
+        growth.values[:, :length].copy_(values)
+    return growth
+
+
+def grown_views(growth: Growth) -> tuple[Tensor, Tensor]:
+    """The buffers of :func:`reserve_position` after its free position was written: views of the
+    filled positions (B, T + 1, Z), (B, T + 1, V), which the next step may grow in place."""
+    growth.filled += 1  # a state holding the previous views no longer owns the next position
+    filled_keys = growth.keys[:, : growth.filled]
+    setattr(filled_keys, _RECORD, growth)
+    return filled_keys, growth.values[:, : growth.filled]
+
+
 def append_position(
     keys: Tensor | None, values: Tensor | None, key: Tensor, value: Tensor, *, capacity: int | None
 ) -> tuple[Tensor, Tensor]:
@@ -59,21 +102,16 @@ def append_position(
     ``capacity``: the positions a chunk holds (None: no chunking, the buffer doubles as needed).
     """
     length = 0 if keys is None or values is None else keys.shape[1]
-    growth = None if keys is None or values is None else _own_growth(keys, values)
-    if growth is None:
-        size = max(capacity if capacity is not None else max(2 * length, MIN_CAPACITY), length + 1)
-        batch = key.shape[0]
-        growth = _Growth(
-            keys=torch.empty((batch, size, key.shape[2]), dtype=key.dtype, device=key.device),
-            values=torch.empty((batch, size, value.shape[2]), dtype=value.dtype, device=value.device),
-            filled=length,
-        )
-        if length:
-            growth.keys[:, :length].copy_(keys)
-            growth.values[:, :length].copy_(values)
+    growth = reserve_position(
+        keys,
+        values,
+        batch=key.shape[0],
+        key_width=key.shape[2],
+        value_width=value.shape[2],
+        dtype=key.dtype,
+        device=key.device,
+        capacity=capacity,
+    )
     growth.keys[:, length].copy_(key[:, 0])
     growth.values[:, length].copy_(value[:, 0])
-    growth.filled = length + 1
-    grown_keys = growth.keys[:, : length + 1]
-    setattr(grown_keys, _RECORD, growth)
-    return grown_keys, growth.values[:, : length + 1]
+    return grown_views(growth)

@@ -51,13 +51,12 @@ class BlockedGatedAttention(MovingAverageGatedAttention):
             self,
             x,
             state=state,
+            key_mask=options.get("key_mask"),
             causal=bool(options.get("causal")),
             need_weights=bool(options.get("need_weights")),
             dropouts=self._dropouts(),
         ):
-            return decode_step(
-                self, x, state=state, key_mask=options.get("key_mask"), update_state=bool(options.get("update_state"))
-            )
+            return decode_step(self, x, state=state, update_state=bool(options.get("update_state")))
         streams = options.get("state") is not None or options.get("update_state") or options.get("need_weights")
         if streams or not runs_in_blocks(self, x, dropouts=self._dropouts()):
             return super().forward(x, **options)

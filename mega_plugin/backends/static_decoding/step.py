@@ -21,26 +21,45 @@ from .weights import AttentionWeights, BlockWeights, FeedForwardWeights
 
 
 def attend_slot(
-    weights: AttentionWeights, buffers: LayerBuffers, query: Tensor, index: Tensor, visible: int | None
+    weights: AttentionWeights,
+    buffers: LayerBuffers,
+    query: Tensor,
+    index: Tensor,
+    visible: int | None,
+    *,
+    bias: Tensor | None = None,
 ) -> Tensor:
-    """The attention of ``query`` (B, Z) at slot ``index`` (1,) over the frame: (B, V)."""
+    """The attention of ``query`` (B, Z) at slot ``index`` (1,) over the frame: (B, V).
+
+    ``bias`` (1, visible): the query's relative bias row, for weights without a frame table
+    (``bias_rows`` None; eager calls only)."""
     keys, values, key_real = buffers.keys, buffers.values, buffers.key_real  # (B, S, Z), (B, S, V), (B, S)
-    bias = weights.bias_rows.index_select(0, index)  # (1, S)
-    if visible is not None:
-        keys, values, bias = keys[:, :visible], values[:, :visible], bias[:, :visible]
+    if visible is not None:  # every slot before ``visible`` is at or before the query's
+        keys, values = keys[:, :visible], values[:, :visible]
         key_real = None if key_real is None else key_real[:, :visible]
+    if bias is None:
+        assert weights.bias_rows is not None, "weights without a frame table need the bias row"
+        bias = weights.bias_rows.index_select(0, index)  # (1, S)
+        if visible is not None:
+            bias = bias[:, :visible]
     rows = query.unsqueeze(1)  # (B, 1, Z)
     if weights.element_function is None:  # softmax: scale * q.k + bias, -inf past the slot
         scores = torch.baddbmm(bias, rows, keys.transpose(1, 2), alpha=weights.scale)  # (B, 1, S)
         if key_real is not None:
             scores = scores.masked_fill(key_real.unsqueeze(1) == 0, float("-inf"))
         probabilities = torch.softmax(scores.float(), dim=-1).to(values.dtype)
-    else:  # laplace / relu2: f(q.k / keys seen + bias), zero for the keys not seen
+        return torch.bmm(probabilities, values).squeeze(1)
+    # laplace / relu2: f(q.k / keys seen + bias), zero for the keys not seen
+    if visible is None:
+        assert weights.visible_rows is not None
         allowed = weights.visible_rows.index_select(0, index)  # (1, S)
-        if visible is not None:
-            allowed = allowed[:, :visible]
-        if key_real is not None:
-            allowed = allowed * key_real  # (B, S)
+        allowed = allowed if key_real is None else allowed * key_real  # (B|1, S)
+    else:
+        allowed = key_real  # (B, visible) | None: the slots before ``visible`` are all seen
+    if allowed is None:
+        scores = torch.bmm(rows, keys.transpose(1, 2)) / visible + bias
+        probabilities = weights.element_function(scores)
+    else:
         counts = allowed.sum(dim=-1, keepdim=True).clamp(min=1).unsqueeze(-1)  # (B|1, 1, 1)
         scores = torch.bmm(rows, keys.transpose(1, 2)) / counts + bias
         probabilities = weights.element_function(scores) * allowed.unsqueeze(1)
@@ -48,9 +67,18 @@ def attend_slot(
 
 
 def attention_step(
-    weights: AttentionWeights, buffers: LayerBuffers, x: Tensor, index: Tensor, visible: int | None
+    weights: AttentionWeights,
+    buffers: LayerBuffers,
+    x: Tensor,
+    index: Tensor,
+    visible: int | None,
+    *,
+    bias: Tensor | None = None,
 ) -> Tensor:
-    """The gated-attention sub-layer for ``x`` (B, D) at slot ``index`` (1,): (B, D)."""
+    """The gated-attention sub-layer for ``x`` (B, D) at slot ``index`` (1,): (B, D).
+
+    ``buffers`` are advanced in place: the EMA state, and the key and value at ``index``
+    (``bias``: see :func:`attend_slot`)."""
     hidden_size, shared_size, value_size = weights.sizes
     normed = x if weights.pre_norm is None else weights.pre_norm(x)
 
@@ -69,7 +97,7 @@ def attention_step(
     buffers.values.index_copy_(1, index, value.unsqueeze(1).to(buffers.values.dtype))
     if buffers.key_real is not None:
         buffers.key_real.index_fill_(1, index, 1.0)  # a generated token is real
-    attended = attend_slot(weights, buffers, query, index, visible)  # (B, V)
+    attended = attend_slot(weights, buffers, query, index, visible, bias=bias)  # (B, V)
 
     hidden = weights.activation(hx + weights.hidden(attended * reset))
     out = torch.addcmul(x, torch.sigmoid(update), hidden - x)  # X + u * (H - X)

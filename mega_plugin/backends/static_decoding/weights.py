@@ -124,8 +124,9 @@ class AttentionWeights:
     query_bias: Tensor
     key_weight: Tensor
     key_bias: Tensor
-    bias_rows: Tensor  # (S, S): row s, the bias of a query at slot s over the key slots; -inf past s (softmax)
-    visible_rows: Tensor  # (S, S): 1.0 where key slot <= query slot, else 0.0
+    bias_rows: Tensor | None  # (S, S): row s, the bias of a query at slot s over the key slots; -inf past s (softmax)
+    visible_rows: Tensor | None  # (S, S): 1.0 where key slot <= query slot, else 0.0
+    # (both None for weights built without a frame: the caller then gives each step its bias row)
     attention_activation: str
     element_function: Callable[[Tensor], Tensor] | None  # laplace / relu2; None for softmax
     scale: float
@@ -167,9 +168,11 @@ def frame_tables(layer: MovingAverageGatedAttention, slots: int) -> tuple[Tensor
     return bias.contiguous(), visible.to(bias.dtype)
 
 
-def attention_weights(layer: MovingAverageGatedAttention, *, slots: int) -> AttentionWeights:
+def attention_weights(layer: MovingAverageGatedAttention, *, slots: int | None) -> AttentionWeights:
+    """``layer`` in the step's form; with the (S, S) frame tables for ``slots`` positions (None:
+    without tables, for eager steps that compute their bias row)."""
     coefficients = layer.ema_gate.coefficients()
-    bias_rows, visible_rows = frame_tables(layer, slots)
+    bias_rows, visible_rows = (None, None) if slots is None else frame_tables(layer, slots)
     return AttentionWeights(
         pre_norm=token_norm(layer.norm) if layer.prenorm else None,
         post_norm=None if layer.prenorm else token_norm(layer.norm),

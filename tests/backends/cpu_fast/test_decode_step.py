@@ -86,7 +86,9 @@ def test_step_matches_the_core(case: str, padding: bool, monkeypatch: pytest.Mon
     steps = count_steps(monkeypatch)
     hidden, state = stream(model, tokens, mask, prompt=prompt)
     layers = len(model.layers)
-    assert len(steps) == layers * (length - prompt), "the decoding step did not serve every one-token call"
+    # a call whose new token is padding in some row goes through the core
+    real_calls = length - prompt if mask is None else int(mask[:, prompt:].bool().all(dim=0).sum())
+    assert len(steps) == layers * real_calls, "the decoding step did not serve every one-token call of real tokens"
     expected, expected_state = stream(reference, tokens, mask, prompt=prompt)
     real = slice(None) if mask is None else mask.bool()
     torch.testing.assert_close(hidden[real], expected[real], **TOLERANCE)
