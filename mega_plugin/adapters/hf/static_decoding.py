@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...backends.static_decoding import Head, StaticDecoder
-from ...backends.static_decoding.weights import Projection
+from ...backends.token_step.weights import Projection
 from ...core.heads import tanh_dense
 from .modeling_lm import MegaForCausalLM
 

@@ -5,7 +5,7 @@ state. The core's path serves any length, so each step pays for machinery one to
 need: a kernel chosen for the EMA and for the attention, chunk framing, the EMA coefficients
 recomputed from their parameters, and a causal mask built for a query that sees every key of its
 frame anyway. For one token the layer is the static decoder's step
-(:func:`~mega_plugin.backends.static_decoding.step.attention_step`: the recurrent EMA, the
+(:func:`~mega_plugin.backends.token_step.step.attention_step`: the recurrent EMA, the
 gates, one query row of the reference attention, the gated residual), which :func:`decode_step`
 runs here on the layer's own state:
 
@@ -34,10 +34,10 @@ from ...core.gated_attention import AttentionResult, MovingAverageGatedAttention
 from ...core.memo import records_grad
 from ...core.state import LayerState
 from ...core.tracing import capturing_graph
-from ..static_decoding.buffers import LayerBuffers
-from ..static_decoding.step import attention_step
+from ..module_walk import weights_elsewhere
+from ..token_step.buffers import LayerBuffers
+from ..token_step.step import attention_step
 from .growing_keys import grown_views, reserve_position
-from .plan import weights_elsewhere
 from .step_weights import step_weights
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.tracing import capturing_graph
-from .module_walk import global_forward_hooks, has_forward_hooks
+from ..module_walk import computes_own_product, plain_linear
 from .onednn import context_allows, matmul_nt, serves, unsupported_tensor
 
 MIN_ROWS: Final = 32
@@ -24,6 +24,7 @@ MIN_ROWS: Final = 32
 than a oneDNN primitive (1 row of 256 -> 1088: 20 against 41 us; equal near 32 rows)."""
 
 
+@plain_linear
 class OneDnnLinear(nn.Linear):
     """``nn.Linear`` with the GEMM in oneDNN where that is faster (see the module doc)."""
 
@@ -43,19 +44,6 @@ class OneDnnLinear(nn.Linear):
         return context_allows().ok
 
 
-def computes_own_product(module: nn.Module) -> bool:
-    """Whether calling ``module`` computes exactly ``x W^T + b`` of its own weight and bias: a
-    plain (or oneDNN) ``nn.Linear`` with its weight in memory and no forward hooks (not a PEFT
-    wrapper, a quantised linear, an offloaded or a hooked module)."""
-    return (
-        isinstance(module, nn.Linear)
-        and type(module).forward in (nn.Linear.forward, OneDnnLinear.forward)
-        and not module.weight.is_meta
-        and not has_forward_hooks(module)
-        and not global_forward_hooks()
-    )
-
-
 def project_rows(module: nn.Module, x: Tensor) -> Tensor:
     """``module(x)`` for a few rows (a decoding step): ``F.linear`` on the module's own weight and
     bias where that is all the call does, without the module call's own cost (~4 us, a fifth of a
@@ -65,4 +53,4 @@ def project_rows(module: nn.Module, x: Tensor) -> Tensor:
     return F.linear(x, module.weight, module.bias)
 
 
-__all__ = ["MIN_ROWS", "OneDnnLinear", "computes_own_product", "project_rows"]
+__all__ = ["MIN_ROWS", "OneDnnLinear", "project_rows"]

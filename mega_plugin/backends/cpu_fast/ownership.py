@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...core.stack import MegaLayerStack, StackOutput
 from ...core.tracing import capturing_graph
-from .module_walk import any_module, global_forward_hooks, has_forward_hooks
+from ..module_walk import any_module, global_forward_hooks, has_forward_hooks
 from .threads import fitted_threads
 
 _NOTHING: Final = object()

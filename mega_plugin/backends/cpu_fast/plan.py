@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core.tracing import capturing_graph
-from .module_walk import any_module
+from ..module_walk import weights_elsewhere
 
 
 class BlockableLayer(Protocol):
@@ -22,18 +22,6 @@ class BlockableLayer(Protocol):
 
     training: bool
     norm: torch.nn.Module
-
-
-def weights_elsewhere(module: nn.Module) -> bool:
-    """Whether some weight of ``module`` is not in memory: accelerate's offloading (``cpu_offload``,
-    ``disk_offload``, a ``device_map`` with "cpu"/"disk") keeps it on the meta device and hooks
-    each submodule's call to bring its own weights in. The fast paths read the weights of
-    several submodules in one place, past those hooks, so they step aside."""
-    return any_module(module, _holds_meta_parameter)
-
-
-def _holds_meta_parameter(module: nn.Module) -> bool:
-    return any(parameter is not None and parameter.is_meta for parameter in module._parameters.values())
 
 
 def runs_in_blocks(layer: BlockableLayer, x: Tensor, *, dropouts: tuple[float, ...]) -> bool:

@@ -1,8 +1,8 @@
 """A layer's weights in the one-token step's form, kept on the layer between decoding steps.
 
 :func:`~.decode_step.decode_step` runs the static decoder's step arithmetic
-(:mod:`~mega_plugin.backends.static_decoding.step`), which reads an
-:class:`~mega_plugin.backends.static_decoding.weights.AttentionWeights`: the EMA coefficients
+(:mod:`~mega_plugin.backends.token_step.step`), which reads an
+:class:`~mega_plugin.backends.token_step.weights.AttentionWeights`: the EMA coefficients
 in fp32 (the core recomputes them from four parameters on every call: ~35 us of small ops per
 layer per token) and each projection's weight, split in halves for two cores. Building it per
 token would cost what it saves, so it is built once and kept on the layer (not a parameter,
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from ...core.gated_attention import MovingAverageGatedAttention
-from ..static_decoding.weights import AttentionWeights, attention_weights
-from .module_walk import global_forward_hooks
+from ..module_walk import global_forward_hooks
+from ..token_step.weights import AttentionWeights, attention_weights
 
 _SNAPSHOT: Final = "_mega_plugin_step_weights"
 MAX_TABLE_SLOTS: Final = 512

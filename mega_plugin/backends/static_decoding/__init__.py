@@ -2,9 +2,7 @@
 
 * :class:`~.decoder.StaticDecoder`: prompt through the model's forward, then one step per token
   (eager, or one ``torch.compile`` graph for every position);
-* :mod:`.weights`: what a step reads, taken from the core modules once;
-* :mod:`.buffers`: the EMA state and the current frame's keys and values, written in place;
-* :mod:`.step`: the step of one block.
+* the step itself, its weights and its buffers: :mod:`~mega_plugin.backends.token_step`.
 
 Plain torch, any device. The adapters build it for their language models
 (``mega_plugin.adapters.hf.static_decoder``, ``mega_plugin.adapters.fairseq2.static_decoding.static_decoder``).

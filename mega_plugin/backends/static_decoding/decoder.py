@@ -1,8 +1,8 @@
 """``StaticDecoder``: token-by-token decoding of a causal MEGA language model with a fixed state.
 
 The prompt runs through the model's own forward (the core stack, with whatever backend it has);
-its streaming state is then copied into fixed buffers (:mod:`.buffers`), and every new token
-runs :func:`~.step.block_step` through the layers and the caller's head. A step is a few dozen
+its streaming state is then copied into fixed buffers (:mod:`~mega_plugin.backends.token_step.buffers`), and every new token
+runs :func:`~mega_plugin.backends.token_step.step.block_step` through the layers and the caller's head. A step is a few dozen
 tensor ops per layer against the ~230 of a step through the stack's general path (chunk framing,
 state objects, mask merging, kernel selection), and with ``compile=True`` one compiled graph
 serves every position of every chunk (the position is a tensor; no recompilation per step).
@@ -28,16 +28,16 @@ from ...core.ops import EmaOptions, run_ema
 from ...core.state import LayerState
 from ...core.stack import MegaLayerStack
 from ..cpu_fast.threads import fitted_threads
-from .buffers import LayerBuffers, size_bytes
-from .step import block_step
-from .weights import BlockWeights, Projection, block_weights, token_norm
+from ..token_step.buffers import LayerBuffers, size_bytes
+from ..token_step.step import block_step
+from ..token_step.weights import BlockWeights, Projection, block_weights, token_norm
 
 Embed = Callable[[Tensor], Tensor]
 """The token embedding: ids (B, L) -> (B, L, D), scaled and normalised as the model does it."""
 
 Head = Callable[[Tensor], Tensor]
 """The language-model head: last hidden states (B, D) -> logits (B, vocabulary); an ``nn.Linear``
-is read as a :class:`~.weights.Projection` like the layers' projections."""
+is read as a :class:`~mega_plugin.backends.token_step.weights.Projection` like the layers' projections."""
 
 COMPILE_OPTIONS: Final = dict(fullgraph=True, dynamic=False)
 

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from _support.backends import accelerated, reference_copy
 from _support.configs import CAUSAL, tiny_config
 from mega_plugin.backends.static_decoding import StaticDecoder
-from mega_plugin.backends.static_decoding import weights as weights_module
-from mega_plugin.backends.static_decoding.weights import SPLIT_ROWS_MAX, Projection
+from mega_plugin.backends.token_step import weights as weights_module
+from mega_plugin.backends.token_step.weights import SPLIT_ROWS_MAX, Projection
 from mega_plugin.core import MegaBackbone
 
 TOLERANCE: Final = dict(atol=2e-5, rtol=2e-5)

@@ -22,8 +22,7 @@ from ...core.ffn import NormalizedFeedForward
 from ...core.gated_attention import MovingAverageGatedAttention
 from ...core.norms import SequenceNorm
 from ...core.ops.attention.reference import ELEMENT_FUNCTIONS
-from ..cpu_fast.linear import computes_own_product
-from ..cpu_fast.plan import weights_elsewhere
+from ..module_walk import computes_own_product, weights_elsewhere
 
 MAX_FRAME_TABLE: Final = 1 << 22
 """Largest (slot, slot) bias table per layer, in elements (16 MiB in fp32): every chunk up to 2048
