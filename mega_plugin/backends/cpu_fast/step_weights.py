@@ -22,6 +22,7 @@ A key that differs rebuilds the snapshot; checking it costs ~10 us per layer.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final, Hashable
 
@@ -114,7 +115,8 @@ def step_weights(layer: MovingAverageGatedAttention) -> StepWeights:
         return snapshot.weights
     slots = table_slots(layer)
     with torch.no_grad():
-        attention = attention_weights(layer, slots=slots)
+        # eager steps see only the slots written so far: the visibility table is never read
+        attention = dataclasses.replace(attention_weights(layer, slots=slots), visible_rows=None)
         device = layer.qk_weight.device
         indices = None if slots is None else tuple(torch.tensor([slot], device=device) for slot in range(slots))
     weights = StepWeights(attention=attention, slots=indices)
