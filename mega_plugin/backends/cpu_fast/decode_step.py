@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ...core.gated_attention import AttentionResult, MovingAverageGatedAttention
 from ...core.memo import records_grad
-from ...core.state import LayerState
+from ...core.state import LayerState, merge_key_masks
 from ...core.tracing import capturing_graph
 from ..module_walk import weights_elsewhere
 from ..token_step.buffers import LayerBuffers
@@ -89,10 +89,8 @@ def decode_step(layer: MovingAverageGatedAttention, x: Tensor, *, state: LayerSt
         device=x.device,
         capacity=layer.chunk_size,
     )  # (B, C, Z), (B, C, V) with positions 0 .. cached - 1 filled and position ``cached`` free
-    key_real = None
-    if state.key_mask is not None and cached:  # (B, T) bool; the new token is real
-        key_real = torch.ones(batch, frame, dtype=x.dtype, device=x.device)
-        key_real[:, :cached] = state.key_mask
+    key_mask = merge_key_masks(state.key_mask, None, cached, 1, batch=batch, device=x.device) if cached else None
+    key_real = None if key_mask is None else key_mask.to(x.dtype)  # (B, frame) 1.0 / 0.0; the new token is real
     buffers = LayerBuffers(
         ema=state.ema.to(torch.float32, copy=True),  # advanced in place: the old state stays as it was
         keys=growth.keys,

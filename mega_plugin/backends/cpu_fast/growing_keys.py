@@ -91,27 +91,3 @@ def grown_views(growth: Growth) -> tuple[Tensor, Tensor]:
     filled_keys = growth.keys[:, : growth.filled]
     setattr(filled_keys, _RECORD, growth)
     return filled_keys, growth.values[:, : growth.filled]
-
-
-def append_position(
-    keys: Tensor | None, values: Tensor | None, key: Tensor, value: Tensor, *, capacity: int | None
-) -> tuple[Tensor, Tensor]:
-    """``keys`` (B, T, Z) and ``values`` (B, T, V) with ``key`` (B, 1, Z) and ``value`` (B, 1, V)
-    appended: views of (B, T + 1, *) in a buffer that the next step can fill in place.
-
-    ``capacity``: the positions a chunk holds (None: no chunking, the buffer doubles as needed).
-    """
-    length = 0 if keys is None or values is None else keys.shape[1]
-    growth = reserve_position(
-        keys,
-        values,
-        batch=key.shape[0],
-        key_width=key.shape[2],
-        value_width=value.shape[2],
-        dtype=key.dtype,
-        device=key.device,
-        capacity=capacity,
-    )
-    growth.keys[:, length].copy_(key[:, 0])
-    growth.values[:, length].copy_(value[:, 0])
-    return grown_views(growth)

@@ -13,8 +13,23 @@ from torch import Tensor
 
 from _support.backends import accelerated, reference_copy
 from _support.configs import CAUSAL, tiny_config
-from mega_plugin.backends.cpu_fast.growing_keys import MIN_CAPACITY, append_position
+from mega_plugin.backends.cpu_fast.growing_keys import MIN_CAPACITY, grown_views, reserve_position
 from mega_plugin.core import MegaBackbone
+
+
+def append_position(
+    keys: Tensor | None, values: Tensor | None, key: Tensor, value: Tensor, *, capacity: int | None
+) -> tuple[Tensor, Tensor]:
+    """``keys`` / ``values`` with ``key`` (B, 1, Z) / ``value`` (B, 1, V) appended, as the decoding
+    step does it: reserve the next position, write it, take the grown views."""
+    length = 0 if keys is None else keys.shape[1]
+    growth = reserve_position(
+        keys, values, batch=key.shape[0], key_width=key.shape[2], value_width=value.shape[2],
+        dtype=key.dtype, device=key.device, capacity=capacity,
+    )
+    growth.keys[:, length] = key[:, 0]
+    growth.values[:, length] = value[:, 0]
+    return grown_views(growth)
 
 
 def pieces(batch: int, count: int, *, width: int = 3) -> list[tuple[Tensor, Tensor]]:
