@@ -31,6 +31,11 @@ def _linear_pointwise(a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
+def _linear_pointwise_add(a: Tensor, b: Tensor, addend: Tensor) -> Tensor:
+    # oneDNN's binary post-op: the addend is read while the GEMM's output tile is still in registers
+    return torch.ops.mkldnn._linear_pointwise.binary(a, addend, b, None, "add")
+
+
 @functools.lru_cache(maxsize=None)
 def onednn_available() -> Support:
     """Whether oneDNN fp32 GEMMs work here: probed once per process against ``torch.addmm``."""
@@ -54,6 +59,27 @@ def onednn_available() -> Support:
     expected = torch.addmm(bias, a, b)
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
         return declined("torch.ops.mkldnn._linear_pointwise disagrees with torch.addmm on a probe")
+    return SUPPORTED
+
+
+@functools.lru_cache(maxsize=None)
+def fused_add_available() -> Support:
+    """Whether oneDNN's GEMM with an elementwise-add post-op works: probed once per process."""
+    plain = onednn_available()
+    if not plain.ok:
+        return plain
+    try:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        cpu = {"generator": generator, "device": "cpu", "dtype": torch.float32}
+        a = torch.randn(5, 7, **cpu)
+        b = torch.randn(3, 7, **cpu)
+        addend = torch.randn(5, 3, **cpu)
+        got = _linear_pointwise_add(a, b, addend)
+    except Exception as error:  # any failure of a private op means: do not use it
+        return declined(f"torch.ops.mkldnn._linear_pointwise.binary failed on a probe ({type(error).__name__}: {error})")
+    expected = torch.addmm(addend, a, b.t())
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
+        return declined("torch.ops.mkldnn._linear_pointwise.binary disagrees with torch.addmm on a probe")
     return SUPPORTED
 
 
@@ -121,6 +147,16 @@ def matmul_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     if records_grad((a, b, bias)):
         return MatmulNT.apply(a, b, bias)
     return _linear_pointwise(a, b, bias)
+
+
+def matmul_nt_add(a: Tensor, b: Tensor, addend: Tensor) -> Tensor:
+    """``a @ b.T + addend`` for 2-d ``a`` (M, K), ``b`` (N, K) and a contiguous ``addend`` (M, N), without autograd.
+
+    One pass: the addend joins each output tile in the GEMM (oneDNN's binary post-op) instead
+    of a second sweep over (M, N). The caller has checked :func:`fused_add_available` and
+    :func:`unsupported_tensor` for all three, and that nothing records a gradient.
+    """
+    return _linear_pointwise_add(a, b, addend)
 
 
 class MatmulNT(torch.autograd.Function):

@@ -24,15 +24,24 @@ from _support.calls import attention_call, record_kernel_choices
 from _support.configs import tiny_config
 from _support.numerics import in_float64, with_grads
 from mega_plugin.backends import cpu_fast
+import mega_plugin.backends.cpu_fast.attention_onednn as attention_module
 from mega_plugin.backends.cpu_fast.attention_onednn import (
     MIN_FRAME_ELEMENTS,
     onednn_attention,
     onednn_attention_supports,
+    softmax_slice_in_place,
 )
 from mega_plugin.backends.cpu_fast.linear import MIN_ROWS, OneDnnLinear
-from mega_plugin.backends.cpu_fast.onednn import context_allows, matmul_nt, onednn_available, unsupported_tensor
+from mega_plugin.backends.cpu_fast.onednn import (
+    context_allows,
+    fused_add_available,
+    matmul_nt,
+    matmul_nt_add,
+    onednn_available,
+    unsupported_tensor,
+)
 from mega_plugin.core import MegaBackbone
-from mega_plugin.core.ops import KernelError, select
+from mega_plugin.core.ops import KernelError, declined, reference_attention, select
 
 pytestmark = requires_onednn
 
@@ -274,6 +283,85 @@ def test_attention_dropout_while_training_raises() -> None:
 
 
 # --- a whole model ------------------------------------------------------------------------------
+
+
+def test_fused_add_matches_addmm() -> None:
+    assert fused_add_available().ok, fused_add_available().reason
+    generator = torch.Generator().manual_seed(3)
+    a, b, addend = (torch.randn(*shape, generator=generator) for shape in ((37, 19), (23, 19), (37, 23)))
+    expected = torch.addmm(addend.double(), a.double(), b.double().t())
+    torch.testing.assert_close(matmul_nt_add(a, b, addend).double(), expected, **FP32)
+
+
+BIAS_LAYOUTS: Final = ["none", "contiguous", "transposed", "broadcast"]
+
+
+def _slice_bias(layout: str, rows: int, keys: int, generator: torch.Generator) -> Tensor | None:
+    if layout == "none":
+        return None
+    if layout == "contiguous":
+        return torch.randn(rows, keys, generator=generator)
+    if layout == "transposed":  # a strided view: the post-op is skipped, the bias is added in place
+        return torch.randn(keys, rows, generator=generator).t()
+    if layout == "broadcast":  # one row for every query (stride 0)
+        return torch.randn(1, keys, generator=generator).expand(rows, keys)
+    raise AssertionError(layout)
+
+
+@pytest.mark.parametrize("fused_add", [True, False], ids=["post-op", "no-post-op"])
+@pytest.mark.parametrize("bias_layout", BIAS_LAYOUTS)
+@pytest.mark.parametrize(
+    "causal,query_offset,padding",
+    [
+        (False, 0, "none"),
+        (False, 0, "some"),
+        (False, 0, "all"),
+        (True, 0, "none"),
+        (True, 5, "some"),
+        (True, 0, "left"),
+    ],
+    ids=["plain", "padded", "all-padding", "causal", "causal-offset-padded", "causal-left-padding"],
+)
+def test_softmax_slice_in_place_matches_float64_reference(
+    causal: bool, query_offset: int, padding: str, bias_layout: str, fused_add: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slice without autograd against the reference in float64: every mask (a frame of padding,
+    queries that see no key), every bias layout, with and without oneDNN's add post-op."""
+    if not fused_add:
+        monkeypatch.setattr(attention_module, "fused_add_available", lambda: declined("switched off by the test"))
+    post_ops: list[Tensor] = []
+    real = attention_module.matmul_nt_add
+
+    def spy(a: Tensor, b: Tensor, addend: Tensor) -> Tensor:
+        post_ops.append(addend)
+        return real(a, b, addend)
+
+    monkeypatch.setattr(attention_module, "matmul_nt_add", spy)
+    generator = torch.Generator().manual_seed(11)
+    rows, keys = 19, 29
+    query, key, value = (torch.randn(n, size, generator=generator) for n, size in ((rows, 8), (keys, 8), (keys, 12)))
+    bias = _slice_bias(bias_layout, rows, keys, generator)
+    key_mask = {
+        "none": None,
+        "some": torch.rand(keys, generator=generator) > 0.3,
+        "all": torch.zeros(keys, dtype=torch.bool),
+        "left": torch.arange(keys) >= 7,  # with a causal mask, the first 7 queries see no key
+    }[padding]
+    options = attention_options(causal=causal, query_offset=query_offset, need_weights=True)
+    expected_out, expected_weights = reference_attention(
+        *(t.double().view(1, 1, *t.shape) for t in (query, key, value)),
+        None if bias is None else bias.double(),
+        None if key_mask is None else key_mask.view(1, 1, keys),
+        options,
+    )
+    with torch.inference_mode():
+        out, weights = softmax_slice_in_place(query, key, value, bias, key_mask, options)
+    assert out.shape == (rows, 12) and weights.shape == (rows, keys)
+    torch.testing.assert_close(out.double(), expected_out.view(rows, 12), **FP32)
+    torch.testing.assert_close(weights.double(), expected_weights.view(rows, keys), **FP32)
+    assert len(post_ops) == int(fused_add and bias_layout == "contiguous")
+    if padding == "left" and causal:
+        assert weights[:7].abs().sum() == 0  # queries that see no key get zeros, not NaN
 
 
 @pytest.mark.parametrize("chunk_size", [None, 128], ids=["unchunked", "chunk128"])
