@@ -159,6 +159,23 @@ def matmul_nt_add(a: Tensor, b: Tensor, addend: Tensor) -> Tensor:
     return _linear_pointwise_add(a, b, addend)
 
 
+def _weight_gradient(grad: Tensor, a: Tensor) -> Tensor:
+    """``grad.T @ a`` (N, K) for ``grad`` (M, N) and ``a`` (M, K), through the smaller copy.
+
+    oneDNN reads its weight operand strided but copies a non-contiguous first operand. ``grad.T``
+    as that operand copies (N, M); ``a.T`` copies (K, M) (nothing when ``a`` is itself a
+    transposed view) and gives the transpose of the result, which a parameter's gradient then
+    copies once more, (N, K). At the MEGA projections (M rows >> N, K) the second is about half.
+    """
+    rows, outputs = grad.shape
+    inputs = a.shape[1]
+    through_grad = 0 if grad.t().is_contiguous() else rows * outputs
+    through_a = (0 if a.t().is_contiguous() else rows * inputs) + outputs * inputs
+    if through_a < through_grad:
+        return _linear_pointwise(a.t(), grad.t(), None).t()
+    return _linear_pointwise(grad.t(), a.t(), None)
+
+
 class MatmulNT(torch.autograd.Function):
     """``a @ b.T + bias`` whose forward and backward GEMMs run in oneDNN.
 
@@ -184,7 +201,7 @@ class MatmulNT(torch.autograd.Function):
         if need_a:  # (M, N) @ (N, K)
             grad_a = grad @ b if differentiable else _linear_pointwise(grad, b.t(), None)
         if need_b:  # (N, M) @ (M, K)
-            grad_b = grad.t() @ a if differentiable else _linear_pointwise(grad.t(), a.t(), None)
+            grad_b = grad.t() @ a if differentiable else _weight_gradient(grad, a)
         if need_bias and ctx.has_bias:
             grad_bias = grad.sum(dim=0)
         return grad_a, grad_b, grad_bias

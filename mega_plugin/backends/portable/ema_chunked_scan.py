@@ -65,6 +65,21 @@ def _carry(summaries: Tensor, carry: Tensor, state: Tensor, *, reverse: bool) ->
     return torch.stack(inherited, dim=2), state
 
 
+def _lower_toeplitz(kernel: Tensor) -> Tensor:
+    """(D, T) -> (D, T, T) with ``[d, t, s] = kernel[d, t - s]`` for ``t >= s`` and 0 above the diagonal.
+
+    Windows over the kernel behind T - 1 zeros, read backwards, rather than an index gather:
+    the gather's backward is an accumulating scatter (a sort on CPU), the windows' a strided sum.
+    """
+    steps = kernel.shape[-1]
+    windows = torch.nn.functional.pad(kernel, (steps - 1, 0)).unfold(-1, steps, 1)  # [d, t, j] = padded[d, t + j]
+    return windows.flip(-1)  # [d, t, s] = padded[d, t + T - 1 - s] = kernel[d, t - s]
+
+
+def _contiguous(grad: Tensor) -> Tensor:
+    return grad.contiguous()
+
+
 @dataclass(frozen=True)
 class ScanWeights:
     """What the scan needs from the coefficients, tiny entries flushed to zero."""
@@ -87,10 +102,9 @@ def _compute_scan_weights(
 ) -> ScanWeights:
     input_gain, decay, output_gain = coefficients
     lags = torch.arange(steps, device=decay.device, dtype=torch.float32)
-    offsets = lags.view(-1, 1) - lags.view(1, -1)  # (T, T) = t - s
     # Intra-chunk Toeplitz matrices (D, T, T): matrix[d, t, s] = k_fwd[d, t - s] (t >= s) + k_bwd[d, s - t] (s >= t).
     kernel = torch.einsum("dn,dnl->dl", input_gain * output_gain, _powers(decay, lags))  # (D, T)
-    matrix = kernel[:, offsets.clamp(min=0).long()] * (offsets >= 0)
+    matrix = _lower_toeplitz(kernel)
     # Chunk summaries: the forward state at the chunk end, input_gain * q ** (T - 1 - s) ...
     gather = [input_gain.unsqueeze(-1) * _powers(decay, lags.flip(0))]  # (D, N, T)
     # ... read at step t of the next chunk through output_gain * q ** (t + 1).
@@ -99,7 +113,7 @@ def _compute_scan_weights(
     if backward is not None:
         back_in, back_decay, back_out = backward
         back_kernel = torch.einsum("dn,dnl->dl", back_in * back_out, _powers(back_decay, lags))
-        matrix = matrix + back_kernel[:, (-offsets).clamp(min=0).long()] * (offsets <= 0)
+        matrix = matrix + _lower_toeplitz(back_kernel).transpose(1, 2)
         # The backward state at a chunk start, input_gain * q ** s, read at step t of the
         # previous chunk through output_gain * q ** (T - t).
         gather.append(back_in.unsqueeze(-1) * _powers(back_decay, lags))
@@ -168,6 +182,11 @@ def _chunked_scan(
         back_inherited, _ = _carry(summaries[..., components:], weights.carries[1], torch.zeros_like(state), reverse=True)
         inherited = torch.cat([inherited, back_inherited], dim=-1)
     output.baddbmm_(inherited.view(dim, batch * chunks, -1), readouts)  # in place: no second (D, B*C, T)
+    if output.requires_grad:
+        # The gradient comes back through the transposed view below, with strides no BLAS call
+        # reads: both bmm backwards would then copy it one (T, T) channel at a time (2 x D small
+        # clones a call, 10x the forward's bmm time). One transposing copy here instead.
+        output.register_hook(_contiguous)
     # (D, B, C*T) -> (B, L', D) as a strided view: the caller's next op writes the contiguous
     # result, so no transposing copy of the whole output is made here.
     output = output.view(dim, batch, padded).permute(1, 2, 0)

@@ -25,6 +25,7 @@ from _support.configs import tiny_config
 from _support.numerics import in_float64, with_grads
 from mega_plugin.backends import cpu_fast
 import mega_plugin.backends.cpu_fast.attention_onednn as attention_module
+import mega_plugin.backends.cpu_fast.onednn as onednn_module
 from mega_plugin.backends.cpu_fast.attention_onednn import (
     MIN_FRAME_ELEMENTS,
     onednn_attention,
@@ -103,7 +104,9 @@ def functional_linear(module: nn.Linear) -> Callable[..., Tensor]:
 
 @pytest.mark.parametrize("layout", ["2d", "3d", "transposed", "sliced"])
 @pytest.mark.parametrize("has_bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("shape", [(37, 19, 23), (1, 5, 3), (300, 256, 1088)], ids=["odd", "one-row", "mx-proj"])
+@pytest.mark.parametrize(
+    "shape", [(37, 19, 23), (1, 5, 3), (300, 256, 1088), (1024, 256, 1088)], ids=["odd", "one-row", "mx-proj", "mx-block"]
+)
 def test_linear_matches_float64_outputs_and_gradients(
     shape: tuple[int, int, int], has_bias: bool, layout: str, every_call_served: list[Tensor]
 ) -> None:
@@ -120,6 +123,25 @@ def test_linear_matches_float64_outputs_and_gradients(
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5 * scale)
     for name, g, e in zip(["input", "weight", "bias"], got_grads, expected_grads):
         torch.testing.assert_close(g.double(), e, rtol=1e-5, atol=1e-5 * scale * rows**0.5, msg=name)
+
+
+@pytest.mark.parametrize(
+    "rows,inputs,outputs,a_layout,through_a",
+    [
+        (1024, 256, 1088, "2d", True),  # the projections' blocks: copying a (M, K) and the result is half
+        (300, 256, 1088, "2d", False),  # fewer rows: copying grad (M, N) is less
+        (300, 256, 1088, "transposed", True),  # a.T is contiguous: only the result is copied
+        (256, 256, 512, "2d", False),  # an attention frame's w @ v
+    ],
+)
+def test_weight_gradient_copies_the_smaller_operand(rows: int, inputs: int, outputs: int, a_layout: str, through_a: bool) -> None:
+    generator = torch.Generator().manual_seed(rows + outputs)
+    grad = torch.randn(rows, outputs, generator=generator)
+    a = _input(a_layout, rows, inputs, generator)
+    got = onednn_module._weight_gradient(grad, a)
+    assert got.shape == (outputs, inputs)
+    assert got.t().is_contiguous() == through_a  # the path through a gives the transpose of its result
+    torch.testing.assert_close(got.double(), grad.double().t() @ a.double(), rtol=1e-5, atol=1e-5 * rows**0.5)
 
 
 def test_linear_gradient_of_a_broadcast_upstream(every_call_served: list[Tensor]) -> None:
