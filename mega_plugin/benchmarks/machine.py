@@ -66,6 +66,12 @@ class GemmRates:
     def fastest(self) -> float:
         return max(self.blas, self.onednn or 0.0)
 
+    def higher(self, other: GemmRates) -> GemmRates:
+        """Each library's higher rate of two measurements: a neighbour's burst during one of them
+        (the machines are shared) must not inflate the model's share of the GEMM."""
+        measured = [rate for rate in (self.onednn, other.onednn) if rate is not None]
+        return GemmRates(blas=max(self.blas, other.blas), onednn=max(measured) if measured else None)
+
     def describe(self) -> str:
         onednn = "unavailable" if self.onednn is None else f"{self.onednn:.0f}"
         return f"GEMM fp32: torch.mm (BLAS) {self.blas:.0f} GFLOP/s, oneDNN {onednn} GFLOP/s"
