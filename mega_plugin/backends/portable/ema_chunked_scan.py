@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ...core.memo import ValueKeyedCache, records_grad
 from ...core.ops import EmaCall, EmaCoefficients, EmaOptions, SUPPORTED, Support, declined
+from ...core.tracing import capturing_graph
 
 CHUNK_STEPS: Final = 64
 """Chunk length T: intra-chunk work grows with T, the sequential carry loop with L / T."""
@@ -182,10 +183,11 @@ def _chunked_scan(
         back_inherited, _ = _carry(summaries[..., components:], weights.carries[1], torch.zeros_like(state), reverse=True)
         inherited = torch.cat([inherited, back_inherited], dim=-1)
     output.baddbmm_(inherited.view(dim, batch * chunks, -1), readouts)  # in place: no second (D, B*C, T)
-    if output.requires_grad:
+    if output.requires_grad and not capturing_graph():
         # The gradient comes back through the transposed view below, with strides no BLAS call
         # reads: both bmm backwards would then copy it one (T, T) channel at a time (2 x D small
-        # clones a call, 10x the forward's bmm time). One transposing copy here instead.
+        # clones a call, 10x the forward's bmm time). One transposing copy here instead. (A
+        # compiler lays out its own gradients, and dynamo cannot trace a hook on an intermediate.)
         output.register_hook(_contiguous)
     # (D, B, C*T) -> (B, L', D) as a strided view: the caller's next op writes the contiguous
     # result, so no transposing copy of the whole output is made here.

@@ -191,3 +191,30 @@ def test_channel_major_input_matches_reference(length: int, bidirectional: bool)
     with torch.no_grad():
         got, _ = chunked_scan_ema(channel_major, coefficients, None, EmaOptions(bidirectional=bidirectional, truncation=None, return_state=False))
     torch.testing.assert_close(got, expected, **TOLERANCE)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_compiles_without_graph_breaks_with_the_same_gradients(bidirectional: bool) -> None:
+    """Eager training makes the scan's gradient contiguous with a tensor hook; dynamo cannot trace a
+    hook on an intermediate, so under compilation the kernel must leave it out (fullgraph)."""
+    generator = torch.Generator().manual_seed(7)
+    channels = 2 * DIM if bidirectional else DIM
+    coefficients = random_coefficients(channels, generator=generator)
+    x = torch.randn(BATCH, 3 * CHUNK_STEPS + 7, DIM, generator=generator)
+    options = EmaOptions(bidirectional=bidirectional, truncation=None, return_state=False)
+    upstream = torch.randn(x.shape, generator=generator)
+
+    def loss(inputs: Tensor, input_gain: Tensor, decay: Tensor, output_gain: Tensor) -> Tensor:
+        output, _ = chunked_scan_ema(inputs, EmaCoefficients(input_gain, decay, output_gain), None, options)
+        return (output * upstream).sum()
+
+    def gradients(run: object) -> list[Tensor]:
+        gains = leaf_copies(coefficients)
+        leaves = [x.clone().requires_grad_(True), gains.input_gain, gains.decay, gains.output_gain]
+        run(*leaves).backward()  # type: ignore[operator]
+        return [leaf.grad for leaf in leaves]
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    for got, expected in zip(gradients(compiled), gradients(loss)):
+        torch.testing.assert_close(got, expected, **TOLERANCE)
