@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ...core.memo import records_grad
 from ...core.ops import AttentionCall, AttentionOptions, Support, declined
-from ...core.ops.attention.reference import allowed_mask, reference_attention
+from ...core.ops.attention.reference import reference_attention, softmax_allowed
 from ..portable.attention_query_blocks import query_slice_rows
 from .onednn import fused_add_available, matmul_nt, matmul_nt_add, serves, unsupported_tensor
 
@@ -62,10 +62,7 @@ def softmax_slice_in_place(
         scores = matmul_nt(scaled, key)
         if bias is not None:
             scores.add_(bias)
-    if key_mask is not None:
-        # A frame made only of padding is left unmasked, as the reference does (no NaN rows).
-        key_mask = key_mask | ~key_mask.any()
-    allowed = allowed_mask(
+    allowed = softmax_allowed(
         key_mask,
         causal=options.causal,
         query_length=query.shape[0],

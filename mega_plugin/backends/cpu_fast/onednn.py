@@ -15,7 +15,7 @@ strided (e.g. transposed) operands as they lie, so ``a @ b`` is ``nt(a, b.t())``
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -36,30 +36,38 @@ def _linear_pointwise_add(a: Tensor, b: Tensor, addend: Tensor) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise.binary(a, addend, b, None, "add")
 
 
+def _probe(name: str, run: Callable[[Tensor, Tensor, Tensor], Tensor], *, addend_shape: tuple[int, ...]) -> Support:
+    """Whether ``run(a, b, addend)``, meant as ``a @ b.T + addend``, agrees with ``torch.addmm`` on small inputs.
+
+    ``b`` is a transposed view, read as the kernels read their operands. Explicit device and
+    dtype: the first probe may run under a default-device context (meta-device model
+    construction) or a default-dtype one.
+    """
+    try:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        cpu = {"generator": generator, "device": "cpu", "dtype": torch.float32}
+        a = torch.randn(5, 7, **cpu)
+        b = torch.randn(7, 3, **cpu).t()
+        addend = torch.randn(*addend_shape, **cpu)
+        got = run(a, b, addend)
+    except Exception as error:  # any failure of a private op means: do not use it
+        return declined(f"{name} failed on a probe ({type(error).__name__}: {error})")
+    expected = torch.addmm(addend, a, b.t())
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
+        return declined(f"{name} disagrees with torch.addmm on a probe")
+    return SUPPORTED
+
+
 @functools.lru_cache(maxsize=None)
 def onednn_available() -> Support:
     """Whether oneDNN fp32 GEMMs work here: probed once per process against ``torch.addmm``."""
     if not torch.backends.mkldnn.is_available():
         return declined("torch was built without oneDNN (mkldnn)")
     try:
-        op = torch.ops.mkldnn._linear_pointwise
+        torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError) as error:
         return declined(f"torch.ops.mkldnn._linear_pointwise is missing ({error})")
-    try:
-        # explicit device and dtype: the first probe may run under a default-device context
-        # (meta-device model construction) or a default-dtype one
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        cpu = {"generator": generator, "device": "cpu", "dtype": torch.float32}
-        a = torch.randn(5, 7, **cpu)
-        b = torch.randn(7, 3, **cpu)  # read transposed, as the kernels do
-        bias = torch.randn(3, **cpu)
-        got = op(a, b.t(), bias, "none", [], "")
-    except Exception as error:  # any failure of a private op means: do not use it
-        return declined(f"torch.ops.mkldnn._linear_pointwise failed on a probe ({type(error).__name__}: {error})")
-    expected = torch.addmm(bias, a, b)
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
-        return declined("torch.ops.mkldnn._linear_pointwise disagrees with torch.addmm on a probe")
-    return SUPPORTED
+    return _probe("torch.ops.mkldnn._linear_pointwise", _linear_pointwise, addend_shape=(3,))
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,19 +76,7 @@ def fused_add_available() -> Support:
     plain = onednn_available()
     if not plain.ok:
         return plain
-    try:
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        cpu = {"generator": generator, "device": "cpu", "dtype": torch.float32}
-        a = torch.randn(5, 7, **cpu)
-        b = torch.randn(3, 7, **cpu)
-        addend = torch.randn(5, 3, **cpu)
-        got = _linear_pointwise_add(a, b, addend)
-    except Exception as error:  # any failure of a private op means: do not use it
-        return declined(f"torch.ops.mkldnn._linear_pointwise.binary failed on a probe ({type(error).__name__}: {error})")
-    expected = torch.addmm(addend, a, b.t())
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-5, atol=1e-5):
-        return declined("torch.ops.mkldnn._linear_pointwise.binary disagrees with torch.addmm on a probe")
-    return SUPPORTED
+    return _probe("torch.ops.mkldnn._linear_pointwise.binary", _linear_pointwise_add, addend_shape=(5, 3))
 
 
 def unsupported_tensor(tensor: Tensor | None) -> str | None:

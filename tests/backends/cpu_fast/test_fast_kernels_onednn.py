@@ -171,10 +171,23 @@ def test_linear_double_backward(every_call_served: list[Tensor]) -> None:
 def test_the_availability_probe_runs_on_the_cpu_under_a_meta_default_device() -> None:
     """transformers builds a model under ``with torch.device("meta")`` and the adapters accelerate it
     there: the first probe of oneDNN may run in that context."""
-    expected = onednn_available()
+    expected = onednn_available(), fused_add_available()
     onednn_available.cache_clear()
+    fused_add_available.cache_clear()
     with torch.device("meta"):
-        assert onednn_available() == expected
+        assert (onednn_available(), fused_add_available()) == expected
+
+
+def test_a_probe_declines_an_op_that_disagrees_or_fails() -> None:
+    without_addend = onednn_module._probe("dropped addend", lambda a, b, addend: a @ b.t(), addend_shape=(5, 3))
+    assert not without_addend.ok and without_addend.reason == "dropped addend disagrees with torch.addmm on a probe"
+
+    def fails(a: Tensor, b: Tensor, addend: Tensor) -> Tensor:
+        raise RuntimeError("no kernel")
+
+    failing = onednn_module._probe("failing op", fails, addend_shape=(3,))
+    assert not failing.ok and failing.reason == "failing op failed on a probe (RuntimeError: no kernel)"
+    assert onednn_module._probe("addmm", lambda a, b, addend: torch.addmm(addend, a, b.t()), addend_shape=(3,)).ok
 
 
 def test_matmul_nt_without_grad_records_nothing() -> None:

@@ -59,6 +59,18 @@ def allowed_mask(
     return allowed
 
 
+def softmax_allowed(
+    key_mask: Tensor | None, *, causal: bool, query_length: int, key_length: int, query_offset: int, device: torch.device
+) -> Tensor | None:
+    """:func:`allowed_mask` for softmax attention: ``key_mask`` (..., Lk) of a frame made only of
+    padding is left unmasked, as the reference does (no NaN rows)."""
+    if key_mask is not None:
+        key_mask = key_mask | ~key_mask.any(dim=-1, keepdim=True)
+    return allowed_mask(
+        key_mask, causal=causal, query_length=query_length, key_length=key_length, query_offset=query_offset, device=device
+    )
+
+
 def reference_attention(
     query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None, key_mask: Tensor | None, options: AttentionOptions,
     *,
@@ -71,10 +83,7 @@ def reference_attention(
     """
     activation, causal = options.activation, options.causal
     query_length, key_length = query.shape[-2], key.shape[-2]
-    if activation == "softmax" and key_mask is not None:
-        # A chunk made only of padding is left unmasked, as the reference does (no NaN rows).
-        key_mask = key_mask | ~key_mask.any(dim=-1, keepdim=True)
-    allowed = allowed_mask(
+    allowed = (softmax_allowed if activation == "softmax" else allowed_mask)(
         key_mask,
         causal=causal,
         query_length=query_length,
